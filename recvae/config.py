@@ -1,0 +1,212 @@
+"""Typed configuration; every default equals the paper's (Liang et al. 2018) unless stated."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; raised before any work starts."""
+
+
+@dataclass
+class DataConfig:
+    """How raw interactions become a binarized, filtered interaction list."""
+
+    threshold: float | None = 3.5  # keep rating > threshold; None keeps every row (implicit data)
+    min_user_count: int = 5
+    min_item_count: int = 0
+    duplicates: str = "max"  # rule for repeated (user, item): "max" rating / latest timestamp, "first", "error"
+    lenient: bool = False  # quarantine bad rows instead of failing
+
+    def validate(self) -> None:
+        if self.min_user_count < 0 or self.min_item_count < 0:
+            raise ConfigError("min_user_count and min_item_count must be >= 0")
+        if self.duplicates not in ("max", "first", "error"):
+            raise ConfigError(f"duplicates must be one of max, first, error; got {self.duplicates!r}")
+
+
+@dataclass
+class SplitConfig:
+    """Strong generalization (held-out users, 80/20 fold-in) or a temporal split."""
+
+    kind: str = "strong"  # "strong" | "temporal"
+    n_heldout_users: int | None = None  # None: 10,000 at ML-20M scale, proportionally fewer on small data
+    test_prop: float = 0.2  # share of a held-out user's items held out for evaluation
+    seed: int = 98765  # the paper notebook's seed
+    temporal_test_prop: float = 0.2  # temporal: share of each user's latest interactions held out
+
+    def validate(self) -> None:
+        if self.kind not in ("strong", "temporal"):
+            raise ConfigError(f"split kind must be 'strong' or 'temporal'; got {self.kind!r}")
+        if not 0.0 < self.test_prop < 1.0:
+            raise ConfigError(f"test_prop must be in (0, 1); got {self.test_prop}")
+        if not 0.0 < self.temporal_test_prop < 1.0:
+            raise ConfigError(f"temporal_test_prop must be in (0, 1); got {self.temporal_test_prop}")
+        if self.n_heldout_users is not None and self.n_heldout_users < 1:
+            raise ConfigError(f"n_heldout_users must be >= 1; got {self.n_heldout_users}")
+
+
+@dataclass
+class ModelConfig:
+    """Mult-VAE / Mult-DAE architecture: I-600-200-600-I, tanh, input dropout 0.5."""
+
+    kind: str = "vae"  # "vae" | "dae"
+    hidden_dims: tuple[int, ...] = (600,)
+    latent_dim: int = 200
+    activation: str = "tanh"
+    dropout: float = 0.5
+
+    def validate(self) -> None:
+        if self.kind not in ("vae", "dae"):
+            raise ConfigError(f"model kind must be 'vae' or 'dae'; got {self.kind!r}")
+        if self.latent_dim < 1 or any(int(h) < 1 for h in self.hidden_dims):
+            raise ConfigError(
+                f"layer sizes must be >= 1; got hidden_dims={list(self.hidden_dims)} latent_dim={self.latent_dim}"
+            )
+        if self.activation not in ("tanh", "relu", "sigmoid", "elu", "selu"):
+            raise ConfigError(f"unknown activation {self.activation!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and KL annealing; paper: batch 500, Adam 1e-3, 200 epochs, beta to 0.2 over 200k steps."""
+
+    epochs: int = 200
+    batch_size: int = 500
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # the reference notebook's lam=0.0 (L2 on weights)
+    beta_schedule: str = "anneal"  # "anneal" (linear to cap) | "constant" | "anneal_to_1" (paper's search)
+    total_anneal_steps: int = 200_000
+    anneal_cap: float = 0.2
+    beta: float = 0.2  # used by the "constant" schedule
+    patience: int | None = None  # early stopping on validation NDCG@100; None trains all epochs
+    eval_batch_size: int = 2_000
+    seed: int = 98765
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    amp: str = "none"  # "none" | "bf16" | "fp16" (CUDA autocast)
+    num_threads: int | None = None
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("epochs, batch_size and eval_batch_size must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0; got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0; got {self.weight_decay}")
+        if self.beta_schedule not in ("anneal", "constant", "anneal_to_1"):
+            raise ConfigError(f"beta_schedule must be anneal, constant or anneal_to_1; got {self.beta_schedule!r}")
+        if not 0.0 <= self.anneal_cap <= 1.0:
+            raise ConfigError(f"anneal_cap must be in [0, 1]; got {self.anneal_cap}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ConfigError(f"beta must be in [0, 1]; got {self.beta}")
+        if self.total_anneal_steps < 1:
+            raise ConfigError(f"total_anneal_steps must be >= 1; got {self.total_anneal_steps}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience must be >= 1; got {self.patience}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda; got {self.device!r}")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ConfigError(f"amp must be none, bf16 or fp16; got {self.amp!r}")
+
+
+@dataclass
+class Config:
+    """Everything one pipeline run needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        for part in (self.data, self.split, self.model, self.train):
+            part.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "Config":
+        d = d or {}
+        return cls(
+            data=from_dict(DataConfig, d.get("data", {})),
+            split=from_dict(SplitConfig, d.get("split", {})),
+            model=from_dict(ModelConfig, d.get("model", {})),
+            train=from_dict(TrainConfig, d.get("train", {})),
+        )
+
+
+T = typing.TypeVar("T")
+
+
+def _coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Convert a CLI/DAG string or JSON value to the dataclass field's type."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {"tuple": tuple, "int": int, "float": float, "str": str, "bool": bool})  # noqa: S307 - our own annotations
+    if value is None:
+        return None
+    text = str(value).strip()
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if text.lower() in ("none", "null", ""):
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, name)
+    if origin is tuple:
+        items = value if isinstance(value, (list, tuple)) else [v for v in text.replace(",", " ").split() if v]
+        return tuple(int(v) for v in items)
+    try:
+        if annotation is bool:
+            if isinstance(value, bool):
+                return value
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if annotation is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(text)
+            return int(float(text)) if isinstance(value, str) and "e" in text.lower() else int(value)
+        if annotation is float:
+            return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: cannot read {value!r} as {annotation.__name__}") from exc
+    return value
+
+
+def from_dict(cls: type[T], d: dict[str, Any]) -> T:
+    """Build a config dataclass from a dict, coercing strings and rejecting unknown keys."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+    return cls(**{k: _coerce(v, hints[k], f"{cls.__name__}.{k}") for k, v in d.items()})
+
+
+def apply_overrides(config: Config, overrides: list[str] | dict[str, Any]) -> Config:
+    """Apply `section.field=value` overrides (CLI `--set`, DAG params) to a copy of `config`."""
+    items = overrides.items() if isinstance(overrides, dict) else (_split_override(o) for o in overrides)
+    d = config.to_dict()
+    for key, value in items:
+        section, _, name = key.partition(".")
+        if section not in d or not name:
+            raise ConfigError(f"override {key!r}: expected SECTION.FIELD with SECTION in {', '.join(d)}")
+        d[section][name] = value
+    return Config.from_dict(d)
+
+
+def _split_override(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected SECTION.FIELD=VALUE")
+    key, _, value = text.partition("=")
+    return key.strip(), value.strip()

@@ -1,0 +1,131 @@
+"""Ranking metrics of Liang et al. 2018 (NDCG@k, Recall@k) and LightGCN's Recall@k, vectorized in torch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+DEFAULT_METRICS = ("ndcg@100", "recall@20", "recall@50")
+
+
+def csr_to_dense(m: sp.csr_matrix, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Dense float32 tensor of a (small, batch-sized) CSR block."""
+    m = m.tocsr()
+    if device == "cpu" or (isinstance(device, torch.device) and device.type == "cpu"):
+        return torch.from_numpy(m.toarray().astype(np.float32, copy=False))
+    t = torch.sparse_csr_tensor(
+        torch.from_numpy(m.indptr.astype(np.int64)),
+        torch.from_numpy(m.indices.astype(np.int64)),
+        torch.from_numpy(m.data.astype(np.float32)),
+        size=m.shape,
+    )
+    return t.to(device).to_dense()
+
+
+def mask_seen(scores: torch.Tensor, seen: sp.csr_matrix) -> torch.Tensor:
+    """Set scores of already-seen items to -inf, in place; `seen` has the same rows as `scores`."""
+    seen = seen.tocsr()
+    rows = torch.from_numpy(np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))).to(scores.device)
+    cols = torch.from_numpy(seen.indices.astype(np.int64)).to(scores.device)
+    scores[rows, cols] = -torch.inf
+    return scores
+
+
+def _discounts(k: int, device: torch.device) -> torch.Tensor:
+    return 1.0 / torch.log2(torch.arange(2, k + 2, device=device, dtype=torch.float64))
+
+
+def ndcg_at_k(scores: torch.Tensor, heldout: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-user NDCG@k with binary relevance; NaN for users with no held-out items."""
+    k = min(k, scores.shape[1])
+    top = torch.topk(scores, k, dim=1).indices
+    hits = torch.gather(heldout, 1, top) > 0
+    disc = _discounts(k, scores.device)
+    dcg = (hits.to(torch.float64) * disc).sum(dim=1)
+    n_pos = (heldout > 0).sum(dim=1).clamp(max=k)
+    idcg = torch.cumsum(disc, 0)[(n_pos - 1).clamp(min=0)]
+    return torch.where(n_pos > 0, dcg / idcg, torch.full_like(dcg, math.nan))
+
+
+def recall_at_k(scores: torch.Tensor, heldout: torch.Tensor, k: int, denominator: str = "min") -> torch.Tensor:
+    """Per-user Recall@k: hits / min(k, |held-out|) (paper) or hits / |held-out| (LightGCN); NaN if none."""
+    k = min(k, scores.shape[1])
+    top = torch.topk(scores, k, dim=1).indices
+    hits = (torch.gather(heldout, 1, top) > 0).sum(dim=1).to(torch.float64)
+    n_pos = (heldout > 0).sum(dim=1).to(torch.float64)
+    denom = torch.clamp(n_pos, max=k) if denominator == "min" else n_pos
+    if denominator not in ("min", "all"):
+        raise ValueError(f"denominator must be 'min' or 'all'; got {denominator!r}")
+    return torch.where(n_pos > 0, hits / denom.clamp(min=1), torch.full_like(hits, math.nan))
+
+
+def _parse(name: str) -> tuple[str, int]:
+    metric, _, k = name.partition("@")
+    if metric not in ("ndcg", "recall", "recall_all") or not k.isdigit():
+        raise ValueError(f"unknown metric {name!r}; use ndcg@K, recall@K or recall_all@K")
+    return metric, int(k)
+
+
+def per_user_metrics(scores: torch.Tensor, heldout: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Per-user values of each metric name (e.g. 'ndcg@100', 'recall@20', 'recall_all@20')."""
+    out = {}
+    for name in names:
+        metric, k = _parse(name)
+        if metric == "ndcg":
+            out[name] = ndcg_at_k(scores, heldout, k)
+        else:
+            out[name] = recall_at_k(scores, heldout, k, "min" if metric == "recall" else "all")
+    return out
+
+
+@dataclass
+class EvalResult:
+    """Mean, standard error and per-user values of each metric over users with held-out items."""
+
+    per_user: dict[str, np.ndarray]
+
+    @property
+    def means(self) -> dict[str, float]:
+        return {k: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for k, v in self.per_user.items()}
+
+    @property
+    def stderr(self) -> dict[str, float]:
+        out = {}
+        for k, v in self.per_user.items():
+            v = v[np.isfinite(v)]
+            out[k] = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+        return out
+
+    @property
+    def n_users(self) -> int:
+        first = next(iter(self.per_user.values()), np.zeros(0))
+        return int(np.isfinite(first).sum())
+
+
+def evaluate(
+    score_fn: Callable[[sp.csr_matrix], torch.Tensor],
+    foldin: sp.csr_matrix,
+    heldout: sp.csr_matrix,
+    metrics: Iterable[str] = DEFAULT_METRICS,
+    batch_size: int = 2_000,
+    device: torch.device | str = "cpu",
+) -> EvalResult:
+    """Score users batch by batch from their fold-in rows, exclude fold-in items, and compute metrics."""
+    names = list(metrics)
+    if foldin.shape != heldout.shape:
+        raise ValueError(f"fold-in {foldin.shape} and held-out {heldout.shape} shapes differ")
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    with torch.no_grad():
+        for start in range(0, foldin.shape[0], batch_size):
+            x = foldin[start : start + batch_size]
+            scores = score_fn(x).float()
+            mask_seen(scores, x)
+            y = csr_to_dense(heldout[start : start + batch_size], scores.device)
+            for name, v in per_user_metrics(scores, y, names).items():
+                parts[name].append(v.cpu().numpy())
+    return EvalResult({n: np.concatenate(v) if v else np.zeros(0) for n, v in parts.items()})

@@ -1,0 +1,200 @@
+"""A dataset snapshot: CSR matrices per split part, id maps and a manifest with content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from recvae.idmap import IdMap
+
+FORMAT_VERSION = 1
+# Rows of *_tr and *_te belong to the same users in the same order.
+PARTS = ("train", "validation_tr", "validation_te", "test_tr", "test_te")
+HELDOUT = {"validation": ("validation_tr", "validation_te"), "test": ("test_tr", "test_te")}
+
+
+class SnapshotError(ValueError):
+    """A snapshot on disk is missing, corrupt, or does not match what it is used with."""
+
+
+@dataclass
+class Snapshot:
+    """Interaction matrices (users x items, CSR, float32 ones) of each split part, and the id maps."""
+
+    matrices: dict[str, sp.csr_matrix]
+    rows: dict[str, np.ndarray]  # part -> user index (into `users`) of each matrix row
+    users: IdMap
+    items: IdMap
+    manifest: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        n_items = len(self.items)
+        for name, m in self.matrices.items():
+            if name not in PARTS:
+                raise SnapshotError(f"unknown part {name!r}; parts are {', '.join(PARTS)}")
+            if m.shape[1] != n_items:
+                raise SnapshotError(f"part {name}: {m.shape[1]} columns but {n_items} items in the id map")
+            if len(self.rows[name]) != m.shape[0]:
+                raise SnapshotError(f"part {name}: {m.shape[0]} rows but {len(self.rows[name])} user indices")
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def train(self) -> sp.csr_matrix:
+        return self.matrices["train"]
+
+    @property
+    def snapshot_id(self) -> str:
+        return self.manifest.get("snapshot_id") or compute_snapshot_id(self)
+
+    def has(self, split: str) -> bool:
+        """Whether held-out `split` ('validation' or 'test') exists with at least one user."""
+        tr, _ = HELDOUT[split]
+        return tr in self.matrices and self.matrices[tr].shape[0] > 0
+
+    def heldout(self, split: str) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """(fold-in, held-out) matrices of 'validation' or 'test' users."""
+        if not self.has(split):
+            raise SnapshotError(f"snapshot {self.snapshot_id} has no {split} users")
+        tr, te = HELDOUT[split]
+        return self.matrices[tr], self.matrices[te]
+
+    def history(self) -> tuple[np.ndarray, sp.csr_matrix]:
+        """(user indices, every known interaction of those users): what a batch job treats as seen."""
+        blocks, users = [], []
+        if "train" in self.matrices:
+            blocks.append(self.matrices["train"])
+            users.append(self.rows["train"])
+        for tr, te in HELDOUT.values():
+            if tr in self.matrices:
+                blocks.append((self.matrices[tr] + self.matrices[te]).tocsr())
+                users.append(self.rows[tr])
+        m = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, self.n_items), dtype=np.float32)
+        m.data[:] = 1.0
+        return np.concatenate(users) if users else np.zeros(0, np.int64), m
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per part: users, interactions, density."""
+        out: dict[str, Any] = {}
+        for name, m in self.matrices.items():
+            out[name] = {
+                "users": int(m.shape[0]),
+                "interactions": int(m.nnz),
+                "density": float(m.nnz / max(1, m.shape[0] * m.shape[1])),
+            }
+        return out
+
+    def save(self, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+        """Write atomically to `path` (a directory); an existing identical snapshot is kept as is."""
+        path = Path(path)
+        sid = compute_snapshot_id(self)
+        if (path / "manifest.json").exists():
+            existing = json.loads((path / "manifest.json").read_text())
+            if existing.get("snapshot_id") == sid:
+                self.manifest = existing
+                self.path = path
+                return path
+            raise SnapshotError(f"{path} already holds snapshot {existing.get('snapshot_id')}, not {sid}; choose another --out")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            files: dict[str, str] = {}
+            for name, m in self.matrices.items():
+                sp.save_npz(tmp / f"{name}.npz", m.tocsr(), compressed=True)
+                np.save(tmp / f"{name}_rows.npy", np.asarray(self.rows[name], dtype=np.int64))
+            self.users.save(tmp / "users.parquet")
+            self.items.save(tmp / "items.parquet")
+            for f in sorted(tmp.iterdir()):
+                files[f.name] = sha256_file(f)
+            manifest = {
+                **{k: v for k, v in self.manifest.items() if k not in ("files", "snapshot_id", "counts")},
+                **(extra or {}),
+                "format_version": FORMAT_VERSION,
+                "snapshot_id": sid,
+                "created_at": self.manifest.get("created_at") or datetime.now(timezone.utc).isoformat(),
+                "n_users": len(self.users),
+                "n_items": self.n_items,
+                "counts": self.summary(),
+                "files": files,
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.manifest = manifest
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, verify: bool = True) -> "Snapshot":
+        """Read a snapshot directory; with `verify`, every file's sha256 must match the manifest."""
+        path = Path(path)
+        mf = path / "manifest.json"
+        if not mf.exists():
+            raise SnapshotError(f"{path}: not a snapshot (no manifest.json)")
+        try:
+            manifest = json.loads(mf.read_text())
+        except json.JSONDecodeError as exc:
+            raise SnapshotError(f"{mf}: invalid JSON ({exc})") from exc
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise SnapshotError(f"{mf}: format_version {manifest.get('format_version')} (expected {FORMAT_VERSION})")
+        for fname, digest in manifest.get("files", {}).items():
+            f = path / fname
+            if not f.exists():
+                raise SnapshotError(f"{path}: file {fname} listed in the manifest is missing")
+            if verify and sha256_file(f) != digest:
+                raise SnapshotError(f"{f}: sha256 does not match the manifest (file changed or corrupt)")
+        matrices, rows = {}, {}
+        for name in PARTS:
+            if (path / f"{name}.npz").exists():
+                matrices[name] = sp.load_npz(path / f"{name}.npz").tocsr()
+                rows[name] = np.load(path / f"{name}_rows.npy")
+        snap = cls(
+            matrices=matrices,
+            rows=rows,
+            users=IdMap.load(path / "users.parquet"),
+            items=IdMap.load(path / "items.parquet"),
+            manifest=manifest,
+            path=path,
+        )
+        return snap
+
+
+def compute_snapshot_id(snap: Snapshot) -> str:
+    """Content hash of matrices, row users and id maps: equal data gives an equal id."""
+    h = hashlib.sha256()
+    for name in sorted(snap.matrices):
+        m = snap.matrices[name].tocsr()
+        m.sort_indices()
+        h.update(name.encode())
+        h.update(np.asarray(m.shape, np.int64).tobytes())
+        for arr in (m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data.astype(np.float32)):
+            h.update(arr.tobytes())
+        h.update(np.asarray(snap.rows[name], np.int64).tobytes())
+    for idmap in (snap.users, snap.items):
+        h.update("\x1f".join(map(str, idmap.raw_ids)).encode())
+    return "snap-" + h.hexdigest()[:16]
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
