@@ -1,0 +1,88 @@
+"""The contract every model (Mult-VAE, Mult-DAE and the baselines) follows, and saving/loading by kind."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import scipy.sparse as sp
+import torch
+
+from recvae.idmap import IdMap
+
+META_FILE = "recommender.json"
+# kind -> "module:Class"; modules are imported only when that kind is loaded.
+KINDS: dict[str, str] = {
+    "multvae": "recvae.model:MultVAERecommender",
+    "multdae": "recvae.model:MultVAERecommender",
+    "popularity": "recvae.baselines:Popularity",
+    "ease": "recvae.baselines:EASE",
+    "als": "recvae.baselines:ALS",
+}
+
+
+class Recommender(ABC):
+    """Scores every item for users given as rows of an interaction matrix (fold-in, no retraining)."""
+
+    kind: ClassVar[str]
+
+    n_items: int
+    items: IdMap | None = None  # raw item ids of the columns, attached when trained on a snapshot
+
+    @abstractmethod
+    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> "Recommender":
+        """Learn from a users x items training matrix."""
+
+    @abstractmethod
+    def scores(self, X: sp.csr_matrix) -> torch.Tensor:
+        """(X.shape[0], n_items) unnormalised scores; seen items are not masked here."""
+
+    @abstractmethod
+    def params(self) -> dict[str, Any]:
+        """Hyperparameters, JSON-serializable (logged to MLflow, stored with the model)."""
+
+    @abstractmethod
+    def _save_state(self, path: Path) -> None:
+        """Write learned state (tensors/arrays only; never pickles) into directory `path`."""
+
+    @classmethod
+    @abstractmethod
+    def _load_state(cls, path: Path, meta: dict[str, Any]) -> "Recommender":
+        """Rebuild from `path` and the metadata written by `save`."""
+
+    def save(self, path: str | Path, **extra: Any) -> Path:
+        """Write the model, its params, item ids and `extra` metadata (e.g. snapshot id) to directory `path`."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self._save_state(path)
+        if self.items is not None:
+            self.items.save(path / "items.parquet")
+        meta = {"kind": self.kind, "n_items": self.n_items, "params": self.params(), **extra}
+        (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of a saved recommender directory."""
+    f = Path(path) / META_FILE
+    if not f.exists():
+        raise FileNotFoundError(f"{path}: not a saved recommender (no {META_FILE})")
+    return json.loads(f.read_text())
+
+
+def load_recommender(path: str | Path) -> Recommender:
+    """Load any saved recommender by the kind recorded in its metadata (no code execution from the files)."""
+    path = Path(path)
+    meta = read_meta(path)
+    kind = meta.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"{path}: unknown recommender kind {kind!r}; known: {', '.join(KINDS)}")
+    module, _, cls_name = KINDS[kind].partition(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    rec = cls._load_state(path, meta)
+    if (path / "items.parquet").exists():
+        rec.items = IdMap.load(path / "items.parquet")
+    return rec
