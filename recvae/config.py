@@ -161,7 +161,7 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
         inner = [a for a in args if a is not type(None)][0]
         return _coerce(value, inner, name)
     if origin is tuple:
-        items = value if isinstance(value, (list, tuple)) else [v for v in text.replace(",", " ").split() if v]
+        items = value if isinstance(value, (list, tuple)) else text.strip("[]()").replace(",", " ").split()
         return tuple(int(v) for v in items)
     try:
         if annotation is bool:

@@ -1,0 +1,112 @@
+"""Weekly retraining: ingest and validate interactions, build a snapshot, train the Mult-VAE challenger and the
+baselines in parallel, evaluate them on the same validation users, and promote the challenger to `champion`
+only when it beats the champion and every baseline by the configured margin.
+
+Thin on purpose: every task imports `recvae` inside its body and holds no logic of its own.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+SNAPSHOT = Asset("recvae_snapshot", uri="file:///recvae/snapshot")
+CHAMPION = Asset("recvae_champion", uri="file:///recvae/champion")
+
+default_args = {
+    "owner": "recvae",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+}
+
+
+@dag(
+    dag_id="recvae_retrain",
+    schedule="@weekly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    tags=["recvae", "training"],
+    doc_md=__doc__,
+    params={
+        "dataset": Param("synthetic", type="string", description="named dataset (ml-1m, gowalla, synthetic, ...)"),
+        "input_path": Param(None, type=["null", "string"], description="an interactions file instead of a dataset"),
+        "input_format": Param(None, type=["null", "string"], description="csv, parquet, movielens, pro_sg, lightgcn"),
+        "config": Param({}, type="object", description='overrides, e.g. {"train.epochs": 50, "train.anneal_cap": 0.2}'),
+        "baselines": Param(["popularity", "als", "ease"], type="array", description="baselines to train beside the VAE"),
+        "promote_margin": Param(0.0, type="number", minimum=0, description="NDCG@100 margin the challenger must beat"),
+        "model_name": Param("recvae", type="string", description="MLflow registered model name"),
+        "experiment": Param("recvae", type="string", description="MLflow experiment"),
+    },
+)
+def recvae_retrain():
+    @task(outlets=[SNAPSHOT])
+    def build_snapshot(**context) -> dict:
+        """Ingest, validate and split the interactions into a dataset snapshot (idempotent per run)."""
+        from recvae import pipeline
+
+        p = context["params"]
+        return pipeline.prepare_step(
+            dataset=p["dataset"], input_path=p["input_path"], input_format=p["input_format"],
+            overrides=p["config"], run_key=context["run_id"],
+        )
+
+    @task
+    def train_challenger(snapshot: dict, **context) -> dict:
+        """Train the Mult-VAE challenger, log it to MLflow and register a new version."""
+        from recvae import pipeline
+
+        p = context["params"]
+        return pipeline.train_step(
+            snapshot["snapshot_dir"], overrides=p["config"], experiment=p["experiment"],
+            model_name=p["model_name"], run_key=f"{context['run_id']}:challenger",
+        )
+
+    @task
+    def baseline_kinds(**context) -> list[str]:
+        """The baselines asked for in the run's params."""
+        return list(context["params"]["baselines"])
+
+    @task(map_index_template="{{ task.op_kwargs['kind'] }}")
+    def train_baseline(snapshot: dict, kind: str, **context) -> dict:
+        """Fit one baseline (hyperparameters tuned on validation users) and log it as an MLflow run."""
+        from recvae import pipeline
+
+        p = context["params"]
+        return pipeline.baseline_step(
+            kind, snapshot["snapshot_dir"], experiment=p["experiment"], run_key=f"{context['run_id']}:{kind}"
+        )
+
+    @task
+    def promote(snapshot: dict, challenger: dict, baselines: list[dict], **context) -> dict:
+        """Promote the challenger to `champion` only if it beats the champion and every baseline."""
+        from recvae import pipeline
+
+        p = context["params"]
+        return pipeline.promote_step(
+            challenger, list(baselines), snapshot_dir=snapshot["snapshot_dir"],
+            model_name=p["model_name"], margin=float(p["promote_margin"]),
+        )
+
+    @task.short_circuit
+    def champion_changed(decision: dict) -> bool:
+        """Continue (and announce the new champion) only when the challenger was promoted."""
+        return bool(decision["promoted"])
+
+    @task(outlets=[CHAMPION])
+    def announce_champion(decision: dict) -> dict:
+        """Emit the champion asset event that schedules recvae_score."""
+        return {"model_uri": decision["model_uri"], "version": decision["version"]}
+
+    snapshot = build_snapshot()
+    challenger = train_challenger(snapshot)
+    baselines = train_baseline.partial(snapshot=snapshot).expand(kind=baseline_kinds())
+    decision = promote(snapshot, challenger, baselines)
+    champion_changed(decision) >> announce_champion(decision)
+
+
+recvae_retrain()

@@ -1,0 +1,393 @@
+"""The pipeline's steps, shared by `recvae pipeline` and the Airflow tasks: each is idempotent for a run key and
+passes small JSON-able references (paths, run ids, batch keys), never data."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from recvae.config import Config, apply_overrides
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_RUN_KEY = "recvae.run_key"
+TAG_ROLE = "recvae.role"
+TAG_PROMOTION = "recvae.promotion"
+DEFAULT_BASELINE_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "popularity": {},
+    "ease": {"lam": [100.0, 250.0, 500.0, 1000.0, 2000.0]},
+    "als": {"factors": [64, 128], "regularization": [0.01, 0.1], "alpha": [1.0, 10.0]},
+}
+
+
+def home() -> Path:
+    """Where the embedded defaults live: $RECVAE_HOME, else ./.recvae (snapshots, runs, MLflow, SQLite)."""
+    from recvae.tracking import recvae_home
+
+    return recvae_home()
+
+
+def snapshots_dir() -> Path:
+    """Folder of the dataset snapshots, one sub-folder per snapshot id."""
+    return home() / "snapshots"
+
+
+def latest_snapshot() -> Path | None:
+    """The most recently built snapshot (its id maps seed the next build so item indices stay stable)."""
+    pointer = snapshots_dir() / "LATEST"
+    if pointer.exists():
+        path = snapshots_dir() / pointer.read_text().strip()
+        if (path / "manifest.json").exists():
+            return path
+    return None
+
+
+def _mark_latest(path: Path) -> None:
+    tmp = snapshots_dir() / ".LATEST.tmp"
+    tmp.write_text(path.name)
+    os.replace(tmp, snapshots_dir() / "LATEST")
+
+
+def _config(overrides: dict[str, Any] | list[str] | None) -> Config:
+    return apply_overrides(Config(), overrides or {}).validate()
+
+
+def _safe(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key)[:120]
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def prepare_step(
+    *,
+    dataset: str | None = "synthetic",
+    input_path: str | None = None,
+    input_format: str | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+    run_key: str | None = None,
+) -> dict[str, Any]:
+    """Ingest, validate and split into a snapshot under `snapshots_dir()`; the same data gives the same snapshot."""
+    from recvae.prepare import Source, prepare
+
+    config = _config(overrides)
+    source = Source(dataset=None if input_path else dataset, path=input_path, format=input_format)
+    previous = latest_snapshot()
+    snap = prepare(source, None, config, previous=previous)
+    out = snapshots_dir() / snap.snapshot_id
+    snap.save(out)
+    _mark_latest(out)
+    logger.info("snapshot %s at %s (run %s)", snap.snapshot_id, out, run_key)
+    return {"snapshot_dir": str(out), "snapshot_id": snap.snapshot_id, "n_users": len(snap.users), "n_items": snap.n_items}
+
+
+def _load_snapshot(snapshot_dir: str | Path | None):
+    from recvae.snapshot import Snapshot, SnapshotError
+
+    path = Path(snapshot_dir) if snapshot_dir else latest_snapshot()
+    if path is None:
+        raise SnapshotError(f"no snapshot given and none built yet under {snapshots_dir()}; run `recvae prepare` first")
+    return Snapshot.load(path)
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def _finished_run(experiment: str, run_key: str | None) -> Any | None:
+    """A finished MLflow run already made for `run_key` (Airflow retries reuse it instead of training again)."""
+    if not run_key:
+        return None
+    import mlflow
+
+    from recvae import tracking
+
+    tracking.configure_if_needed()
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = mlflow.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{TAG_RUN_KEY}` = '{run_key}' and attributes.status = 'FINISHED'",
+        output_format="list", max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def _run_summary(run: Any, kind: str) -> dict[str, Any]:
+    m = run.data.metrics
+    return {
+        "run_id": run.info.run_id,
+        "kind": kind,
+        "val_ndcg@100": m.get("best_val_ndcg_at_100", m.get("val_ndcg_at_100")),
+        "test_ndcg@100": m.get("test_ndcg_at_100"),
+        "model_version": run.data.tags.get("recvae.model_version"),
+    }
+
+
+def train_step(
+    snapshot_dir: str | Path | None,
+    *,
+    overrides: dict[str, Any] | list[str] | None = None,
+    kind: str = "vae",
+    experiment: str = "recvae",
+    model_name: str | None = "recvae",
+    run_key: str | None = None,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Train Mult-VAE (or Mult-DAE), log everything to MLflow, register a version and point `challenger` at it."""
+    import mlflow
+
+    from recvae import tracking
+    from recvae.metrics import evaluate
+    from recvae.train import train
+
+    config = _config(overrides)
+    config.model.kind = kind
+    config.validate()
+    done = _finished_run(experiment, run_key)
+    if done is not None:
+        logger.info("run key %s already trained as MLflow run %s; reusing it", run_key, done.info.run_id)
+        return _run_summary(done, "multvae" if kind == "vae" else "multdae")
+    snap = _load_snapshot(snapshot_dir)
+    work = home() / "runs" / _safe(run_key or f"{snap.snapshot_id}-{kind}")
+    resume = resume and (work / "last.pt").exists()
+    tags = {TAG_RUN_KEY: run_key or "", TAG_ROLE: CHALLENGER}
+    with tracking.start_run(experiment, run_name=f"mult-{kind}", tags=tags) as run:
+        tracking.log_params(config.to_dict())
+        tracking.log_snapshot(snap)
+        result = train(snap, config, work, resume=resume, on_epoch_end=tracking.EpochLogger())
+        rec = result.recommender
+        mlflow.log_metric("best_epoch", result.best_epoch)
+        for k, v in result.best_metrics.items():
+            mlflow.log_metric(tracking.metric_key(f"best_{k}"), v)
+        if result.best_beta is not None:
+            mlflow.log_metric("best_beta", result.best_beta)
+        if snap.has("test"):
+            tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("test")))
+        tracking.plot_history(result.history)
+        info = tracking.log_recommender(
+            rec, registered_model_name=model_name, extra_meta={"snapshot_id": snap.snapshot_id}
+        )
+        version = str(info.registered_model_version) if model_name and info.registered_model_version else None
+        if version:
+            mlflow.set_tag("recvae.model_version", version)
+            tracking.set_alias(model_name, CHALLENGER, version)
+        run_id = run.info.run_id
+    out = _run_summary(mlflow.get_run(run_id), rec.kind)
+    out["model_uri"] = f"models:/{model_name}/{version}" if version else f"runs:/{run_id}/model"
+    return out
+
+
+def baseline_step(
+    kind: str,
+    snapshot_dir: str | Path | None,
+    *,
+    params: dict[str, Any] | None = None,
+    experiment: str = "recvae",
+    run_key: str | None = None,
+) -> dict[str, Any]:
+    """Fit a baseline (hyperparameters tuned on validation users unless `params` fixes them) and log its run."""
+    import mlflow
+
+    from recvae import baselines, tracking
+    from recvae.metrics import evaluate
+
+    done = _finished_run(experiment, run_key)
+    if done is not None:
+        logger.info("run key %s already fitted as MLflow run %s; reusing it", run_key, done.info.run_id)
+        return _run_summary(done, kind)
+    snap = _load_snapshot(snapshot_dir)
+    with tracking.start_run(experiment, run_name=kind, tags={TAG_RUN_KEY: run_key or "", TAG_ROLE: "baseline"}) as run:
+        tracking.log_snapshot(snap)
+        grid = {k: [v] for k, v in (params or {}).items()} or DEFAULT_BASELINE_GRIDS.get(kind, {})
+        if snap.has("validation") and grid:
+            best, table = baselines.tune(kind, snap, grid)
+            mlflow.log_table(table, "tuning.json")
+        else:
+            best = {k: v[0] for k, v in grid.items()}
+        rec = baselines.fit_baseline(kind, snap.train, items=snap.items, **best)
+        tracking.log_params(rec.params())
+        if snap.has("validation"):
+            tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("validation")), prefix="val_")
+        if snap.has("test"):
+            tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("test")))
+        tracking.log_recommender(rec, extra_meta={"snapshot_id": snap.snapshot_id})
+        run_id = run.info.run_id
+    return _run_summary(mlflow.get_run(run_id), kind)
+
+
+# ------------------------------------------------------------------------------------------ promotion
+
+
+def evaluate_model_uri(model_uri: str, snapshot_dir: str | Path | None, split: str = "validation") -> dict[str, float]:
+    """Metrics of a logged/registered model on a snapshot's held-out users (item columns aligned by raw id)."""
+    from recvae import tracking
+    from recvae.metrics import evaluate
+
+    snap = _load_snapshot(snapshot_dir)
+    rec, _ = tracking.load_recommender_from_uri(model_uri)
+    result = evaluate(aligned_scorer(rec, snap.items), *snap.heldout(split))
+    return {**result.means, **{f"{k}_stderr": v for k, v in result.stderr.items()}, "n_users": result.n_users}
+
+
+def aligned_scorer(rec: Any, items: Any) -> Any:
+    """A score function over `items`' columns for a model trained on other (e.g. older) item ids; items the
+    model does not know score -inf."""
+    import numpy as np
+    import torch
+
+    if rec.items is None or rec.items == items:
+        return rec.scores
+    pos = rec.items.to_index(np.asarray(items.raw_ids), strict=False)  # model column of each snapshot item
+    known = np.flatnonzero(pos >= 0)
+    src = torch.from_numpy(pos[known])
+    dst = torch.from_numpy(known)
+
+    def score(X):  # X has the snapshot's columns
+        import scipy.sparse as sp
+
+        Xk = X[:, known].tocsr()
+        Xm = sp.csr_matrix((Xk.data, pos[known][Xk.indices], Xk.indptr), shape=(X.shape[0], rec.n_items))
+        s = rec.scores(Xm)
+        out = torch.full((X.shape[0], X.shape[1]), -torch.inf, dtype=s.dtype)
+        out[:, dst] = s[:, src]
+        return out
+
+    return score
+
+
+def promote_step(
+    challenger: dict[str, Any],
+    baselines: list[dict[str, Any]],
+    *,
+    snapshot_dir: str | Path | None,
+    model_name: str = "recvae",
+    margin: float = 0.0,
+) -> dict[str, Any]:
+    """Point `champion` at the challenger only if its validation NDCG@100 beats the current champion (re-evaluated
+    on the same validation users) and every baseline by `margin`; the reason is logged and tagged on the run."""
+    import mlflow
+
+    from recvae import tracking
+
+    score = challenger.get("val_ndcg@100")
+    version = challenger.get("model_version")
+    if score is None or version is None:
+        raise ValueError(f"challenger {challenger.get('run_id')} has no validation NDCG@100 or registered version")
+    rivals: list[tuple[str, float]] = [(f"baseline {b['kind']}", float(b["val_ndcg@100"])) for b in baselines
+                                       if b.get("val_ndcg@100") is not None]
+    current = tracking.get_alias(model_name, CHAMPION)
+    if current is not None and current != str(version):
+        champ = evaluate_model_uri(f"models:/{model_name}/{current}", snapshot_dir)
+        rivals.append((f"champion v{current}", float(champ["ndcg@100"])))
+    losses = [f"{name} ({value:.4f})" for name, value in rivals if not score > value + margin]
+    if losses:
+        promoted = False
+        reason = (f"kept the champion: challenger v{version} validation NDCG@100 {score:.4f} does not beat "
+                  f"{', '.join(losses)} by the margin {margin}")
+    else:
+        promoted = True
+        beaten = ", ".join(f"{n} ({v:.4f})" for n, v in rivals) or "nothing (first model)"
+        reason = f"promoted challenger v{version}: validation NDCG@100 {score:.4f} beats {beaten} by > {margin}"
+        tracking.promote(model_name, version, CHAMPION)
+    logger.info(reason)
+    tracking.configure_if_needed()
+    client = mlflow.MlflowClient()
+    client.set_tag(challenger["run_id"], TAG_PROMOTION, "promoted" if promoted else "rejected")
+    client.set_tag(challenger["run_id"], f"{TAG_PROMOTION}.reason", reason[:5000])
+    return {"promoted": promoted, "reason": reason, "version": str(version),
+            "model_uri": f"models:/{model_name}@{CHAMPION}", "champion_version": str(version) if promoted else current}
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+
+def db_url_from_connection(conn_id: str | None = "recvae_db") -> str:
+    """The recommendations DB URL: an Airflow Connection, else $RECVAE_DB_URL, else SQLite under `home()`."""
+    if conn_id:
+        try:
+            from airflow.sdk import Connection
+
+            conn = Connection.get(conn_id)
+            url = conn.get_uri()
+            if url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url[len("postgres://"):]
+            return url
+        except Exception as exc:  # no Airflow context or no such connection: fall back to the embedded default
+            logger.info("connection %r not available (%s); using the default database", conn_id, type(exc).__name__)
+    from recvae.store import default_db_url
+
+    return default_db_url()
+
+
+def begin_score_step(
+    *,
+    model_uri: str,
+    snapshot_dir: str | Path | None,
+    top_n: int,
+    n_shards: int,
+    db_url: str,
+    batch_key: str,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """Check the model and snapshot belong together, then open (or reuse) the staging batch for `batch_key`."""
+    from recvae import tracking
+    from recvae.store import RecommendationStore
+
+    snap = _load_snapshot(snapshot_dir)
+    rec, info = tracking.load_recommender_from_uri(model_uri)
+    _check_items(rec, snap, model_uri)
+    with RecommendationStore(db_url) as store:
+        batch = store.begin_batch(
+            batch_key, model_name=model_name or info.name or info.kind, top_n=top_n, n_items=rec.n_items,
+            model_version=info.version, run_id=info.run_id, snapshot_id=snap.snapshot_id, n_shards=n_shards,
+        )
+    return {"batch_key": batch_key, "batch_id": batch.batch_id, "done": batch.done, "model_uri": model_uri,
+            "model_name": model_name or info.name or info.kind, "model_version": info.version, "run_id": info.run_id,
+            "snapshot_dir": str(snap.path), "snapshot_id": snap.snapshot_id, "top_n": top_n, "n_shards": n_shards}
+
+
+def _check_items(rec: Any, snap: Any, model_uri: str) -> None:
+    """Refuse a model whose item ids are not those of the snapshot (a prefix is fine: stable id maps append)."""
+    if rec.items is None:
+        raise ValueError(f"{model_uri}: the model carries no item ids; it cannot be matched to a snapshot")
+    model_items, snap_items = rec.items.raw_ids, snap.items.raw_ids
+    n = min(len(model_items), len(snap_items))
+    if len(model_items) > len(snap_items) or [str(x) for x in model_items[:n]] != [str(x) for x in snap_items[:n]]:
+        raise ValueError(
+            f"{model_uri} was trained on other item ids than snapshot {snap.snapshot_id} "
+            f"({len(model_items)} model items, {len(snap_items)} snapshot items); score it with its own snapshot"
+        )
+
+
+def score_shard_step(batch: dict[str, Any], shard: int, *, db_url: str, chunk_size: int = 2_000) -> dict[str, Any]:
+    """Score shard `shard` of the batch's users into staging (a re-run replaces that shard's rows)."""
+    from recvae import tracking
+    from recvae.recommend import recommend_to_store
+    from recvae.store import RecommendationStore
+
+    if batch.get("done"):
+        return {"shard": shard, "rows": 0, "skipped": "batch already published"}
+    snap = _load_snapshot(batch["snapshot_dir"])
+    rec, _ = tracking.load_recommender_from_uri(batch["model_uri"])
+    with RecommendationStore(db_url) as store:
+        summary = recommend_to_store(
+            rec, snap, store, batch["top_n"], batch["batch_key"], batch["model_name"],
+            model_version=batch["model_version"], run_id=batch["run_id"], snapshot_id=batch["snapshot_id"],
+            chunk_size=chunk_size, shard=shard, n_shards=batch["n_shards"], publish=False, items=snap.items,
+        )
+    return {"shard": shard, **summary.to_dict()}
+
+
+def publish_step(batch: dict[str, Any], *, db_url: str, retention: int | None = None) -> dict[str, Any]:
+    """Check the staging batch holds every shard's rows and make it current in one transaction."""
+    from recvae.store import RecommendationStore
+
+    with RecommendationStore(db_url) as store:
+        summary = store.publish(batch["batch_key"], n_shards=batch["n_shards"], keep=retention)
+    logger.info("published batch %s", summary.to_dict())
+    return summary.to_dict()

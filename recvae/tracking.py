@@ -1,0 +1,605 @@
+"""MLflow: tracking store, runs, params, metrics, plots, the pyfunc model, registry and aliases."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+
+from recvae.metrics import EvalResult
+from recvae.mlflow_model import ARTIFACT_KEY, DEFAULT_TOP_N
+from recvae.recommender import META_FILE, Recommender, load_recommender, read_meta
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous"  # the champion before the last promote(), for rollback
+TAG_MODEL_KIND = "model_kind"
+TAG_SNAPSHOT_ID = "snapshot_id"
+MODEL_FILE = Path(__file__).with_name("mlflow_model.py")
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+_PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
+_NAME_BAD_CHARS = re.compile(r"[^\w./\- ]")
+
+# SQLAlchemy 2.1 warns about a loader strategy inside MLflow's own store (message: "The ``noload`` loader ...").
+warnings.filterwarnings("ignore", message=".*noload.*loader strategy")
+
+
+class ModelNotFoundError(LookupError):
+    """A model URI, registered model, version or alias does not exist."""
+
+
+# ---------------------------------------------------------------------------------------------- store
+
+
+def recvae_home() -> Path:
+    """Directory for local state: RECVAE_HOME or ./.recvae."""
+    return Path(os.environ.get("RECVAE_HOME") or ".recvae").resolve()
+
+
+def default_tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else a SQLite store under recvae_home()."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{recvae_home() / 'mlflow.db'}"
+
+
+def default_artifact_root(tracking_uri: str | None = None) -> Path:
+    """Artifact directory next to a SQLite store (or under recvae_home() for other stores)."""
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts"
+    return recvae_home() / "mlartifacts"
+
+
+def configure(tracking_uri: str | None = None) -> str:
+    """Point MLflow (tracking and registry) at `tracking_uri` or the default; returns the URI used."""
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith("file:") or (not re.match(r"^[a-z][a-z0-9+.-]*:", uri) and not uri.startswith("databricks")):
+        raise ValueError(
+            f"tracking URI {uri!r}: the file store is not supported by MLflow 3; use sqlite:///PATH/mlflow.db or a server URL"
+        )
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in logs and CLI output
+    mlflow.set_tracking_uri(uri)  # the model registry follows the tracking URI unless MLFLOW_REGISTRY_URI is set
+    return uri
+
+
+def get_or_create_experiment(name: str) -> str:
+    """Experiment id of `name`, creating it with an explicit artifact location (never the current directory)."""
+    configure_if_needed()
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None  # a tracking server keeps artifacts where it is configured to
+    if not re.match(r"^(https?|databricks)", mlflow.get_tracking_uri()):
+        root = default_artifact_root()
+        root.mkdir(parents=True, exist_ok=True)
+        location = (root / _safe_dirname(name)).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created concurrently (e.g. two Airflow tasks)
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def configure_if_needed() -> None:
+    """configure() unless a tracking URI was already set in this process (mlflow.set_tracking_uri / configure)."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    # MLflow's own default (when nothing was set in-process) is a store in the current directory.
+    if not getattr(tracking_utils, "_tracking_uri", None):
+        configure()
+
+
+def _safe_dirname(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name) or "experiment"
+
+
+# ----------------------------------------------------------------------------------------------- runs
+
+
+def code_version() -> dict[str, str]:
+    """Git commit and dirty flag of the source checkout (when there is one) and the package version."""
+    out = {"recvae_version": _package_version()}
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        # --no-optional-locks: a status check must never write the index.
+        status = subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(repo), "status", "--porcelain"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return out
+    out["git_commit"] = commit
+    out["git_dirty"] = "true" if status.strip() else "false"
+    return out
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("recvae")
+    except importlib.metadata.PackageNotFoundError:
+        import recvae
+
+        return getattr(recvae, "__version__", "unknown")
+
+
+@contextlib.contextmanager
+def start_run(
+    experiment: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None, *, nested: bool = False
+) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run in `experiment` tagged with the code version and `tags`; ended (FAILED on error) on exit."""
+    exp_id = get_or_create_experiment(experiment)
+    all_tags = {**code_version(), **{k: str(v) for k, v in (tags or {}).items()}}
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=all_tags, nested=nested) as run:
+        logger.info("MLflow run %s (%s) in experiment %r", run.info.run_id, run_name or run.info.run_name, experiment)
+        yield run
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Nested mappings (and dataclasses) flattened to `prefix` + dotted keys."""
+    if dataclasses.is_dataclass(d) and not isinstance(d, type):
+        d = dataclasses.asdict(d)
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name, sep))
+        else:
+            out[name] = value
+    return out
+
+
+def metric_key(name: str) -> str:
+    """A name MLflow accepts for a metric/param/tag: '@' becomes '_at_' (ndcg@100 -> ndcg_at_100)."""
+    return _NAME_BAD_CHARS.sub("_", name.replace("@", "_at_"))
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        text = json.dumps(list(value), default=str)
+    elif isinstance(value, Mapping):
+        text = json.dumps(value, default=str, sort_keys=True)
+    else:
+        text = str(value)
+    if len(text) > MAX_PARAM_LENGTH:
+        suffix = f"...[truncated from {len(text)} chars]"
+        text = text[: MAX_PARAM_LENGTH - len(suffix)] + suffix
+    return text
+
+
+def log_params(params: Any, prefix: str = "") -> dict[str, str]:
+    """Log a config dataclass or (nested) dict as flat params `prefix.key.sub`; returns what was logged."""
+    flat = {metric_key(k): _param_value(v) for k, v in flatten(params, prefix).items()}
+    for key in flat:
+        if len(key) > 250:
+            raise ValueError(f"param name {key!r} is longer than MLflow's 250 characters")
+    items = list(flat.items())
+    for start in range(0, len(items), _PARAMS_PER_BATCH):
+        mlflow.log_params(dict(items[start : start + _PARAMS_PER_BATCH]))
+    return flat
+
+
+def log_snapshot(snapshot: Any) -> dict[str, str]:
+    """Log a Snapshot's id, counts and file hashes (params/tags) and its manifest.json (artifact)."""
+    manifest = dict(snapshot.manifest or {})
+    sid = snapshot.snapshot_id
+    params: dict[str, Any] = {"snapshot.id": sid, "snapshot.n_users": len(snapshot.users), "snapshot.n_items": snapshot.n_items}
+    for part, counts in snapshot.summary().items():
+        params[f"snapshot.{part}.users"] = counts["users"]
+        params[f"snapshot.{part}.interactions"] = counts["interactions"]
+    for fname, digest in sorted(manifest.get("files", {}).items()):
+        params[f"snapshot.sha256.{fname}"] = digest
+    logged = log_params(params)
+    mlflow.set_tags({TAG_SNAPSHOT_ID: sid, **({"snapshot_path": str(snapshot.path)} if snapshot.path else {})})
+    if snapshot.path is not None and (Path(snapshot.path) / "manifest.json").exists():
+        mlflow.log_artifact(str(Path(snapshot.path) / "manifest.json"), artifact_path="snapshot")
+    else:
+        mlflow.log_dict({**manifest, "snapshot_id": sid}, "snapshot/manifest.json")
+    return logged
+
+
+def _numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or value is None:
+            continue
+        if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # numpy / torch scalars
+            value = value.item()
+        if isinstance(value, (int, float)):
+            out[metric_key(key)] = float(value)
+    return out
+
+
+class EpochLogger:
+    """Training callback `(epoch, metrics)`: logs each numeric metric with step=epoch and keeps the history."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        active = mlflow.active_run()
+        self.run_id = run_id or (active.info.run_id if active else None)
+        if self.run_id is None:
+            raise RuntimeError("EpochLogger needs an active MLflow run or a run_id")
+        self.client = MlflowClient()
+        self.history: list[dict[str, float]] = []
+
+    def __call__(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        values = _numeric_metrics(metrics)
+        self.history.append({"epoch": int(epoch), **values})
+        ts = int(time.time() * 1000)
+        batch = [mlflow.entities.Metric(k, v, ts, int(epoch)) for k, v in values.items()]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    on_epoch_end = __call__
+
+
+def log_test_metrics(result: EvalResult, prefix: str = "test_") -> dict[str, float]:
+    """Log an EvalResult's means, standard errors (`_stderr`) and user count; returns what was logged."""
+    values: dict[str, float] = {}
+    for name, mean in result.means.items():
+        values[metric_key(f"{prefix}{name}")] = mean
+    for name, err in result.stderr.items():
+        values[metric_key(f"{prefix}{name}_stderr")] = err
+    values[metric_key(f"{prefix}n_users")] = float(result.n_users)
+    mlflow.log_metrics(values)
+    return values
+
+
+def plot_history(history: list[Mapping[str, Any]], path: str | Path | None = None, *, log_artifact: bool = True) -> Path:
+    """Training curves (loss/KL, beta, validation NDCG@100 and Recall) in one PNG; logged to the active run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="recvae-plot-")) / "training_curves.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{metric_key(k): v for k, v in h.items()} for h in history]
+    epochs = [r.get("epoch", i) for i, r in enumerate(rows)]
+
+    def series(key: str) -> list[float] | None:
+        vals = [r.get(key) for r in rows]
+        if all(v is None for v in vals):
+            return None
+        return [math.nan if v is None else float(v) for v in vals]
+
+    panels = [
+        ("training loss", ["loss", "neg_ll", "kl"]),
+        ("beta", ["beta"]),
+        ("validation", sorted({k for r in rows for k in r if k.startswith("val_")})),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, (title, keys) in zip(axes, panels):
+        drawn = False
+        for key in keys:
+            ys = series(key)
+            if ys is not None:
+                ax.plot(epochs, ys, marker="." if len(ys) < 50 else None, label=key)
+                drawn = True
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if drawn:
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    if log_artifact and mlflow.active_run() is not None:
+        mlflow.log_artifact(str(path), artifact_path="plots")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+def _schema_type(values: np.ndarray) -> str:
+    kind = np.asarray(values).dtype.kind
+    return "long" if kind in "iu" else "double" if kind == "f" else "string"
+
+
+def model_signature(rec: Recommender) -> ModelSignature:
+    """Input (user: any, item: the model's raw item id type), output (user, rank, item, score), param top_n."""
+    item_type = _schema_type(rec.items.raw_ids) if rec.items is not None else "long"
+    return ModelSignature(
+        inputs=Schema([ColSpec(AnyType(), "user"), ColSpec(item_type, "item")]),
+        outputs=Schema([ColSpec(AnyType(), "user"), ColSpec("long", "rank"), ColSpec(item_type, "item"), ColSpec("double", "score")]),
+        params=ParamSchema([ParamSpec("top_n", "long", DEFAULT_TOP_N)]),
+    )
+
+
+def _input_example(rec: Recommender) -> pd.DataFrame:
+    n = min(3, rec.n_items)
+    raw = rec.items.raw_ids[:n] if rec.items is not None else np.arange(n, dtype=np.int64)
+    return pd.DataFrame({"user": ["example-user"] * n, "item": raw})
+
+
+def default_pip_requirements() -> list[str]:
+    """Pinned runtime requirements of the pyfunc (recvae itself must be installed where it is served)."""
+    reqs = []
+    for dist in ("mlflow", "torch", "numpy", "scipy", "pandas", "pyarrow"):
+        try:
+            version = importlib.metadata.version(dist).split("+")[0]  # drop local tags like +cpu
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        reqs.append(f"{dist}=={version}")
+    return reqs
+
+
+def log_recommender(
+    rec: Recommender,
+    *,
+    name: str = "model",
+    registered_model_name: str | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+    pip_requirements: list[str] | None = None,
+    input_example: bool = True,
+) -> ModelInfo:
+    """Log `rec` as a pyfunc model (models from code) in the active run, optionally registering it."""
+    run = mlflow.active_run()
+    meta = {**(extra_meta or {})}
+    if run is not None:
+        meta.setdefault("run_id", run.info.run_id)
+    with tempfile.TemporaryDirectory(prefix="recvae-model-") as tmp:
+        rec_dir = rec.save(Path(tmp) / ARTIFACT_KEY, **meta)
+        example = (_input_example(rec), {"top_n": 10}) if input_example and rec.n_items > 0 else None
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=MODEL_FILE,
+            artifacts={ARTIFACT_KEY: str(rec_dir)},
+            signature=model_signature(rec),
+            input_example=example,
+            pip_requirements=pip_requirements if pip_requirements is not None else default_pip_requirements(),
+            metadata={"recvae_kind": rec.kind, "recvae_version": _package_version(), **_json_safe(meta)},
+            registered_model_name=registered_model_name,
+        )
+    if run is not None:
+        mlflow.set_tag(TAG_MODEL_KIND, rec.kind)
+    logger.info("logged %s model %s (%s)", rec.kind, info.model_uri, info.model_id)
+    return info
+
+
+def _json_safe(d: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(d), default=str))
+
+
+@dataclass
+class LoadedModelInfo:
+    """Where a loaded recommender came from."""
+
+    uri: str
+    kind: str
+    snapshot_id: str | None = None
+    run_id: str | None = None
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # the recommender.json contents
+
+
+_MODELS_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)/?$")
+_MODELS_VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)/?$")
+_RUNS = re.compile(r"^runs:/(?P<run_id>[^/]+)(/.*)?$")
+
+
+def _resolve_registry(uri: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """(name, version, alias, run_id) of a registry or runs URI; ModelNotFoundError if it does not exist."""
+    client = MlflowClient()
+    if m := _MODELS_ALIAS.match(uri):
+        name, alias = m["name"], m["alias"]
+        _require_registered_model(client, name)
+        try:
+            mv = client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            known = sorted(client.get_registered_model(name).aliases)
+            raise ModelNotFoundError(
+                f"{uri}: model {name!r} has no alias {alias!r}; aliases: {', '.join(known) or 'none'}"
+            ) from exc
+        return name, str(mv.version), alias, mv.run_id
+    if m := _MODELS_VERSION.match(uri):
+        name, version = m["name"], m["version"]
+        _require_registered_model(client, name)
+        try:
+            mv = client.get_model_version(name, version)
+        except MlflowException as exc:
+            raise ModelNotFoundError(f"{uri}: model {name!r} has no version {version}") from exc
+        return name, str(mv.version), None, mv.run_id
+    if m := _RUNS.match(uri):
+        try:
+            client.get_run(m["run_id"])
+        except MlflowException as exc:
+            raise ModelNotFoundError(f"{uri}: no run {m['run_id']!r} in {mlflow.get_tracking_uri()}") from exc
+        return None, None, None, m["run_id"]
+    return None, None, None, None
+
+
+def _require_registered_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"no registered model {name!r} in {mlflow.get_registry_uri()}") from exc
+
+
+def _find_recommender_dir(model_dir: Path) -> Path:
+    """The saved recommender inside a downloaded MLflow model (or `model_dir` itself if it is one)."""
+    if (model_dir / META_FILE).exists():
+        return model_dir
+    mlmodel = model_dir / "MLmodel"
+    if mlmodel.exists():
+        conf = mlflow.models.Model.load(str(mlmodel)).flavors.get("python_function", {})
+        rel = conf.get("artifacts", {}).get(ARTIFACT_KEY, {}).get("path")
+        if rel and (model_dir / rel / META_FILE).exists():
+            return model_dir / rel
+    found = sorted(model_dir.rglob(META_FILE))
+    if not found:
+        raise ModelNotFoundError(f"{model_dir}: neither a saved recommender nor an MLflow model holding one")
+    return found[0].parent
+
+
+def load_recommender_from_uri(uri: str | Path, dst_dir: str | Path | None = None) -> tuple[Recommender, LoadedModelInfo]:
+    """Load a Recommender from models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, an MLflow URI or a directory."""
+    uri = str(uri)
+    local = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+    name = version = alias = run_id = None
+    tmp: str | None = None
+    if "://" not in uri and ":/" not in uri:
+        if not local.exists():
+            raise ModelNotFoundError(f"{uri}: no such model directory")
+        model_dir = local
+    else:
+        configure_if_needed()
+        name, version, alias, run_id = _resolve_registry(uri)
+        if dst_dir is None:
+            tmp = tempfile.mkdtemp(prefix="recvae-download-")
+        try:
+            model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst_dir or tmp)))
+        except MlflowException as exc:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise ModelNotFoundError(f"{uri}: cannot download the model ({exc.message})") from exc
+    try:
+        rec_dir = _find_recommender_dir(model_dir)
+        meta = read_meta(rec_dir)
+        rec = load_recommender(rec_dir)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    info = LoadedModelInfo(
+        uri=uri,
+        kind=meta.get("kind", "unknown"),
+        snapshot_id=meta.get("snapshot_id"),
+        run_id=run_id or meta.get("run_id"),
+        name=name,
+        version=version,
+        alias=alias,
+        meta=meta,
+    )
+    logger.info("loaded %s model from %s (snapshot %s)", info.kind, uri, info.snapshot_id)
+    return rec, info
+
+
+# ------------------------------------------------------------------------------------------- registry
+
+
+def register(run_id: str, name: str, artifact: str = "model") -> str:
+    """Register the model logged as `artifact` in run `run_id` under `name`; returns the new version."""
+    configure_if_needed()
+    mv = mlflow.register_model(logged_model_uri(run_id, artifact), name)
+    logger.info("registered runs:/%s/%s as %s version %s", run_id, artifact, name, mv.version)
+    return str(mv.version)
+
+
+def logged_model_uri(run_id: str, artifact: str = "model") -> str:
+    """models:/MODEL_ID of the latest model named `artifact` logged in run `run_id` (MLflow 3 logged models)."""
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"no run {run_id!r} in {mlflow.get_tracking_uri()}") from exc
+    found = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"name = '{artifact}' AND source_run_id = '{run_id}'"
+    )
+    models = [m for m in found if m.source_run_id == run_id]
+    if not models:
+        raise ModelNotFoundError(f"run {run_id} has no logged model named {artifact!r}")
+    return f"models:/{max(models, key=lambda m: m.creation_timestamp).model_id}"
+
+
+def set_alias(name: str, alias: str, version: str | int) -> None:
+    """Point `alias` of registered model `name` at `version`."""
+    configure_if_needed()
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
+
+
+def get_alias(name: str, alias: str) -> str | None:
+    """The version `alias` points to, or None when the model or the alias does not exist."""
+    configure_if_needed()
+    client = MlflowClient()
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def promote(name: str, version: str | int, alias: str = CHAMPION) -> str | None:
+    """Point `alias` (champion) at `version`, keeping the old target as `previous`; returns the old version."""
+    old = get_alias(name, alias)
+    if old is not None and old != str(version):
+        set_alias(name, PREVIOUS, old)
+    set_alias(name, alias, version)
+    logger.info("%s@%s: %s -> %s", name, alias, old, version)
+    return old
+
+
+def compare_runs(experiment: str, metric: str = "val_ndcg_at_100", max_results: int = 1000) -> pd.DataFrame:
+    """One row per (non-deleted) run of `experiment`: name, kind, status, latest metrics and params; best first."""
+    configure_if_needed()
+    exp = MlflowClient().get_experiment_by_name(experiment)
+    if exp is None:
+        raise ModelNotFoundError(f"no experiment {experiment!r} in {mlflow.get_tracking_uri()}")
+    df = mlflow.search_runs(experiment_ids=[exp.experiment_id], max_results=max_results, output_format="pandas")
+    if df.empty:
+        return pd.DataFrame(columns=["run_id", "run_name", "model_kind", "status", "start_time"])
+
+    def tag(key: str) -> pd.Series:
+        col = f"tags.{key}"
+        return df[col] if col in df.columns else pd.Series([None] * len(df), index=df.index, dtype=object)
+
+    out = pd.DataFrame(
+        {
+            "run_id": df["run_id"],
+            "run_name": tag("mlflow.runName"),
+            "model_kind": tag(TAG_MODEL_KIND),
+            "snapshot_id": tag(TAG_SNAPSHOT_ID),
+            "status": df["status"],
+            "start_time": df["start_time"],
+        }
+    )
+    metrics = df[[c for c in df.columns if c.startswith("metrics.")]].rename(columns=lambda c: c[len("metrics.") :])
+    params = df[[c for c in df.columns if c.startswith("params.") and not c.startswith("params.snapshot.sha256.")]]
+    params = params.rename(columns=lambda c: c[len("params.") :])
+    out = pd.concat([out, metrics.reindex(sorted(metrics.columns), axis=1), params.reindex(sorted(params.columns), axis=1)], axis=1)
+    key = metric_key(metric)
+    if key in out.columns:
+        out = out.sort_values(key, ascending=False, na_position="last", kind="stable")
+    else:
+        logger.warning("no run of experiment %r has metric %r; sorted by start time", experiment, key)
+        out = out.sort_values("start_time", ascending=False, kind="stable")
+    return out.reset_index(drop=True)

@@ -1,0 +1,414 @@
+"""MLflow integration: store location, run logging, the pyfunc model, registry aliases and run comparison."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow import MlflowClient  # noqa: E402
+
+from recvae import recommender as recommender_mod  # noqa: E402
+from recvae import tracking  # noqa: E402
+from recvae.config import Config  # noqa: E402
+from recvae.idmap import IdMap  # noqa: E402
+from recvae.metrics import EvalResult  # noqa: E402
+from recvae.mlflow_model import recommend_frame  # noqa: E402
+from recvae.recommender import Recommender  # noqa: E402
+from recvae.snapshot import Snapshot  # noqa: E402
+
+N_ITEMS = 20
+
+# Noise from inside MLflow: SQLAlchemy 2.1's "``noload`` loader strategy" and pandas 3's range comparison.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*noload.*loader strategy"),
+    pytest.mark.filterwarnings("ignore:Operation with range is deprecated"),
+]
+
+
+class CoocRecommender(Recommender):
+    """Item co-occurrence: a user's score for an item is how often it co-occurs with the user's items."""
+
+    kind = "test-cooc"
+
+    def __init__(self, n_items: int, cooc: sp.csr_matrix | None = None) -> None:
+        self.n_items = n_items
+        self.cooc = cooc
+
+    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> "CoocRecommender":
+        c = (train.T @ train).tocsr().astype(np.float32)
+        c.setdiag(0)
+        c.eliminate_zeros()
+        self.cooc = c
+        return self
+
+    def scores(self, X: sp.csr_matrix) -> torch.Tensor:
+        return torch.from_numpy((X @ self.cooc).toarray().astype(np.float32))
+
+    def params(self) -> dict[str, Any]:
+        return {"n_items": self.n_items}
+
+    def _save_state(self, path: Path) -> None:
+        sp.save_npz(path / "cooc.npz", self.cooc)
+
+    @classmethod
+    def _load_state(cls, path: Path, meta: dict[str, Any]) -> "CoocRecommender":
+        return cls(int(meta["n_items"]), sp.load_npz(path / "cooc.npz").tocsr())
+
+
+@pytest.fixture(autouse=True)
+def _register_kind(monkeypatch):
+    monkeypatch.setitem(recommender_mod.KINDS, CoocRecommender.kind, f"{__name__}:CoocRecommender")
+
+
+@pytest.fixture(autouse=True)
+def _restore_tracking_uri(monkeypatch):
+    """Leave MLflow's process-wide tracking URI as it was, so later test modules use their own store."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    previous = tracking_utils._tracking_uri
+    yield
+    if mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(previous)  # (None also clears MLFLOW_TRACKING_URI; monkeypatch then restores it)
+
+
+@pytest.fixture(scope="module")
+def empty_db(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow SQLite database (creating the schema takes seconds; copying it does not)."""
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, empty_db) -> str:
+    """A fresh SQLite tracking store for this test."""
+    db = tmp_path / "mlruns" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copy(empty_db, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("RECVAE_HOME", str(tmp_path / "home"))
+    assert tracking.configure() == uri
+    return uri
+
+
+def _train_matrix() -> sp.csr_matrix:
+    """Two taste groups: users 0-29 take items 0-9, users 30-59 take items 10-19 (each user 5 items)."""
+    rng = np.random.default_rng(0)
+    rows, cols = [], []
+    for u in range(60):
+        base = 0 if u < 30 else 10
+        for i in rng.choice(10, size=5, replace=False):
+            rows.append(u)
+            cols.append(base + int(i))
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(60, N_ITEMS))
+
+
+@pytest.fixture
+def cooc() -> CoocRecommender:
+    rec = CoocRecommender(N_ITEMS).fit(_train_matrix())
+    rec.items = IdMap(np.arange(1000, 1000 + N_ITEMS, dtype=np.int64))  # raw ids differ from indices
+    return rec
+
+
+def _small_snapshot(tmp_path: Path) -> Snapshot:
+    train = _train_matrix()
+    val = train[:4]
+    snap = Snapshot(
+        matrices={"train": train[4:], "validation_tr": val, "validation_te": val},
+        rows={"train": np.arange(4, 60), "validation_tr": np.arange(4), "validation_te": np.arange(4)},
+        users=IdMap(np.arange(60)),
+        items=IdMap(np.arange(1000, 1000 + N_ITEMS)),
+    )
+    snap.save(tmp_path / "snap")
+    return snap
+
+
+# ------------------------------------------------------------------------------------------ store
+
+
+def test_default_store_lives_under_recvae_home(tmp_path, monkeypatch, empty_db):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("RECVAE_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    shutil.copy(empty_db, tmp_path / "home" / "mlflow.db")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    uri = tracking.default_tracking_uri()
+    assert uri == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+    tracking.configure()
+    with tracking.start_run("exp-a", "r1") as run:
+        mlflow.log_dict({"a": 1}, "x.json")
+    exp = MlflowClient().get_experiment_by_name("exp-a")
+    assert exp.artifact_location.startswith((tmp_path / "home" / "mlartifacts").as_uri())
+    assert MlflowClient(uri).get_experiment_by_name("exp-a").experiment_id == run.info.experiment_id
+    assert (tmp_path / "home" / "mlartifacts").is_dir()
+    assert list(cwd.iterdir()) == []  # nothing (mlruns/, mlflow.db) lands in the current directory
+    assert tracking.get_or_create_experiment("exp-a") == run.info.experiment_id
+
+
+def test_file_store_is_refused():
+    with pytest.raises(ValueError, match="sqlite"):
+        tracking.configure("file:///tmp/mlruns")
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+def test_metric_key_sanitizes_at_sign():
+    assert tracking.metric_key("val_ndcg@100") == "val_ndcg_at_100"
+    assert tracking.metric_key("recall_all@20") == "recall_all_at_20"
+    assert tracking.metric_key("a(b)") == "a_b_"
+
+
+def test_params_tags_metrics_and_artifacts_are_logged(store, tmp_path):
+    cfg = Config()
+    snap = _small_snapshot(tmp_path)
+    history = [
+        {"loss": 10.0 - e, "neg_ll": 9.0 - e, "kl": 1.0 + e * 0.1, "beta": 0.05 * e, "val_ndcg@100": 0.1 * e,
+         "val_recall@20": 0.05 * e, "val_recall@50": 0.08 * e, "note": "skipped"}
+        for e in range(1, 4)
+    ]
+    with tracking.start_run("exp-log", "run-1", tags={"model_kind": "multvae"}) as run:
+        logged = tracking.log_params(cfg, prefix="")
+        tracking.log_params({"long": "x" * 10_000, "nested": {"deep": {"k": [1, 2]}}}, prefix="extra")
+        tracking.log_snapshot(snap)
+        cb = tracking.EpochLogger()
+        for i, h in enumerate(history, start=1):
+            cb(i, h)
+        png = tracking.plot_history(cb.history)
+        result = EvalResult({"ndcg@100": np.array([0.2, 0.4, np.nan]), "recall@20": np.array([0.0, 1.0, np.nan])})
+        test_values = tracking.log_test_metrics(result)
+    rid = run.info.run_id
+    client = MlflowClient()
+    data = client.get_run(rid).data
+
+    # params: flattened config, nested dicts, truncated long values
+    assert data.params["model.latent_dim"] == str(cfg.model.latent_dim)
+    assert data.params["train.total_anneal_steps"] == str(cfg.train.total_anneal_steps)
+    assert data.params["model.hidden_dims"] == "[600]"
+    assert logged["train.lr"] == str(cfg.train.lr)
+    assert data.params["extra.nested.deep.k"] == "[1, 2]"
+    assert len(data.params["extra.long"]) <= tracking.MAX_PARAM_LENGTH
+    assert "truncated" in data.params["extra.long"]
+
+    # snapshot: id, counts and file hashes; manifest as an artifact
+    assert data.params["snapshot.id"] == snap.snapshot_id == data.tags["snapshot_id"]
+    assert data.params["snapshot.train.interactions"] == str(snap.train.nnz)
+    assert data.params["snapshot.sha256.train.npz"] == snap.manifest["files"]["train.npz"]
+    manifest = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=rid, artifact_path="snapshot/manifest.json",
+                                                                     dst_path=str(tmp_path / "dl"))).read_text())
+    assert manifest["snapshot_id"] == snap.snapshot_id
+
+    # code version tags
+    version = tracking.code_version()
+    assert data.tags["recvae_version"] == version["recvae_version"]
+    if "git_commit" in version:
+        assert data.tags["git_commit"] == version["git_commit"] and len(version["git_commit"]) == 40
+        assert data.tags["git_dirty"] in ("true", "false")
+    assert data.tags["model_kind"] == "multvae"
+
+    # per-epoch metrics with steps; '@' sanitized; non-numeric skipped
+    hist = client.get_metric_history(rid, "val_ndcg_at_100")
+    assert sorted((m.step, round(m.value, 6)) for m in hist) == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    assert [m.step for m in sorted(client.get_metric_history(rid, "loss"), key=lambda m: m.step)] == [1, 2, 3]
+    assert "note" not in data.metrics
+
+    # test metrics: means, stderr, user count
+    assert data.metrics["test_ndcg_at_100"] == pytest.approx(0.3)
+    assert data.metrics["test_ndcg_at_100_stderr"] == pytest.approx(np.std([0.2, 0.4], ddof=1) / math.sqrt(2))
+    assert data.metrics["test_n_users"] == 2
+    assert test_values["test_recall_at_20"] == pytest.approx(0.5)
+
+    # plot: a PNG on disk and as an artifact
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [a.path for a in client.list_artifacts(rid, "plots")] == ["plots/training_curves.png"]
+
+
+def test_failed_run_is_marked_failed(store):
+    with pytest.raises(RuntimeError):
+        with tracking.start_run("exp-fail", "boom") as run:
+            raise RuntimeError("boom")
+    assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_epoch_logger_needs_a_run(store):
+    with pytest.raises(RuntimeError, match="active MLflow run"):
+        tracking.EpochLogger()
+
+
+# ------------------------------------------------------------------------------------------ model
+
+
+def test_recommend_frame_folds_in_new_users(cooc):
+    history = pd.DataFrame(
+        {"user": ["new-a", "new-a", "new-a", "new-a", "new-b", "new-b", "cold"],
+         "item": [1000, 1001, 1002, 99999, 1010, 1011, 424242]}  # 99999 / 424242: unknown ids
+    )
+    out = recommend_frame(cooc, history, top_n=5)
+    assert list(out.columns) == ["user", "rank", "item", "score"]
+    a = out[out.user == "new-a"]
+    b = out[out.user == "new-b"]
+    assert a["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert set(a["item"]).isdisjoint({1000, 1001, 1002}) and set(a["item"]) <= set(range(1003, 1010))
+    assert set(b["item"]).isdisjoint({1010, 1011}) and set(b["item"]) <= set(range(1012, 1020))
+    assert (np.diff(a["score"].to_numpy()) <= 0).all()
+    # scores equal the model's own scores for the folded-in history
+    x = sp.csr_matrix((np.ones(3, np.float32), ([0, 0, 0], [0, 1, 2])), shape=(1, N_ITEMS))
+    expected = cooc.scores(x)[0].numpy()
+    assert np.allclose(a["score"].to_numpy(), expected[a["item"].to_numpy() - 1000])
+    # a user with only unknown items still gets (history-free) recommendations, not an error
+    assert "cold" in set(out.user)
+
+
+def test_recommend_frame_never_returns_seen_items_when_few_are_left(cooc):
+    seen = list(range(1000, 1000 + N_ITEMS - 2))
+    out = recommend_frame(cooc, pd.DataFrame({"user": 7, "item": seen}), top_n=50)
+    assert set(out["item"]) <= {1018, 1019} and len(out) <= 2
+
+
+def test_recommend_frame_accepts_ids_as_strings_and_empty_input(cooc):
+    as_int = recommend_frame(cooc, pd.DataFrame({"user": ["u", "u"], "item": [1000, 1001]}), top_n=3)
+    as_str = recommend_frame(cooc, pd.DataFrame({"user": ["u", "u", "u"], "item": ["1000", "1001", "x"]}), top_n=3)
+    pd.testing.assert_frame_equal(as_int, as_str)
+    empty = recommend_frame(cooc, pd.DataFrame({"user": [], "item": []}))
+    assert list(empty.columns) == ["user", "rank", "item", "score"] and empty.empty
+
+
+def test_recommend_frame_rejects_bad_input(cooc):
+    with pytest.raises(ValueError, match="item"):
+        recommend_frame(cooc, pd.DataFrame({"user": [1]}))
+    with pytest.raises(ValueError, match="top_n"):
+        recommend_frame(cooc, pd.DataFrame({"user": [1], "item": [1000]}), top_n=0)
+
+
+def test_log_register_alias_and_load_back(store, cooc, tmp_path):
+    with tracking.start_run("exp-model", "cooc") as run:
+        info = tracking.log_recommender(cooc, extra_meta={"snapshot_id": "snap-test123"})
+    rid = run.info.run_id
+    assert info.signature.params.to_dict()[0]["name"] == "top_n"
+    assert MlflowClient().get_run(rid).data.tags["model_kind"] == "test-cooc"
+
+    v1 = tracking.register(rid, "toy")
+    assert v1 == "1"
+    assert MlflowClient().get_model_version("toy", v1).run_id == rid
+    assert tracking.promote("toy", v1) is None
+    assert tracking.get_alias("toy", tracking.CHAMPION) == "1"
+
+    rec, meta = tracking.load_recommender_from_uri("models:/toy@champion")
+    assert isinstance(rec, CoocRecommender)
+    assert (meta.name, meta.version, meta.alias, meta.run_id) == ("toy", "1", "champion", rid)
+    assert meta.snapshot_id == "snap-test123" and meta.kind == "test-cooc"
+    assert rec.items == cooc.items
+    x = _train_matrix()[:5]
+    assert torch.equal(rec.scores(x), cooc.scores(x))
+
+    # the same model through the other URI forms and a local directory
+    for uri in ("models:/toy/1", f"runs:/{rid}/model"):
+        rec2, meta2 = tracking.load_recommender_from_uri(uri)
+        assert meta2.run_id == rid and torch.equal(rec2.scores(x), cooc.scores(x))
+    local = mlflow.artifacts.download_artifacts("models:/toy/1", dst_path=str(tmp_path / "local"))
+    rec3, meta3 = tracking.load_recommender_from_uri(local)
+    assert meta3.snapshot_id == "snap-test123" and torch.equal(rec3.scores(x), cooc.scores(x))
+
+    # the pyfunc: raw-id history in, top-N raw ids out, seen removed, unknown ignored, several users
+    model = mlflow.pyfunc.load_model("models:/toy@champion")
+    history = pd.DataFrame({"user": [1, 1, 1, 2, 2], "item": [1010, 1011, 5, 1000, 1001]})
+    out = model.predict(history, params={"top_n": 4})
+    assert list(out.columns) == ["user", "rank", "item", "score"]
+    assert out.groupby("user").size().to_dict() == {1: 4, 2: 4}
+    u1 = set(out[out.user == 1]["item"])
+    assert u1.isdisjoint({1010, 1011}) and u1 <= set(range(1012, 1020))
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), recommend_frame(cooc, history, 4))
+    default = model.predict(history)  # top_n defaults to 100: every unseen item (18 per user)
+    assert len(default) == 2 * (N_ITEMS - 2)
+
+    # a second version becomes champion; the old one is kept as 'previous'
+    with tracking.start_run("exp-model", "cooc-2") as run2:
+        info2 = tracking.log_recommender(cooc, registered_model_name="toy")
+    v2 = str(info2.registered_model_version)
+    assert v2 == "2"
+    tracking.set_alias("toy", tracking.CHALLENGER, v2)
+    assert tracking.get_alias("toy", tracking.CHALLENGER) == "2"
+    assert tracking.promote("toy", v2) == "1"
+    assert tracking.get_alias("toy", tracking.CHAMPION) == "2"
+    assert tracking.get_alias("toy", tracking.PREVIOUS) == "1"
+    _, meta4 = tracking.load_recommender_from_uri("models:/toy@champion")
+    assert meta4.run_id == run2.info.run_id and meta4.version == "2"
+
+
+def test_unknown_model_uri_errors_are_clear(store, cooc):
+    with tracking.start_run("exp-err", "cooc") as run:
+        tracking.log_recommender(cooc)
+    tracking.register(run.info.run_id, "toy-err")
+    tracking.set_alias("toy-err", tracking.CHAMPION, "1")
+    with pytest.raises(tracking.ModelNotFoundError, match=r"no alias 'staging'.*champion"):
+        tracking.load_recommender_from_uri("models:/toy-err@staging")
+    with pytest.raises(tracking.ModelNotFoundError, match="no registered model 'nope'"):
+        tracking.load_recommender_from_uri("models:/nope@champion")
+    with pytest.raises(tracking.ModelNotFoundError, match="no version 7"):
+        tracking.load_recommender_from_uri("models:/toy-err/7")
+    with pytest.raises(tracking.ModelNotFoundError, match="no run"):
+        tracking.load_recommender_from_uri("runs:/0123456789abcdef/model")
+    with pytest.raises(tracking.ModelNotFoundError, match="no such model directory"):
+        tracking.load_recommender_from_uri("/nonexistent/model/dir")
+    with pytest.raises(tracking.ModelNotFoundError, match="no logged model named 'other'"):
+        tracking.register(run.info.run_id, "toy-err", artifact="other")
+    with pytest.raises(tracking.ModelNotFoundError, match="no run"):
+        tracking.register("0123456789abcdef", "toy-err")
+    assert tracking.get_alias("toy-err", "staging") is None
+    assert tracking.get_alias("nope", tracking.CHAMPION) is None
+
+
+def test_popularity_baseline_round_trip(store):
+    baselines = pytest.importorskip("recvae.baselines")
+    if not hasattr(baselines, "Popularity"):
+        pytest.skip("recvae.baselines.Popularity not written yet")
+    rec = baselines.Popularity().fit(_train_matrix())
+    rec.items = IdMap(np.array([f"i{i}" for i in range(N_ITEMS)], dtype=object))  # string raw ids
+    with tracking.start_run("exp-pop", "pop") as run:
+        tracking.log_recommender(rec)
+    tracking.register(run.info.run_id, "pop")
+    tracking.promote("pop", "1")
+    loaded, meta = tracking.load_recommender_from_uri("models:/pop@champion")
+    assert meta.kind == "popularity"
+    x = _train_matrix()[:3]
+    assert torch.allclose(loaded.scores(x).float(), rec.scores(x).float())
+    out = mlflow.pyfunc.load_model("models:/pop@champion").predict(
+        pd.DataFrame({"user": ["u", "u"], "item": ["i0", "i1"]}), params={"top_n": 3}
+    )
+    assert len(out) == 3 and set(out["item"]).isdisjoint({"i0", "i1"})
+    counts = np.asarray(_train_matrix().sum(axis=0)).ravel()
+    assert out["item"].iloc[0] == f"i{int(np.argmax(np.where(np.isin(np.arange(N_ITEMS), [0, 1]), -1, counts)))}"
+
+
+# ---------------------------------------------------------------------------------------- compare
+
+
+def test_compare_runs_table(store):
+    for name, kind, ndcg, lr in [("vae-a", "multvae", 0.30, 1e-3), ("pop", "popularity", 0.10, None), ("vae-b", "multvae", 0.42, 3e-4)]:
+        with tracking.start_run("exp-cmp", name, tags={"model_kind": kind}):
+            if lr is not None:
+                tracking.log_params({"train": {"lr": lr}})
+            cb = tracking.EpochLogger()
+            cb(1, {"val_ndcg@100": ndcg / 2})
+            cb(2, {"val_ndcg@100": ndcg})
+    table = tracking.compare_runs("exp-cmp")
+    assert table["run_name"].tolist() == ["vae-b", "vae-a", "pop"]  # best val_ndcg_at_100 (latest value) first
+    assert table["model_kind"].tolist() == ["multvae", "multvae", "popularity"]
+    assert table["val_ndcg_at_100"].tolist() == pytest.approx([0.42, 0.30, 0.10])
+    assert table["train.lr"].iloc[0] == "0.0003" and pd.isna(table["train.lr"].iloc[2])
+    with pytest.raises(tracking.ModelNotFoundError, match="no experiment 'missing'"):
+        tracking.compare_runs("missing")
