@@ -1,0 +1,300 @@
+"""Batch top-N recommendations in bounded memory (seen items removed), streamed into the recommendation store."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from recvae.idmap import IdMap
+from recvae.recommender import Recommender
+from recvae.snapshot import Snapshot
+from recvae.store import BatchSummary, RecChunk, RecommendationStore, StoreError
+
+logger = logging.getLogger(__name__)
+
+try:
+    from recvae.log import progress as _progress
+except ImportError:  # pragma: no cover - recvae.log is part of the package; tqdm directly otherwise
+    from tqdm.auto import tqdm
+
+    def _progress(iterable: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
+        return iter(tqdm(iterable, **kwargs))
+
+
+class TopN(NamedTuple):
+    """Top-N of one chunk of users; entries at or beyond counts[i] are padding (item -1, score -inf)."""
+
+    rows: np.ndarray  # (c,) int64 row indices into the history matrix
+    items: np.ndarray  # (c, k) int64 item (column) indices, best first
+    scores: np.ndarray  # (c, k) float32
+    counts: np.ndarray  # (c,) int64 real entries per row: min(N, unseen candidates)
+
+
+@dataclass
+class ScoringInput:
+    """Users to score and their histories, with columns aligned to the model's items."""
+
+    user_ids: np.ndarray  # (n,) raw user ids as text
+    history: sp.csr_matrix  # (n, n_items) seen items, canonical (no duplicates, no explicit zeros)
+    item_ids: np.ndarray  # (n_items,) raw item ids of the columns as text
+    snapshot_id: str | None = None
+
+
+def canonical(history: sp.spmatrix) -> sp.csr_matrix:
+    """A CSR copy without duplicate entries or stored zeros: exactly the seen items."""
+    h = sp.csr_matrix(history, copy=True)
+    h.sum_duplicates()
+    h.eliminate_zeros()
+    return h
+
+
+def expected_counts(history: sp.csr_matrix, top_n: int) -> np.ndarray:
+    """Rows each user should get: min(top_n, number of unseen candidate items) (history must be canonical)."""
+    return np.minimum(int(top_n), history.shape[1] - np.diff(history.indptr)).astype(np.int64)
+
+
+def iter_topn(
+    recommender: Recommender,
+    history: sp.csr_matrix,
+    top_n: int,
+    chunk_size: int = 1000,
+    device: str | torch.device | None = None,
+    rows: np.ndarray | None = None,
+) -> Iterator[TopN]:
+    """Top-`top_n` unseen items per user, one chunk of `chunk_size` users at a time (`rows`: a subset of rows).
+    Seen items (stored entries of `history`) get -inf and are never emitted."""
+    if top_n < 1 or chunk_size < 1:
+        raise ValueError(f"top_n and chunk_size must be >= 1; got {top_n}, {chunk_size}")
+    history = sp.csr_matrix(history)
+    n_items = history.shape[1]
+    if getattr(recommender, "n_items", n_items) != n_items:
+        raise ValueError(f"history has {n_items} item columns but the recommender scores {recommender.n_items} items")
+    rows = np.arange(history.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+    k = min(int(top_n), n_items)
+    dev = torch.device(device) if device is not None else None
+    for start in range(0, len(rows), chunk_size):
+        idx = rows[start : start + chunk_size]
+        X = history[idx]
+        with torch.no_grad():
+            s = recommender.scores(X)
+        if not isinstance(s, torch.Tensor) or tuple(s.shape) != (len(idx), n_items):
+            shape = tuple(s.shape) if hasattr(s, "shape") else type(s).__name__
+            raise ValueError(f"{type(recommender).__name__}.scores returned {shape}; expected ({len(idx)}, {n_items})")
+        # A copy: the mask below writes in place and the model may hand out a view of its own state.
+        s = s.to(device=dev if dev is not None else s.device, dtype=torch.float32, copy=True)
+        user_of_entry = np.repeat(np.arange(len(idx)), np.diff(X.indptr))
+        seen_rows = torch.from_numpy(user_of_entry).to(s.device)
+        seen_cols = torch.from_numpy(X.indices.astype(np.int64)).to(s.device)
+        s[seen_rows, seen_cols] = float("-inf")
+        if torch.isnan(s).any():
+            bad = int(torch.isnan(s).any(dim=1).sum())
+            raise ValueError(
+                f"{type(recommender).__name__}.scores returned NaN for {bad} user(s) in rows {idx[0]}..{idx[-1]}"
+            )
+        vals, items = torch.topk(s, k, dim=1, largest=True, sorted=True)
+        valid = vals > float("-inf")
+        items = torch.where(valid, items, torch.full_like(items, -1))
+        yield TopN(
+            rows=idx,
+            items=items.cpu().numpy().astype(np.int64, copy=False),
+            scores=vals.cpu().numpy(),
+            counts=valid.sum(dim=1).cpu().numpy().astype(np.int64),
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# inputs: a snapshot, fold-in histories of new users, or (user ids, matrix)
+
+
+def _as_text(values: Iterable[Any]) -> np.ndarray:
+    return np.asarray([str(v) for v in values], dtype=object)
+
+
+def _model_items(recommender: Recommender, fallback: IdMap | None) -> np.ndarray:
+    items = recommender.items if getattr(recommender, "items", None) is not None else fallback
+    if items is None:
+        raise ValueError("the recommender has no item ids (recommender.items is None); pass items=IdMap(...)")
+    ids = _as_text(items.raw_ids)
+    if len(ids) != recommender.n_items:
+        raise ValueError(f"{len(ids)} item ids for a recommender that scores {recommender.n_items} items")
+    return ids
+
+
+def read_foldin(path: str | Path) -> pd.DataFrame:
+    """Fold-in histories from a CSV with a header naming columns `user` and `item` (raw ids)."""
+    path = Path(path)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"user", "item"} - set(df.columns)
+    if missing:
+        raise ValueError(
+            f"{path}: fold-in CSV needs columns user and item; missing {sorted(missing)} (has {list(df.columns)})"
+        )
+    empty = (df["user"] == "") | (df["item"] == "")
+    if empty.any():
+        row = int(np.flatnonzero(empty.to_numpy())[0]) + 2  # 1-based, after the header
+        raise ValueError(f"{path}, line {row}: empty user or item")
+    return df
+
+
+def _from_interactions(df: pd.DataFrame, item_ids: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+    """(user ids, users x items matrix) from (user, item) raw-id pairs; items unknown to the model are dropped."""
+    missing = {"user", "item"} - set(df.columns)
+    if missing:
+        raise ValueError(f"fold-in interactions need columns user and item; missing {sorted(missing)}")
+    users = pd.unique(_as_text(df["user"]))
+    u = pd.Index(users).get_indexer(_as_text(df["user"]))
+    c = pd.Index(item_ids).get_indexer(_as_text(df["item"]))
+    known = c >= 0
+    if not known.all():
+        logger.warning(
+            "fold-in: %d of %d interaction(s) name items the model does not know; ignored", int((~known).sum()), len(c)
+        )
+    m = sp.csr_matrix((np.ones(int(known.sum()), np.float32), (u[known], c[known])), shape=(len(users), len(item_ids)))
+    empty = int((np.diff(canonical(m).indptr) == 0).sum())
+    if empty:
+        logger.warning("fold-in: %d user(s) have no known item left; they get history-free recommendations", empty)
+    return users, m
+
+
+def _from_snapshot(snap: Snapshot, item_ids: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+    user_idx, h = snap.history()
+    # A user can have rows in several parts (temporal split): merge them into one history row.
+    uniq, inverse = np.unique(user_idx, return_inverse=True)
+    if len(uniq) != len(user_idx):
+        merge = sp.csr_matrix((np.ones(len(user_idx), np.float32), (inverse, np.arange(len(user_idx)))))
+        h = (merge @ h).tocsr()
+        user_idx = uniq
+    snap_items = _as_text(snap.items.raw_ids)
+    if not np.array_equal(snap_items, item_ids):
+        # The model was trained on another item set: move columns to the model's order, drop unknown items.
+        col = pd.Index(item_ids).get_indexer(snap_items)
+        coo = h.tocoo()
+        keep = col[coo.col] >= 0
+        if not keep.all():
+            logger.warning("snapshot has %d interaction(s) with items the model does not score; ignored",
+                           int((~keep).sum()))
+        h = sp.csr_matrix((coo.data[keep], (coo.row[keep], col[coo.col[keep]])), shape=(h.shape[0], len(item_ids)))
+    return _as_text(snap.users.to_raw(user_idx)), h
+
+
+def build_input(
+    recommender: Recommender,
+    source: Snapshot | pd.DataFrame | str | Path | tuple[Sequence[Any], sp.spmatrix],
+    *,
+    users: Sequence[Any] | None = None,
+    items: IdMap | None = None,
+) -> ScoringInput:
+    """Who to score and what they have seen: every user of a snapshot (or the `users` among them), fold-in
+    histories (DataFrame or CSV of raw user,item ids; unknown items ignored), or (user ids, history matrix)."""
+    snapshot_id = None
+    if isinstance(source, Snapshot):
+        item_ids = _model_items(recommender, items or source.items)
+        user_ids, h = _from_snapshot(source, item_ids)
+        snapshot_id = source.snapshot_id
+    elif isinstance(source, (pd.DataFrame, str, Path)):
+        df = source if isinstance(source, pd.DataFrame) else read_foldin(source)
+        item_ids = _model_items(recommender, items)
+        user_ids, h = _from_interactions(df, item_ids)
+    elif isinstance(source, tuple) and len(source) == 2:
+        user_ids, h = _as_text(source[0]), sp.csr_matrix(source[1])
+        if len(user_ids) != h.shape[0]:
+            raise ValueError(f"{len(user_ids)} user ids for a history matrix of {h.shape[0]} rows")
+        if len(set(user_ids)) != len(user_ids):
+            raise ValueError("user ids must be unique (one history row per user)")
+        item_ids = _model_items(recommender, items) if (items is not None or recommender.items is not None) else (
+            _as_text(range(h.shape[1]))
+        )
+    else:
+        raise TypeError(
+            f"cannot score from {type(source).__name__}: pass a Snapshot, a DataFrame/CSV or (user ids, csr)"
+        )
+    if h.shape[1] != len(item_ids):
+        raise ValueError(f"history has {h.shape[1]} item columns; the model scores {len(item_ids)} items")
+    if users is not None:
+        wanted = _as_text(users)
+        pos = pd.Index(user_ids).get_indexer(wanted)
+        if (pos < 0).any():
+            logger.warning("%d of %d requested user(s) are unknown (no history); skipped, e.g. %s",
+                           int((pos < 0).sum()), len(wanted), wanted[pos < 0][:5].tolist())
+        pos = pd.unique(pos[pos >= 0])
+        if len(pos) == 0:
+            raise ValueError(f"none of the {len(wanted)} requested users has a history to score")
+        user_ids, h = user_ids[pos], h[pos]
+    return ScoringInput(user_ids=user_ids, history=canonical(h), item_ids=item_ids, snapshot_id=snapshot_id)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the batch job
+
+
+def recommend_to_store(
+    recommender: Recommender,
+    snapshot_or_history: Snapshot | pd.DataFrame | str | Path | tuple[Sequence[Any], sp.spmatrix],
+    store: RecommendationStore,
+    top_n: int,
+    batch_key: str,
+    model_name: str,
+    model_version: str | None = None,
+    run_id: str | None = None,
+    snapshot_id: str | None = None,
+    users: Sequence[Any] | None = None,
+    chunk_size: int = 1000,
+    shard: int = 0,
+    *,
+    n_shards: int = 1,
+    publish: bool | None = None,
+    items: IdMap | None = None,
+    device: str | torch.device | None = None,
+    keep: int | None = None,
+) -> BatchSummary:
+    """Score users in chunks and stream their top-N into a staging batch, then publish it atomically.
+
+    With `n_shards` > 1 this call writes shard `shard` (every n_shards-th user) and does not publish unless
+    `publish=True`; publish once all shards are written with `store.publish(batch_key, n_shards=n_shards)`.
+    A batch key already published returns that batch (`reused=True`) without scoring anything."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard must be in [0, {n_shards}); got {shard}")
+    publish = (n_shards == 1) if publish is None else publish
+    inp = build_input(recommender, snapshot_or_history, users=users, items=items)
+    batch = store.begin_batch(
+        batch_key, model_name=model_name, top_n=top_n, n_items=len(inp.item_ids), model_version=model_version,
+        run_id=run_id, snapshot_id=snapshot_id or inp.snapshot_id, n_shards=n_shards,
+    )
+    if batch.done:
+        logger.info("batch key %r was already published as batch %s; nothing to do", batch_key, batch.batch_id)
+        return BatchSummary.of(batch, reused=True)
+    rows = np.arange(shard, len(inp.user_ids), n_shards, dtype=np.int64)
+    expected = int(expected_counts(inp.history, top_n)[rows].sum())
+    n_chunks = -(-len(rows) // chunk_size)
+    logger.info("batch %s shard %d/%d: scoring %d users in %d chunk(s), top %d of %d items",
+                batch.batch_id, shard, n_shards, len(rows), n_chunks, top_n, len(inp.item_ids))
+
+    def chunks() -> Iterator[RecChunk]:
+        """Scored chunks as raw-id rows, produced while the store writes them (nothing accumulates)."""
+        topn = iter_topn(recommender, inp.history, top_n, chunk_size=chunk_size, device=device, rows=rows)
+        for t in _progress(topn, total=n_chunks, desc=f"top-{top_n} batch {batch.batch_id}", unit="chunk"):
+            yield RecChunk(inp.user_ids[t.rows], inp.item_ids[np.maximum(t.items, 0)], t.scores, t.counts)
+
+    try:
+        written = store.write_shard(batch, chunks(), shard=shard, expected_rows=expected)
+        if publish:
+            return store.publish(batch, n_shards=n_shards, keep=keep)
+    except (Exception, KeyboardInterrupt) as exc:
+        if publish:  # a single-shard job owns the whole batch: fail it now (a sharded one leaves it to retries)
+            try:
+                store.fail(batch, f"{type(exc).__name__}: {exc}")
+            except StoreError as fail_exc:
+                logger.error("could not mark batch %s failed (the next run will): %s", batch.batch_id, fail_exc)
+        raise
+    return BatchSummary(
+        batch_id=batch.batch_id, batch_key=batch.batch_key, status="staging", model_name=model_name,
+        model_version=batch.model_version, top_n=top_n, user_count=written["users"], expected_rows=expected,
+        row_count=written["rows"],
+    )

@@ -1,0 +1,387 @@
+"""Batch top-N: chunked scoring with seen items removed, and the job that streams it into the store."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from sqlalchemy import create_engine, text
+
+from recvae.idmap import IdMap
+from recvae.recommend import build_input, expected_counts, iter_topn, recommend_to_store
+from recvae.recommender import Recommender
+from recvae.snapshot import Snapshot
+from recvae.store import RecommendationStore, StoreError
+
+N_ITEMS = 25
+
+
+class Cooc(Recommender):
+    """Item co-occurrence scores (X @ C, C = train'train without the diagonal); distinct per item via a tiny offset."""
+
+    kind = "cooc-test"
+
+    def __init__(self, fail_on_call: int | None = None) -> None:
+        self.calls = 0
+        self.fail_on_call = fail_on_call
+        self.n_items = 0
+
+    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> "Cooc":
+        c = (train.T @ train).toarray().astype(np.float32)
+        np.fill_diagonal(c, 0.0)
+        self.c = torch.from_numpy(c)
+        self.n_items = train.shape[1]
+        # Distinct offsets (< 0.01, far above float32 resolution here) so every ranking is unique.
+        self.offset = torch.from_numpy(np.random.default_rng(7).permutation(self.n_items).astype(np.float32) * 0.01 / self.n_items)
+        return self
+
+    def scores(self, X: sp.csr_matrix) -> torch.Tensor:
+        self.calls += 1
+        if self.fail_on_call is not None and self.calls >= self.fail_on_call:
+            raise RuntimeError("model crashed")
+        return torch.from_numpy(X.toarray().astype(np.float32)) @ self.c + self.offset
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def _save_state(self, path: Path) -> None:  # pragma: no cover - not saved in these tests
+        raise NotImplementedError
+
+    @classmethod
+    def _load_state(cls, path: Path, meta: dict[str, Any]) -> "Cooc":  # pragma: no cover
+        raise NotImplementedError
+
+
+class MasksOddItems(Cooc):
+    """Gives -inf to odd items: they are not candidates and must never be emitted."""
+
+    def scores(self, X: sp.csr_matrix) -> torch.Tensor:
+        s = super().scores(X)
+        s[:, 1::2] = float("-inf")
+        return s
+
+
+def random_history(rng: np.random.Generator, n_users: int, density: float = 0.3) -> sp.csr_matrix:
+    m = (rng.random((n_users, N_ITEMS)) < density).astype(np.float32)
+    m[0, :] = 1.0  # has seen everything: no candidate left
+    m[1, :] = 1.0
+    m[1, :2] = 0.0  # two candidates left
+    m[2, :] = 0.0  # no history at all
+    return sp.csr_matrix(m)
+
+
+def reference_topn(scores: np.ndarray, history: sp.csr_matrix, n: int) -> list[list[int]]:
+    """Brute force: per user, unseen items by decreasing score, at most n."""
+    seen = history.toarray() > 0
+    out = []
+    for s, row_seen in zip(scores, seen):
+        order = [int(i) for i in np.argsort(-s, kind="stable") if not row_seen[i]]
+        out.append(order[:n])
+    return out
+
+
+@pytest.fixture
+def model(rng):
+    return Cooc().fit(random_history(rng, 60))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# iter_topn
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 1000])
+@pytest.mark.parametrize("top_n", [5, 40])
+def test_iter_topn_matches_brute_force(model, rng, chunk_size, top_n):
+    history = random_history(rng, 23)
+    scores = model.scores(history).numpy()
+    expected = reference_topn(scores, history, top_n)
+    got: dict[int, list[int]] = {}
+    for t in iter_topn(model, history, top_n, chunk_size=chunk_size):
+        assert t.items.shape == t.scores.shape == (len(t.rows), min(top_n, N_ITEMS))
+        assert len(t.rows) <= chunk_size
+        for row, items, scores, count in zip(t.rows, t.items, t.scores, t.counts):
+            got[int(row)] = items[:count].tolist()
+            assert (items[count:] == -1).all() and np.isneginf(scores[count:]).all()
+            assert np.isfinite(scores[:count]).all() and (np.diff(scores[:count]) <= 0).all()
+    assert [got[r] for r in range(23)] == expected
+    assert [len(got[r]) for r in range(23)] == expected_counts(history, top_n).tolist()
+    assert len(got[0]) == 0 and len(got[1]) == min(2, top_n) and len(got[2]) == min(top_n, N_ITEMS)
+
+
+def test_seen_items_are_never_recommended(model, rng):
+    history = random_history(rng, 40, density=0.6)
+    for t in iter_topn(model, history, 10, chunk_size=8):
+        for row, items, count in zip(t.rows, t.items, t.counts):
+            assert not set(items[:count].tolist()) & set(history[row].indices.tolist())
+
+
+def test_items_scored_minus_infinity_are_never_emitted(rng):
+    model = MasksOddItems().fit(random_history(rng, 30))
+    history = random_history(rng, 10)
+    for t in iter_topn(model, history, 20, chunk_size=4):
+        for row, items, count in zip(t.rows, t.items, t.counts):
+            unseen_even = [i for i in range(0, N_ITEMS, 2) if i not in set(history[row].indices)]
+            assert count == min(20, len(unseen_even))
+            assert all(i % 2 == 0 for i in items[:count])
+
+
+def test_iter_topn_subset_of_rows_and_device(model, rng):
+    history = random_history(rng, 12)
+    full = {int(r): i[:c].tolist() for t in iter_topn(model, history, 4) for r, i, c in zip(t.rows, t.items, t.counts)}
+    part = list(iter_topn(model, history, 4, chunk_size=2, rows=np.array([3, 9, 11]), device="cpu"))
+    assert [r for t in part for r in t.rows.tolist()] == [3, 9, 11]
+    assert {int(r): i[:c].tolist() for t in part for r, i, c in zip(t.rows, t.items, t.counts)} == {k: full[k] for k in (3, 9, 11)}
+
+
+def test_iter_topn_rejects_bad_scores(model, rng):
+    history = random_history(rng, 4)
+
+    class WrongShape(Cooc):
+        def scores(self, X):
+            return super().scores(X)[:, :-1]
+
+    class NaNs(Cooc):
+        def scores(self, X):
+            s = super().scores(X)
+            s[0, 3] = float("nan")
+            return s
+
+    with pytest.raises(ValueError, match="expected"):
+        next(iter_topn(WrongShape().fit(history), history, 3))
+    nan_history = history.copy().tolil()
+    nan_history[0, 3] = 0  # the NaN item is unseen for user 0
+    with pytest.raises(ValueError, match="NaN"):
+        next(iter_topn(NaNs().fit(history), sp.csr_matrix(nan_history), 3))
+    with pytest.raises(ValueError, match="item columns"):
+        next(iter_topn(model, sp.csr_matrix((2, N_ITEMS + 1)), 3))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# recommend_to_store
+
+
+def make_snapshot(rng) -> Snapshot:
+    """30 users (raw ids 100..129): 20 train, 5 validation, 5 test; items m0..m24."""
+    h = random_history(rng, 30)
+    parts = {
+        "train": h[:20],
+        "validation_tr": h[20:25].multiply(rng.random((5, N_ITEMS)) < 0.7).tocsr(),
+        "test_tr": h[25:].multiply(rng.random((5, N_ITEMS)) < 0.7).tocsr(),
+    }
+    parts["validation_te"] = (h[20:25] - parts["validation_tr"]).tocsr()
+    parts["test_te"] = (h[25:] - parts["test_tr"]).tocsr()
+    for m in parts.values():
+        m.eliminate_zeros()
+    rows = {"train": np.arange(20), "validation_tr": np.arange(20, 25), "validation_te": np.arange(20, 25),
+            "test_tr": np.arange(25, 30), "test_te": np.arange(25, 30)}
+    return Snapshot(matrices=parts, rows=rows, users=IdMap(np.arange(100, 130)), items=IdMap([f"m{i}" for i in range(N_ITEMS)]),
+                    manifest={"snapshot_id": "snap-test"})
+
+
+def stored(url: str, batch_id: int) -> pd.DataFrame:
+    eng = create_engine(url)
+    try:
+        with eng.connect() as conn:
+            return pd.DataFrame(conn.execute(
+                text('SELECT user_id, rank, item_id, score FROM "recvae_recommendations" WHERE batch_id = :b'),
+                {"b": batch_id},
+            ).mappings().all())
+    finally:
+        eng.dispose()
+
+
+def seen_by_user(snap: Snapshot) -> dict[str, set[str]]:
+    users, h = snap.history()
+    out: dict[str, set[str]] = {}
+    for u, row in zip(users, h):
+        out.setdefault(str(snap.users.to_raw([u])[0]), set()).update(f"m{i}" for i in row.indices)
+    return out
+
+
+def test_recommend_to_store_from_a_snapshot(db_url, rng):
+    snap = make_snapshot(rng)
+    model = Cooc().fit(snap.train)
+    with RecommendationStore(db_url) as store:
+        summary = recommend_to_store(model, snap, store, 6, "job-1", "cooc", "3", "run-abc", chunk_size=7)
+        assert summary.status == "published" and summary.user_count == 30 and not summary.reused
+        batch = store.current_batch()
+        assert (batch.snapshot_id, batch.run_id, batch.model_version, batch.n_items) == ("snap-test", "run-abc", "3", N_ITEMS)
+        df = stored(db_url, summary.batch_id)
+    seen = seen_by_user(snap)
+    assert summary.row_count == len(df) == sum(min(6, N_ITEMS - len(s)) for s in seen.values())
+    users, h = snap.history()
+    ref = reference_topn(model.scores(h).numpy(), h, 6)
+    for u, items in zip(users, ref):
+        mine = df[df.user_id == str(snap.users.to_raw([u])[0])].sort_values("rank")
+        assert mine.item_id.tolist() == [f"m{i}" for i in items]
+        assert mine["rank"].tolist() == list(range(1, len(items) + 1))
+        assert not set(mine.item_id) & seen[str(snap.users.to_raw([u])[0])]
+
+
+def test_user_in_several_parts_gets_one_merged_list(tmp_path, rng):
+    snap = make_snapshot(rng)
+    snap.rows["test_tr"] = snap.rows["test_te"] = np.arange(3, 8)  # users 103..107 are also in train (temporal)
+    model = Cooc().fit(snap.train)
+    url = f"sqlite:///{tmp_path}/r.db"
+    with RecommendationStore(url) as store:
+        summary = recommend_to_store(model, snap, store, 30, "merged", "cooc")
+    df = stored(url, summary.batch_id)
+    seen = seen_by_user(snap)
+    assert summary.user_count == 25 == len(seen)
+    assert set(df.user_id) == {u for u, items in seen.items() if len(items) < N_ITEMS}  # user 100 has seen all
+    for user, rows in df.groupby("user_id"):
+        assert not set(rows.item_id) & seen[user] and len(rows) == N_ITEMS - len(seen[user])
+
+
+def test_selected_users_and_unknown_ones(tmp_path, rng, caplog):
+    snap = make_snapshot(rng)
+    model = Cooc().fit(snap.train)
+    url = f"sqlite:///{tmp_path}/r.db"
+    with RecommendationStore(url) as store, caplog.at_level(logging.WARNING):
+        summary = recommend_to_store(model, snap, store, 3, "some", "cooc", users=["105", 121, "999"])
+    assert summary.user_count == 2
+    assert set(stored(url, summary.batch_id).user_id) == {"105", "121"}
+    assert "1 of 3 requested user(s) are unknown" in caplog.text
+    with pytest.raises(ValueError, match="none of the 1 requested"):
+        build_input(model, snap, users=["nobody"])
+
+
+def test_foldin_histories_of_new_users(tmp_path, rng, caplog):
+    snap = make_snapshot(rng)
+    model = Cooc().fit(snap.train)
+    model.items = snap.items
+    foldin = pd.DataFrame({"user": ["new1", "new1", "new1", "new2", "new2"], "item": ["m3", "m4", "zzz", "m3", "yyy"]})
+    csv = tmp_path / "foldin.csv"
+    foldin.to_csv(csv, index=False)
+    url = f"sqlite:///{tmp_path}/r.db"
+    with RecommendationStore(url) as store, caplog.at_level(logging.WARNING):
+        summary = recommend_to_store(model, csv, store, 5, "foldin", "cooc")
+    assert "2 of 5 interaction(s) name items the model does not know" in caplog.text
+    df = stored(url, summary.batch_id)
+    assert summary.row_count == 10
+    x = sp.csr_matrix(np.array([[1 if i in (3, 4) else 0 for i in range(N_ITEMS)], [1 if i == 3 else 0 for i in range(N_ITEMS)]], np.float32))
+    ref = reference_topn(model.scores(x).numpy(), x, 5)
+    for user, items in zip(["new1", "new2"], ref):
+        assert df[df.user_id == user].sort_values("rank").item_id.tolist() == [f"m{i}" for i in items]
+    same = build_input(model, foldin)
+    assert same.user_ids.tolist() == ["new1", "new2"] and (same.history != x).nnz == 0
+    with pytest.raises(ValueError, match="no item ids"):
+        build_input(Cooc().fit(snap.train), foldin)
+
+
+def test_model_with_another_item_order_than_the_snapshot(tmp_path, rng):
+    snap = make_snapshot(rng)
+    perm = rng.permutation(N_ITEMS)
+    model = Cooc().fit(snap.train[:, perm])  # the model's column j is the snapshot's item perm[j]
+    model.items = IdMap([f"m{i}" for i in perm])
+    url = f"sqlite:///{tmp_path}/r.db"
+    with RecommendationStore(url) as store:
+        summary = recommend_to_store(model, snap, store, 4, "perm", "cooc")
+    df = stored(url, summary.batch_id)
+    seen = seen_by_user(snap)
+    users, h = snap.history()
+    ref = reference_topn(model.scores(h[:, perm]).numpy(), h[:, perm], 4)
+    for u, items in zip(users, ref):
+        user = str(snap.users.to_raw([u])[0])
+        assert df[df.user_id == user].sort_values("rank").item_id.tolist() == [f"m{perm[i]}" for i in items]
+        assert not set(df[df.user_id == user].item_id) & seen[user]
+
+
+def test_sharded_job_equals_single_job(tmp_path, rng):
+    snap = make_snapshot(rng)
+    model = Cooc().fit(snap.train)
+    url = f"sqlite:///{tmp_path}/r.db"
+    with RecommendationStore(url) as store:
+        whole = recommend_to_store(model, snap, store, 5, "whole", "cooc")
+        parts = [recommend_to_store(model, snap, store, 5, "sharded", "cooc", shard=s, n_shards=3) for s in range(3)]
+        assert [p.status for p in parts] == ["staging"] * 3 and store.current_batch().batch_key == "whole"
+        assert sum(p.user_count for p in parts) == 30
+        published = store.publish("sharded", n_shards=3)
+    a = stored(url, whole.batch_id).drop(columns="score").sort_values(["user_id", "rank"]).reset_index(drop=True)
+    b = stored(url, published.batch_id).drop(columns="score").sort_values(["user_id", "rank"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_rerun_of_a_published_key_scores_nothing(tmp_path, rng):
+    snap = make_snapshot(rng)
+    model = Cooc().fit(snap.train)
+    url = f"sqlite:///{tmp_path}/r.db"
+    with RecommendationStore(url) as store:
+        first = recommend_to_store(model, snap, store, 5, "daily-2024-01-01", "cooc", chunk_size=10)
+        calls = model.calls
+        again = recommend_to_store(model, snap, store, 5, "daily-2024-01-01", "cooc", chunk_size=10)
+        assert again.reused and again.batch_id == first.batch_id and model.calls == calls
+        assert store.count_rows(first.batch_id) == first.row_count
+
+
+def test_crash_while_scoring_keeps_the_current_batch(tmp_path, rng):
+    snap = make_snapshot(rng)
+    url = f"sqlite:///{tmp_path}/r.db"
+    with RecommendationStore(url) as store:
+        good = recommend_to_store(Cooc().fit(snap.train), snap, store, 5, "day-1", "cooc")
+        before = stored(url, good.batch_id)
+        with pytest.raises(RuntimeError, match="model crashed"):
+            recommend_to_store(Cooc(fail_on_call=3).fit(snap.train), snap, store, 5, "day-2", "cooc", chunk_size=4)
+        failed = store.get_batch("day-2")
+        assert failed.status == "failed" and "model crashed" in failed.error
+        assert store.count_rows(failed.batch_id) == 0
+        assert store.current_batch().batch_id == good.batch_id
+        pd.testing.assert_frame_equal(stored(url, good.batch_id), before)
+        retry = recommend_to_store(Cooc().fit(snap.train), snap, store, 5, "day-2", "cooc", chunk_size=4)  # Airflow retry
+        assert retry.status == "published" and retry.batch_id == failed.batch_id and retry.row_count == good.row_count
+
+
+def test_unreachable_database_fails_before_scoring(rng):
+    snap = make_snapshot(rng)
+    model = Cooc().fit(snap.train)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = RecommendationStore(f"postgresql+psycopg://u:hunter2-pw@127.0.0.1:{port}/db", connect_timeout_s=3)
+    with pytest.raises(StoreError) as err:
+        recommend_to_store(model, snap, store, 5, "k", "cooc")
+    assert model.calls == 0 and "hunter2-pw" not in str(err.value) and "u:***@" in str(err.value)
+
+
+def test_popularity_baseline_through_the_job(tmp_path, rng):
+    baselines = pytest.importorskip("recvae.baselines")
+    snap = make_snapshot(rng)
+    pop = baselines.Popularity().fit(snap.train)
+    pop.items = snap.items
+    url = f"sqlite:///{tmp_path}/r.db"
+    with RecommendationStore(url) as store:
+        summary = recommend_to_store(pop, snap, store, 3, "pop", "popularity")
+    df = stored(url, summary.batch_id)
+    count = {f"m{i}": c for i, c in enumerate(np.asarray((snap.train > 0).sum(axis=0)).ravel())}
+    seen = seen_by_user(snap)
+    assert set(df.user_id) == {u for u, items in seen.items() if len(items) < N_ITEMS}
+    for user, rows in df.groupby("user_id"):
+        best_unseen = sorted((c for i, c in count.items() if i not in seen[user]), reverse=True)[:3]
+        assert [count[i] for i in rows.sort_values("rank").item_id] == best_unseen  # ties may swap items, not counts
+
+
+@pytest.mark.realdata
+def test_ml100k_popularity_with_titles(data_home, tmp_path):
+    baselines = pytest.importorskip("recvae.baselines")
+    ratings = pd.read_csv(data_home / "ml-100k" / "u.data", sep="\t", names=["user", "item", "rating", "ts"])
+    users, items = IdMap.from_values(ratings.user), IdMap.from_values(ratings.item)
+    x = sp.csr_matrix((np.ones(len(ratings), np.float32), (users.to_index(ratings.user), items.to_index(ratings.item))),
+                      shape=(len(users), len(items)))
+    pop = baselines.Popularity().fit(x)
+    pop.items = items
+    with RecommendationStore(f"sqlite:///{tmp_path}/r.db") as store:
+        assert store.load_item_metadata(data_home / "ml-100k") == 1682
+        summary = recommend_to_store(pop, (users.raw_ids, x), store, 10, "ml100k", "popularity")
+        assert summary.user_count == 943 and summary.row_count == 9430
+        top = store.user_recommendations("1", 10)
+    assert len(top) == 10 and all(r["title"] for r in top)
+    seen = set(ratings[ratings.user == 1].item.astype(str))
+    assert not {r["item_id"] for r in top} & seen
