@@ -162,7 +162,10 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
         return _coerce(value, inner, name)
     if origin is tuple:
         items = value if isinstance(value, (list, tuple)) else text.strip("[]()").replace(",", " ").split()
-        return tuple(int(v) for v in items)
+        try:
+            return tuple(int(v) for v in items)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}: cannot read {value!r} as a list of integers") from exc
     try:
         if annotation is bool:
             if isinstance(value, bool):

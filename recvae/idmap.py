@@ -15,6 +15,7 @@ class IdMap:
         index = pd.Index(np.asarray(raw_ids))
         if index.has_duplicates:
             dup = index[index.duplicated()][0]
+            dup = dup.item() if isinstance(dup, np.generic) else dup  # 2, not np.int64(2), in the message
             raise ValueError(f"id map has duplicate raw id {dup!r}")
         self._index = index
 
@@ -76,6 +77,8 @@ class IdMap:
 
 
 def _common_dtype(a: np.ndarray, b: np.ndarray) -> np.dtype:
-    if a.dtype.kind in "iu" and np.asarray(b).dtype.kind in "iu":
+    b_kind = np.asarray(b).dtype.kind
+    # an empty map (float64 by numpy's default) takes the dtype of the ids appended to it
+    if (a.dtype.kind in "iu" or len(a) == 0) and b_kind in "iu":
         return np.dtype(np.int64)
     return np.dtype(object)

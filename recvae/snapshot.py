@@ -108,6 +108,8 @@ class Snapshot:
                 self.path = path
                 return path
             raise SnapshotError(f"{path} already holds snapshot {existing.get('snapshot_id')}, not {sid}; choose another --out")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise SnapshotError(f"{path} exists and is not an empty folder; choose another --out")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
@@ -171,6 +173,8 @@ class Snapshot:
             manifest=manifest,
             path=path,
         )
+        if verify and manifest.get("snapshot_id") and compute_snapshot_id(snap) != manifest["snapshot_id"]:
+            raise SnapshotError(f"{path}: content does not match snapshot_id {manifest['snapshot_id']} in the manifest")
         return snap
 
 

@@ -1,0 +1,154 @@
+"""CLI: `recvae prepare` end to end, one-line errors with exit code 2, logging and progress helpers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+
+import pytest
+
+from recvae import cli, synthetic
+from recvae.log import progress, progress_disabled, setup_logging
+from recvae.validate import DataValidationError
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def manifest(path):
+    return json.loads((path / "manifest.json").read_text())
+
+
+def test_prepare_synthetic_prints_a_summary(tmp_path, capsys):
+    assert cli.main(["--log-level", "WARNING", "prepare", "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    m = manifest(tmp_path / "s")
+    for part, counts in m["counts"].items():
+        assert part in out and f"{counts['interactions']:,}" in out
+    assert m["snapshot_id"] in out and "density" in out
+
+
+def test_prepare_csv_with_columns_overrides_and_seed(tmp_path, capsys):
+    df = synthetic.generate("small", n_users=300, seed=1).rename(columns={"user": "u", "item": "i", "rating": "r"})
+    df.to_csv(tmp_path / "in.csv", index=False)
+    argv = ["prepare", "--input", str(tmp_path / "in.csv"), "--user-col", "u", "--item-col", "i", "--rating-col", "r",
+            "--out", str(tmp_path / "s"), "--set", "data.threshold=4.0", "--set", "split.n_heldout_users=20",
+            "--seed", "7", "--log-level", "WARNING"]
+    assert cli.main(argv) == 0
+    m = manifest(tmp_path / "s")
+    assert m["parameters"]["data"]["threshold"] == 4.0
+    assert m["parameters"]["split"]["seed"] == 7 and m["split"]["n_heldout_users"] == 20
+    assert m["source"]["user_col"] == "u" and m["source"]["format"] == "csv"
+
+
+def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, capsys):
+    (tmp_path / "u.data").write_text("1\t2\t3\t4\n1\tx\t3\t4\n")
+    code = cli.main(["prepare", "--input", str(tmp_path / "u.data"), "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if "error" in ln]
+    assert lines == [f"recvae prepare: error: {tmp_path / 'u.data'}, line 2, column 'item id': non-numeric id 'x'"]
+    assert "Traceback" not in err
+
+
+def test_debug_log_level_shows_the_exception(tmp_path):
+    (tmp_path / "u.data").write_text("1\tx\t3\t4\n")
+    with pytest.raises(DataValidationError):
+        cli.main(["--log-level", "DEBUG", "prepare", "--input", str(tmp_path / "u.data"), "--out", str(tmp_path / "s")])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["prepare", "--dataset", "nope", "--out", "X"], "unknown dataset 'nope'"),
+        (["prepare", "--out", "X", "--set", "data.treshold=1"], "unknown DataConfig field(s): treshold"),
+        (["prepare", "--out", "X", "--set", "split.test_prop=2"], "test_prop must be in (0, 1)"),
+        (["prepare", "--input", "/no/such/file.csv", "--out", "X"], "/no/such/file.csv: file not found"),
+        (["prepare", "--input", "sqlite:///x.db", "--format", "sql", "--out", "X"], "needs --sql-query"),
+    ],
+)
+def test_user_errors_exit_2(tmp_path, capsys, args, message):
+    args = [a.replace("X", str(tmp_path / "out")) for a in args]
+    assert cli.main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_dataset_error_says_where_and_how(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RECVAE_DATA_HOME", str(tmp_path))
+    assert cli.main(["prepare", "--dataset", "ml-20m", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "ml-20m" / "ratings.csv") in err and "ml-20m.zip" in err
+
+
+def test_lenient_with_quarantine_file_and_previous(tmp_path, capsys):
+    df = synthetic.generate("small", n_users=300, seed=2)
+    df.to_csv(tmp_path / "in.csv", index=False)
+    assert cli.main(["prepare", "--input", str(tmp_path / "in.csv"), "--out", str(tmp_path / "a"), "--log-level", "ERROR"]) == 0
+    with open(tmp_path / "in.csv", "a") as f:
+        f.write("5,bad,4.0,1\n")
+    argv = ["prepare", "--input", str(tmp_path / "in.csv"), "--out", str(tmp_path / "b"), "--lenient", "--id-type", "int",
+            "--quarantine", str(tmp_path / "q.parquet"), "--previous", str(tmp_path / "a"), "--log-level", "ERROR"]
+    assert cli.main(argv) == 0
+    assert "dropped 1 bad row(s)" in capsys.readouterr().out
+    m = manifest(tmp_path / "b")
+    assert m["validation"]["quarantine"] == str(tmp_path / "q.parquet")
+    assert m["previous_snapshot"] == manifest(tmp_path / "a")["snapshot_id"]
+
+
+def test_prepare_from_sql(tmp_path, capsys):
+    con = sqlite3.connect(tmp_path / "r.db")
+    df = synthetic.generate("small", n_users=200, seed=3)
+    df.to_sql("ratings", con, index=False)
+    con.close()
+    argv = ["prepare", "--input", f"sqlite:///{tmp_path / 'r.db'}", "--format", "sql", "--sql-query",
+            "SELECT user, item, rating, timestamp FROM ratings", "--out", str(tmp_path / "s"), "--log-level", "ERROR"]
+    assert cli.main(argv) == 0
+    m = manifest(tmp_path / "s")
+    assert m["source_fingerprint"]["kind"] == "sql" and m["source_fingerprint"]["rows"] == len(df)
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    assert "prepare" in capsys.readouterr().err
+
+
+def test_commands_are_registered_in_one_list():
+    names = {add.__name__.removeprefix("_add_") for add, _ in cli.COMMANDS}
+    assert "prepare" in names
+    parser = cli.build_parser()
+    args = parser.parse_args(["prepare", "--out", "x", "--log-level", "ERROR"])
+    assert args.func is cli.cmd_prepare and args.log_level == logging.ERROR
+
+
+def test_bad_log_level_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--log-level", "LOUD", "prepare", "--out", "x"])
+    assert info.value.code == 2
+
+
+# --- recvae.log ------------------------------------------------------------------------------------
+
+
+def test_setup_logging_is_idempotent():
+    setup_logging("INFO")
+    setup_logging("debug")
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if h.get_name() == "recvae-stderr"]
+    assert len(ours) == 1 and root.level == logging.DEBUG
+    with pytest.raises(ValueError, match="unknown log level"):
+        setup_logging("LOUD")
+
+
+def test_progress_respects_tqdm_disable(monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert progress_disabled()
+    assert list(progress(range(3))) == [0, 1, 2]
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert progress_disabled()  # pytest's stderr is not a terminal

@@ -1,0 +1,81 @@
+"""Config: coercion of CLI/DAG strings, overrides and their errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from recvae.config import Config, ConfigError, DataConfig, SplitConfig, apply_overrides, from_dict
+
+
+def test_defaults_are_the_papers():
+    c = Config().validate()
+    assert (c.data.threshold, c.data.min_user_count) == (3.5, 5)
+    assert (c.split.seed, c.split.test_prop, c.split.n_heldout_users) == (98765, 0.2, None)
+
+
+@pytest.mark.parametrize(
+    "override, check",
+    [
+        ("data.threshold=4", lambda c: c.data.threshold == 4.0),
+        ("data.threshold=none", lambda c: c.data.threshold is None),
+        ("data.lenient=yes", lambda c: c.data.lenient is True),
+        ("data.lenient=0", lambda c: c.data.lenient is False),
+        ("split.n_heldout_users=1000", lambda c: c.split.n_heldout_users == 1000),
+        ("split.n_heldout_users=null", lambda c: c.split.n_heldout_users is None),
+        ("train.epochs=2e2", lambda c: c.train.epochs == 200),
+        ("model.hidden_dims=600,300", lambda c: c.model.hidden_dims == (600, 300)),
+        ("split.kind=temporal", lambda c: c.split.kind == "temporal"),
+    ],
+)
+def test_overrides_are_coerced(override, check):
+    c = apply_overrides(Config(), [override])
+    assert check(c)
+    c.validate()
+
+
+def test_dict_overrides_and_original_untouched():
+    base = Config()
+    c = apply_overrides(base, {"data.min_user_count": "3", "split.seed": 7})
+    assert (c.data.min_user_count, c.split.seed) == (3, 7)
+    assert (base.data.min_user_count, base.split.seed) == (5, 98765)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.threshold=abc", "DataConfig.threshold: cannot read 'abc' as float"),
+        ("train.epochs=1.5", "TrainConfig.epochs: cannot read"),
+        ("data.lenient=maybe", "DataConfig.lenient: cannot read 'maybe' as bool"),
+        ("data.treshold=3", "unknown DataConfig field(s): treshold"),
+        ("nosection.x=1", "expected SECTION.FIELD with SECTION in"),
+        ("data", "expected SECTION.FIELD=VALUE"),
+        # regression: a bad list used to escape as a bare ValueError
+        ("model.hidden_dims=a,b", "ModelConfig.hidden_dims: cannot read 'a,b' as a list of integers"),
+    ],
+)
+def test_override_errors_are_config_errors(override, message):
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(Config(), [override])
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (DataConfig(duplicates="sum"), "duplicates must be one of"),
+        (DataConfig(min_user_count=-1), "must be >= 0"),
+        (SplitConfig(kind="random"), "split kind"),
+        (SplitConfig(test_prop=1.0), "test_prop"),
+        (SplitConfig(n_heldout_users=0), "n_heldout_users"),
+    ],
+)
+def test_validate_rejects_bad_values(cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate()
+
+
+def test_round_trip_through_dict():
+    c = apply_overrides(Config(), ["data.threshold=none", "split.kind=temporal"])
+    assert Config.from_dict(c.to_dict()) == c
+    with pytest.raises(ConfigError, match="unknown SplitConfig"):
+        from_dict(SplitConfig, {"sed": 1})

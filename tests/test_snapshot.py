@@ -1,0 +1,122 @@
+"""Snapshot on disk: manifest hashes verified on load, content-addressed id, atomic and idempotent save."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recvae.idmap import IdMap
+from recvae.snapshot import Snapshot, SnapshotError, compute_snapshot_id
+
+
+def make(seed: int = 0) -> Snapshot:
+    rng = np.random.default_rng(seed)
+    n_items = 12
+
+    def part(rows):
+        return sp.random(rows, n_items, density=0.3, format="csr", random_state=rng, dtype=np.float32).sign()
+
+    tr, vtr, vte = part(6), part(2), part(2)
+    return Snapshot(
+        matrices={"train": tr, "validation_tr": vtr, "validation_te": vte},
+        rows={"train": np.arange(6), "validation_tr": np.array([6, 7]), "validation_te": np.array([6, 7])},
+        users=IdMap(np.arange(100, 108)),
+        items=IdMap(np.arange(500, 500 + n_items)),
+        manifest={"protocol": "strong"},
+    )
+
+
+def test_round_trip_and_manifest(tmp_path):
+    snap = make()
+    snap.save(tmp_path / "s", extra={"source": {"format": "test"}})
+    back = Snapshot.load(tmp_path / "s")
+    assert back.snapshot_id == snap.snapshot_id == compute_snapshot_id(back)
+    for name, m in snap.matrices.items():
+        assert (back.matrices[name] != m).nnz == 0
+        assert np.array_equal(back.rows[name], snap.rows[name])
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["source"] == {"format": "test"} and manifest["protocol"] == "strong"
+    assert set(manifest["files"]) == {"train.npz", "train_rows.npy", "validation_tr.npz", "validation_tr_rows.npy",
+                                      "validation_te.npz", "validation_te_rows.npy", "users.parquet", "items.parquet"}
+    assert all(len(h) == 64 for h in manifest["files"].values())
+    assert back.has("validation") and not back.has("test")
+
+
+def test_equal_content_equal_id_and_different_content_different_id():
+    assert make(0).snapshot_id == make(0).snapshot_id
+    assert make(0).snapshot_id != make(1).snapshot_id
+
+
+def test_tampered_file_is_refused(tmp_path):
+    make().save(tmp_path / "s")
+    f = tmp_path / "s" / "train_rows.npy"
+    np.save(f, np.arange(1, 7))
+    with pytest.raises(SnapshotError, match="sha256 does not match"):
+        Snapshot.load(tmp_path / "s")
+    Snapshot.load(tmp_path / "s", verify=False)  # explicit opt-out still reads
+
+
+def test_tampered_file_with_rewritten_hash_is_refused(tmp_path):
+    """Regression: a file changed together with its manifest hash no longer passes as the same snapshot."""
+    from recvae.snapshot import sha256_file
+
+    make().save(tmp_path / "s")
+    f = tmp_path / "s" / "train_rows.npy"
+    np.save(f, np.arange(1, 7))
+    mf = tmp_path / "s" / "manifest.json"
+    manifest = json.loads(mf.read_text())
+    manifest["files"]["train_rows.npy"] = sha256_file(f)
+    mf.write_text(json.dumps(manifest))
+    with pytest.raises(SnapshotError, match="does not match snapshot_id"):
+        Snapshot.load(tmp_path / "s")
+
+
+def test_missing_file_and_missing_manifest(tmp_path):
+    make().save(tmp_path / "s")
+    (tmp_path / "s" / "items.parquet").unlink()
+    with pytest.raises(SnapshotError, match="items.parquet listed in the manifest is missing"):
+        Snapshot.load(tmp_path / "s")
+    with pytest.raises(SnapshotError, match="no manifest.json"):
+        Snapshot.load(tmp_path)
+
+
+def test_saving_again_is_idempotent_and_another_snapshot_is_refused(tmp_path):
+    a = make(0)
+    a.save(tmp_path / "s")
+    created = json.loads((tmp_path / "s" / "manifest.json").read_text())["created_at"]
+    b = make(0)
+    b.save(tmp_path / "s")  # identical content: kept as is
+    assert b.manifest["created_at"] == created
+    with pytest.raises(SnapshotError, match="already holds snapshot"):
+        make(1).save(tmp_path / "s")
+
+
+def test_non_empty_folder_without_manifest_is_refused(tmp_path):
+    """Regression: saving over a non-empty folder used to fail with a bare OSError from os.replace."""
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "notes.txt").write_text("mine")
+    with pytest.raises(SnapshotError, match="not an empty folder"):
+        make().save(tmp_path / "s")
+    (tmp_path / "e").mkdir()
+    make().save(tmp_path / "e")  # an empty folder is fine
+    assert Snapshot.load(tmp_path / "e").snapshot_id == make().snapshot_id
+
+
+def test_history_and_heldout():
+    snap = make()
+    users, hist = snap.history()
+    assert users.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+    vtr, vte = snap.heldout("validation")
+    expected = (vtr + vte).sign()
+    assert (hist[6:] != expected).nnz == 0
+    with pytest.raises(SnapshotError, match="no test users"):
+        snap.heldout("test")
+
+
+def test_shape_mismatch_is_refused():
+    snap = make()
+    with pytest.raises(SnapshotError, match="columns"):
+        Snapshot(matrices=snap.matrices, rows=snap.rows, users=snap.users, items=IdMap(np.arange(3)))

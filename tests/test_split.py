@@ -1,0 +1,212 @@
+"""Splits: the notebook's strong generalization (checked against a plain re-implementation and the real
+pro_sg files) and the temporal split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recvae import synthetic
+from recvae.config import ConfigError, DataConfig, SplitConfig
+from recvae.idmap import IdMap
+from recvae.preprocess import preprocess
+from recvae.split import default_n_heldout, fold_in_mask, reindex_snapshot, strong_split, temporal_split, training_items
+from recvae.validate import DataValidationError
+
+
+@pytest.fixture(scope="module")
+def data() -> pd.DataFrame:
+    df, _ = preprocess(synthetic.generate("small", n_users=600, seed=3), DataConfig())
+    return df
+
+
+def pairs(snap, part):
+    m = snap.matrices[part].tocoo()
+    return set(zip(snap.users.to_raw(snap.rows[part][m.row]).tolist(), snap.items.to_raw(m.col).tolist()))
+
+
+def notebook_split(df: pd.DataFrame, n_heldout: int, seed: int, test_prop: float = 0.2):
+    """A direct, loop-based transcription of the notebook's procedure, used as the reference."""
+    users_sorted = np.sort(df["user"].unique())
+    shuffled = users_sorted[np.random.RandomState(seed).permutation(len(users_sorted))]
+    n = len(shuffled)
+    groups = {
+        "train": shuffled[: n - 2 * n_heldout],
+        "validation": shuffled[n - 2 * n_heldout : n - n_heldout],
+        "test": shuffled[n - n_heldout :],
+    }
+    train = df[df["user"].isin(groups["train"])]
+    items = pd.unique(train["item"])
+    out = {"train": set(zip(train["user"], train["item"]))}
+    for part in ("validation", "test"):
+        plays = df[df["user"].isin(groups[part]) & df["item"].isin(items)]
+        rs = np.random.RandomState(seed)
+        tr, te = [], []
+        for _, g in plays.groupby("user"):
+            k = len(g)
+            chosen = np.zeros(k, dtype=bool)
+            if k >= 5:
+                chosen[rs.choice(k, size=int(test_prop * k), replace=False)] = True
+            tr.append(g[~chosen])
+            te.append(g[chosen])
+        out[f"{part}_tr"] = set(zip(pd.concat(tr)["user"], pd.concat(tr)["item"]))
+        out[f"{part}_te"] = set(zip(pd.concat(te)["user"], pd.concat(te)["item"]))
+    return shuffled, items, out
+
+
+def test_strong_split_equals_the_notebook_procedure(data):
+    snap = strong_split(data, SplitConfig(n_heldout_users=50, seed=98765))
+    shuffled, items, expected = notebook_split(data, 50, 98765)
+    assert snap.users.raw_ids.tolist() == shuffled.tolist()  # uid order = the notebook's profile2id
+    assert snap.items.raw_ids.tolist() == items.tolist()  # sid order = the notebook's show2id
+    for part, want in expected.items():
+        assert pairs(snap, part) == want, part
+
+
+def test_strong_split_invariants(data):
+    snap = strong_split(data, SplitConfig(n_heldout_users=50))
+    users = {p: set(snap.rows[p].tolist()) for p in snap.matrices}
+    assert users["train"].isdisjoint(users["validation_tr"]) and users["train"].isdisjoint(users["test_tr"])
+    assert users["validation_tr"].isdisjoint(users["test_tr"])
+    assert len(users["validation_tr"]) == len(users["test_tr"]) == 50
+    for tr, te in (("validation_tr", "validation_te"), ("test_tr", "test_te")):
+        assert np.array_equal(snap.rows[tr], snap.rows[te])
+        # no held-out item unseen in training
+        trained = np.asarray(snap.train.sum(axis=0)).ravel() > 0
+        for p in (tr, te):
+            assert trained[snap.matrices[p].indices].all()
+        # 80/20 per user: exactly int(0.2 n) held out for users with n >= 5, none below
+        n_tr, n_te = np.diff(snap.matrices[tr].indptr), np.diff(snap.matrices[te].indptr)
+        n = n_tr + n_te
+        assert np.array_equal(n_te, np.where(n >= 5, (0.2 * n).astype(int), 0))
+        assert (snap.matrices[tr].multiply(snap.matrices[te])).nnz == 0
+    total = sum(m.nnz for m in snap.matrices.values()) + snap.manifest["split"]["heldout_rows_dropped_unseen_items"]
+    assert total == len(data)
+
+
+def test_seed_reproducible_and_different_seed_differs(data):
+    a = strong_split(data, SplitConfig(seed=1))
+    b = strong_split(data, SplitConfig(seed=1))
+    c = strong_split(data, SplitConfig(seed=2))
+    assert a.snapshot_id == b.snapshot_id
+    assert a.snapshot_id != c.snapshot_id
+    test_users = lambda s: set(s.users.to_raw(s.rows["test_tr"]).tolist())  # noqa: E731
+    assert test_users(a) == test_users(b) and test_users(a) != test_users(c)
+
+
+def test_fold_in_mask_small_users_stay_in_fold_in():
+    codes = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1])
+    mask = fold_in_mask(codes, 0.2, seed=0)
+    assert not mask[:4].any()  # 4 items < 5: everything in fold-in
+    assert mask[4:].sum() == 2
+    assert np.array_equal(mask, fold_in_mask(codes, 0.2, seed=0))
+    # the draw for user 1 depends only on the RNG state after earlier users, as in the notebook
+    rs = np.random.RandomState(0)
+    expected = np.zeros(10, bool)
+    expected[rs.choice(10, size=2, replace=False)] = True
+    assert np.array_equal(mask[4:], expected)
+
+
+def test_default_heldout_rule():
+    assert default_n_heldout(136_677) == 10_000
+    assert default_n_heldout(6_040) == 442
+    assert default_n_heldout(100) == 7
+    assert default_n_heldout(6) == 1
+    with pytest.raises(ConfigError):
+        default_n_heldout(4)
+
+
+def test_too_many_heldout_users_is_a_config_error(data):
+    n = data["user"].nunique()
+    with pytest.raises(ConfigError, match="leaves no training users"):
+        strong_split(data, SplitConfig(n_heldout_users=n // 2))
+
+
+def test_previous_item_map_keeps_columns_even_for_absent_items(data):
+    old_items = IdMap(np.array([999_999, *pd.unique(data["item"])[:10]]))  # 999999 is not in this data
+    old_users = IdMap(np.array([555_555, int(data["user"].iloc[0])]))
+    snap = strong_split(data, SplitConfig(), users=old_users, items=old_items)
+    assert snap.items.to_index(old_items.raw_ids).tolist() == list(range(len(old_items)))
+    assert snap.users.to_index(old_users.raw_ids).tolist() == [0, 1]
+    assert snap.train[:, 0].nnz == 0  # the absent item keeps its (empty) column
+    for p in ("validation_tr", "validation_te", "test_tr", "test_te"):
+        assert 0 not in set(snap.matrices[p].indices.tolist())
+
+
+def test_previous_map_with_other_id_type_is_refused(data):
+    with pytest.raises(DataValidationError, match="integer item ids but this data has string"):
+        strong_split(data.assign(item=data["item"].astype(str)), SplitConfig(), items=IdMap(np.array([1, 2])))
+
+
+def test_training_items_in_first_appearance_order():
+    items = np.array([5, 3, 5, 9, 3, 7])
+    is_train = np.array([False, True, True, True, True, False])
+    _, uniq, seen, train = training_items(items, is_train)
+    assert train.tolist() == [3, 5, 9]
+    assert dict(zip(uniq.tolist(), seen.tolist())) == {5: True, 3: True, 9: True, 7: False}
+
+
+# --- temporal ------------------------------------------------------------------------------------
+
+
+def test_temporal_split_holds_out_each_users_latest_share(data):
+    snap = temporal_split(data, SplitConfig(kind="temporal", n_heldout_users=40))
+    assert snap.manifest["protocol"] == "temporal"
+    ts = {(u, i): t for u, i, t in zip(data["user"], data["item"], data["timestamp"])}
+    train_users = set(snap.rows["train"].tolist())
+    assert set(snap.rows["test_tr"].tolist()) <= train_users
+    assert train_users.isdisjoint(snap.rows["validation_tr"].tolist())
+    assert np.array_equal(snap.rows["test_tr"], snap.rows["test_te"])
+    # test fold-in = the users' train rows
+    pos = {u: k for k, u in enumerate(snap.rows["train"].tolist())}
+    assert (snap.matrices["test_tr"] != snap.train[[pos[u] for u in snap.rows["test_tr"]]]).nnz == 0
+    for fold, held in (("test_tr", "test_te"), ("validation_tr", "validation_te")):
+        by_user: dict = {}
+        for part, latest in ((fold, False), (held, True)):
+            for u, i in pairs(snap, part):
+                by_user.setdefault(u, ([], []))[latest].append(ts[(u, i)])
+        for early, late in by_user.values():
+            if early and late:
+                assert max(early) <= min(late)
+    trained = np.asarray(snap.train.sum(axis=0)).ravel() > 0
+    assert trained[snap.matrices["test_te"].indices].all()
+
+
+def test_temporal_split_needs_timestamps(data):
+    with pytest.raises(DataValidationError, match="timestamp"):
+        temporal_split(data.drop(columns="timestamp"), SplitConfig(kind="temporal"))
+
+
+def test_reindex_snapshot_onto_previous_maps(data):
+    snap = strong_split(data, SplitConfig())
+    prev_items = IdMap(np.array([424242, *snap.items.raw_ids[5:8][::-1]]))
+    moved = reindex_snapshot(snap, None, prev_items)
+    assert moved.n_items == snap.n_items + 1
+    assert moved.items.to_index(prev_items.raw_ids).tolist() == [0, 1, 2, 3]
+    for p in snap.matrices:
+        assert pairs(moved, p) == pairs(snap, p)
+
+
+@pytest.mark.realdata
+def test_real_pro_sg_item_order_and_fold_in_reproduced(data_home):
+    """Rebuild the ML-1M pro_sg item order and every *_te set from the positives with our functions."""
+    from recvae.readers import read_parquet, read_pro_sg
+
+    snap = read_pro_sg(data_home / "ml-1m" / "pro_sg")
+    imp = read_parquet(data_home / "ml-1m" / "ratings_implicit.parquet", user_col="userId", item_col="movieId",
+                       rating_col=None, time_col=None)
+    rows, hist = snap.history()
+    coo = hist.tocoo()
+    known = snap.users.to_raw(rows[coo.row]) * 10_000 + snap.items.to_raw(coo.col)
+    positives = imp[np.isin(imp["user"].to_numpy() * 10_000 + imp["item"].to_numpy(), known)]  # ratings.dat order
+    assert len(positives) == 575_174
+    is_train = np.isin(positives["user"].to_numpy(), snap.users.to_raw(snap.rows["train"]))
+    icodes, _, seen, train_items = training_items(positives["item"].to_numpy(), is_train)
+    assert train_items.tolist() == snap.items.raw_ids.tolist()
+    for part in ("validation", "test"):
+        sel = np.flatnonzero(np.isin(positives["user"].to_numpy(), snap.users.to_raw(snap.rows[f"{part}_tr"])) & seen[icodes])
+        codes = pd.factorize(positives["user"].to_numpy()[sel], sort=True)[0]
+        held = sel[fold_in_mask(codes, 0.2, 98765)]
+        got = set(zip(positives["user"].to_numpy()[held].tolist(), positives["item"].to_numpy()[held].tolist()))
+        assert got == pairs(snap, f"{part}_te")
