@@ -23,8 +23,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input rather than a bug; commands may add theirs to EXTRA_USER_ERRORS."""
     from recvae.datasets import ChecksumError, DatasetNotFoundError
 
+    from recvae.store import IdentifierError, StoreError
+    from recvae.tracking import ModelNotFoundError
+
     return (DataValidationError, ConfigError, SnapshotError, DatasetNotFoundError, ChecksumError,
-            FileNotFoundError, NotADirectoryError, PermissionError, *EXTRA_USER_ERRORS)
+            FileNotFoundError, NotADirectoryError, PermissionError, StoreError, IdentifierError, ModelNotFoundError,
+            *EXTRA_USER_ERRORS)
 
 
 EXTRA_USER_ERRORS: list[type[BaseException]] = []
@@ -134,11 +138,284 @@ def format_summary(snap: Snapshot) -> str:
     return "\n".join(lines)
 
 
+# --- train / baseline / evaluate / compare / promote -----------------------------------------------
+
+
+def _add_train(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train", help="train Mult-VAE (or Mult-DAE) on a snapshot, logged to MLflow",
+                              description="Train on a snapshot's training users, pick the epoch on validation users, "
+                              "log params, curves, test metrics and the model to MLflow and register a version "
+                              "(alias 'challenger').")
+    p.add_argument("--snapshot", metavar="DIR", help="snapshot folder (default: the latest built by the pipeline)")
+    p.add_argument("--model", choices=["vae", "dae"], default="vae", help="Mult-VAE (default) or the Mult-DAE ablation")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a config field, e.g. train.epochs=50 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the same configuration from its last checkpoint")
+    p.add_argument("--experiment", default="recvae", help="MLflow experiment (default: recvae)")
+    p.add_argument("--name", default="recvae", help="registered model name (default: recvae); 'none' to not register")
+    return p
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from recvae import pipeline
+
+    name = None if args.name.lower() == "none" else args.name
+    out = pipeline.train_step(args.snapshot, overrides=args.overrides, kind=args.model, experiment=args.experiment,
+                              model_name=name, resume=args.resume, reuse_finished=False)
+    print(format_table([out]))
+    return 0
+
+
+def _add_baseline(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("baseline", help="fit a baseline (popularity, als, ease) on a snapshot, logged to MLflow")
+    p.add_argument("kind", choices=["popularity", "als", "ease"])
+    p.add_argument("--snapshot", metavar="DIR", help="snapshot folder (default: the latest built by the pipeline)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="fix a hyperparameter (e.g. lam=500); without any, they are tuned on validation users")
+    p.add_argument("--experiment", default="recvae", help="MLflow experiment (default: recvae)")
+    return p
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"expected NAME=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from recvae import pipeline
+
+    out = pipeline.baseline_step(args.kind, args.snapshot, params=_parse_params(args.param) or None,
+                                 experiment=args.experiment)
+    print(format_table([out]))
+    return 0
+
+
+def _add_evaluate(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("evaluate", help="evaluate a registered or logged model on a snapshot's held-out users")
+    p.add_argument("--model", required=True, metavar="URI",
+                   help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model or a model folder")
+    p.add_argument("--snapshot", metavar="DIR", help="snapshot folder (default: the latest built by the pipeline)")
+    p.add_argument("--split", choices=["test", "validation"], default="test")
+    return p
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from recvae import pipeline
+
+    metrics = pipeline.evaluate_model_uri(args.model, args.snapshot, args.split)
+    rows = [("metric", "value", "stderr")]
+    for k, v in metrics.items():
+        if not k.endswith("_stderr") and k != "n_users":
+            rows.append((k, f"{v:.4f}", f"{metrics.get(k + '_stderr', float('nan')):.4f}"))
+    print(_grid(rows))
+    print(f"{args.model} on {metrics['n_users']:,} {args.split} users")
+    return 0
+
+
+def _add_compare(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("compare", help="a table of MLflow runs and their metrics, best first")
+    p.add_argument("--experiment", default="recvae")
+    p.add_argument("--metric", default="val_ndcg@100", help="sort key (default: val_ndcg@100)")
+    p.add_argument("--limit", type=int, default=20)
+    return p
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from recvae import tracking
+
+    df = tracking.compare_runs(args.experiment, metric=args.metric)
+    wanted = ["run_id", "run_name", "model_kind", "status", "snapshot_id", "val_ndcg_at_100", "test_ndcg_at_100",
+              "test_recall_at_20", "test_recall_at_50", "best_epoch"]
+    df = df[[c for c in wanted if c in df.columns]].head(args.limit)
+    if "run_id" in df:
+        df = df.assign(run_id=df["run_id"].str[:8])
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}") if len(df) else "no runs")
+    return 0
+
+
+def _add_promote(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("promote", help="point an alias (default champion) at a registered version, e.g. a rollback")
+    p.add_argument("--name", default="recvae")
+    p.add_argument("--version", required=True)
+    p.add_argument("--alias", default="champion")
+    return p
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from recvae import tracking
+
+    old = tracking.promote(args.name, args.version, args.alias)
+    print(f"{args.name}@{args.alias}: {old} -> {args.version}")
+    return 0
+
+
+# --- recommend / db ----------------------------------------------------------------------------------
+
+
+def _add_recommend(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("recommend", help="top-N for every user (or given users) into the recommendation tables",
+                              description="Score users in chunks, remove seen items, keep the top N, write them to a "
+                              "staging batch and publish it atomically.")
+    p.add_argument("--model", default="models:/recvae@champion", metavar="URI")
+    p.add_argument("--snapshot", metavar="DIR", help="snapshot whose users are scored (default: the latest)")
+    p.add_argument("--users", metavar="FILE", help="CSV of user,item histories to fold in (users not in training)")
+    p.add_argument("--user-ids", metavar="ID", nargs="+", help="score only these users of the snapshot")
+    p.add_argument("--top-n", type=int, default=100)
+    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
+    p.add_argument("--batch-key", help="idempotency key: the same key never writes twice (default: a new one)")
+    p.add_argument("--chunk-size", type=int, default=2000, help="users scored at a time (bounds memory)")
+    p.add_argument("--keep", type=int, default=5, help="published batches kept")
+    return p
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    import uuid
+
+    from recvae import pipeline, tracking
+    from recvae.recommend import recommend_to_store
+    from recvae.store import RecommendationStore, default_db_url
+
+    if args.top_n < 1:
+        raise ConfigError("--top-n must be >= 1")
+    rec, info = tracking.load_recommender_from_uri(args.model)
+    if args.users:
+        source: Any = args.users
+        snapshot_id = None
+    else:
+        snap = pipeline._load_snapshot(args.snapshot)
+        pipeline._check_items(rec, snap, args.model)
+        source, snapshot_id = snap, snap.snapshot_id
+    with RecommendationStore(args.db or default_db_url(), keep=args.keep) as store:
+        summary = recommend_to_store(
+            rec, source, store, args.top_n, args.batch_key or f"cli-{uuid.uuid4().hex[:12]}",
+            info.name or info.kind, model_version=info.version, run_id=info.run_id, snapshot_id=snapshot_id,
+            users=args.user_ids, chunk_size=args.chunk_size, keep=args.keep,
+        )
+    print(format_table([summary.to_dict()]))
+    return 0
+
+
+def _add_db(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("db", help="the recommendation tables: init, status, run a query from sql/queries")
+    p.add_argument("action", choices=["init", "status", "query", "schema"])
+    p.add_argument("query", nargs="?", help="query name for 'query' (a file in sql/queries without .sql)")
+    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="query parameter (repeatable)")
+    return p
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from recvae.store import RecommendationStore, default_db_url, query_names, schema_sql
+
+    url = args.db or default_db_url()
+    with RecommendationStore(url) as store:
+        if args.action == "schema":
+            print(schema_sql(store.dialect, store.tables))
+        elif args.action == "init":
+            store.ensure_schema()
+            print(f"schema ready in {store.url_masked}")
+        elif args.action == "status":
+            store.ensure_schema()
+            rows = [b.__dict__ for b in store.list_batches()]
+            print(format_table(rows) if rows else "no batches")
+        else:
+            if args.query not in query_names():
+                raise ConfigError(f"unknown query {args.query!r}; known: {', '.join(query_names())}")
+            params = {k: v for k, v in (p.partition("=")[::2] for p in args.param)}
+            rows = store.query(args.query, **params)
+            print(format_table(rows) if rows else "no rows")
+    return 0
+
+
+def _add_download(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("download", help="download an official dataset archive and check its sha256")
+    p.add_argument("name")
+    p.add_argument("--dest", metavar="DIR", help="data home to unpack into (default: ~/.cache/recvae)")
+    p.add_argument("--force", action="store_true")
+    return p
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from recvae import datasets
+
+    path = datasets.download(args.name, args.dest, force=args.force)
+    print(f"{args.name}: {path}")
+    return 0
+
+
+# --- pipeline ------------------------------------------------------------------------------------
+
+
+def _add_pipeline(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("pipeline", help="the main job: prepare, train + baselines, promote, recommend",
+                              description="Build a snapshot, train Mult-VAE and the baselines, promote the "
+                              "challenger if it wins on validation, and write top-N for every user to SQL. "
+                              "Defaults: synthetic data, SQLite and a local MLflow store under .recvae/.")
+    p.add_argument("--dataset", default="synthetic", help="named dataset (default: synthetic)")
+    p.add_argument("--input", metavar="PATH", help="an interactions file instead of --dataset")
+    p.add_argument("--format", help="format of --input")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.add_argument("--baselines", default="popularity,als,ease", help="comma separated; '' for none")
+    p.add_argument("--margin", type=float, default=0.0, help="NDCG@100 margin the challenger must win by")
+    p.add_argument("--top-n", type=int, default=100)
+    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
+    p.add_argument("--experiment", default="recvae")
+    p.add_argument("--name", default="recvae", help="registered model name")
+    return p
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from recvae import pipeline
+
+    result = pipeline.run_pipeline(
+        dataset=args.dataset, input_path=args.input, input_format=args.format, overrides=args.overrides,
+        baselines=[b for b in args.baselines.split(",") if b.strip()], margin=args.margin, top_n=args.top_n,
+        db_url=args.db, experiment=args.experiment, model_name=args.name,
+    )
+    print(format_table(result["models"]))
+    print(result["decision"]["reason"])
+    print(format_table([result["batch"]]))
+    return 0
+
+
+def _grid(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    """Records (dicts) as an aligned text table; floats with 4 decimals."""
+    keys: list[str] = []
+    for r in records:
+        keys += [k for k in r if k not in keys]
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    return _grid([tuple(keys), *[tuple(fmt(r.get(k)) for k in keys) for r in records]])
+
+
 # --- registry and entry point --------------------------------------------------------------------
 
 Command = tuple[Callable[[Any], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]
 COMMANDS: list[Command] = [
     (_add_prepare, cmd_prepare),
+    (_add_train, cmd_train),
+    (_add_baseline, cmd_baseline),
+    (_add_evaluate, cmd_evaluate),
+    (_add_compare, cmd_compare),
+    (_add_promote, cmd_promote),
+    (_add_recommend, cmd_recommend),
+    (_add_db, cmd_db),
+    (_add_download, cmd_download),
+    (_add_pipeline, cmd_pipeline),
 ]
 
 

@@ -20,8 +20,8 @@ TAG_ROLE = "recvae.role"
 TAG_PROMOTION = "recvae.promotion"
 DEFAULT_BASELINE_GRIDS: dict[str, dict[str, list[Any]]] = {
     "popularity": {},
-    "ease": {"lam": [100.0, 250.0, 500.0, 1000.0, 2000.0]},
-    "als": {"factors": [64, 128], "regularization": [0.01, 0.1], "alpha": [1.0, 10.0]},
+    "ease": {"lam": [250.0, 500.0, 1000.0]},
+    "als": {"factors": [64], "regularization": [1.0, 10.0, 50.0], "alpha": [1.0, 10.0]},
 }
 
 
@@ -117,6 +117,23 @@ def _finished_run(experiment: str, run_key: str | None) -> Any | None:
     return runs[0] if runs else None
 
 
+def _config_hash(config: Config) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _select_on(snap: Any) -> str | None:
+    """Validation users pick the epoch; the LightGCN protocol (no validation users) picks it on test as that paper
+    does; with neither, the last epoch is kept."""
+    if snap.has("validation"):
+        return "validation"
+    if snap.has("test") and snap.manifest.get("protocol") == "lightgcn":
+        return "test"
+    return None
+
+
 def _run_summary(run: Any, kind: str) -> dict[str, Any]:
     m = run.data.metrics
     return {
@@ -137,8 +154,12 @@ def train_step(
     model_name: str | None = "recvae",
     run_key: str | None = None,
     resume: bool = True,
+    reuse_finished: bool = True,
 ) -> dict[str, Any]:
-    """Train Mult-VAE (or Mult-DAE), log everything to MLflow, register a version and point `challenger` at it."""
+    """Train Mult-VAE (or Mult-DAE), log everything to MLflow, register a version and point `challenger` at it.
+
+    `run_key` names the work folder (checkpoints) and tags the run: with `resume` a killed run continues from its
+    last checkpoint, and with `reuse_finished` a run already finished for the key is returned instead."""
     import mlflow
 
     from recvae import tracking
@@ -148,22 +169,24 @@ def train_step(
     config = _config(overrides)
     config.model.kind = kind
     config.validate()
-    done = _finished_run(experiment, run_key)
+    snap = _load_snapshot(snapshot_dir)
+    run_key = run_key or f"{snap.snapshot_id}-{kind}-{_config_hash(config)}"
+    done = _finished_run(experiment, run_key) if reuse_finished else None
     if done is not None:
         logger.info("run key %s already trained as MLflow run %s; reusing it", run_key, done.info.run_id)
         return _run_summary(done, "multvae" if kind == "vae" else "multdae")
-    snap = _load_snapshot(snapshot_dir)
-    work = home() / "runs" / _safe(run_key or f"{snap.snapshot_id}-{kind}")
+    work = home() / "runs" / _safe(run_key)
     resume = resume and (work / "last.pt").exists()
-    tags = {TAG_RUN_KEY: run_key or "", TAG_ROLE: CHALLENGER}
+    tags = {TAG_RUN_KEY: run_key, TAG_ROLE: CHALLENGER}
     with tracking.start_run(experiment, run_name=f"mult-{kind}", tags=tags) as run:
         tracking.log_params(config.to_dict())
         tracking.log_snapshot(snap)
-        result = train(snap, config, work, resume=resume, on_epoch_end=tracking.EpochLogger())
+        select_on = _select_on(snap)
+        result = train(snap, config, work, resume=resume, select_on=select_on, on_epoch_end=tracking.EpochLogger())
         rec = result.recommender
         mlflow.log_metric("best_epoch", result.best_epoch)
         for k, v in result.best_metrics.items():
-            mlflow.log_metric(tracking.metric_key(f"best_{k}"), v)
+            mlflow.log_metric(tracking.metric_key(f"best_{'val' if select_on == 'validation' else select_on}_{k}"), v)
         if result.best_beta is not None:
             mlflow.log_metric("best_beta", result.best_beta)
         if snap.has("test"):
@@ -206,7 +229,7 @@ def baseline_step(
         grid = {k: [v] for k, v in (params or {}).items()} or DEFAULT_BASELINE_GRIDS.get(kind, {})
         if snap.has("validation") and grid:
             best, table = baselines.tune(kind, snap, grid)
-            mlflow.log_table(table, "tuning.json")
+            mlflow.log_dict({"grid": table}, "tuning.json")
         else:
             best = {k: v[0] for k, v in grid.items()}
         rec = baselines.fit_baseline(kind, snap.train, items=snap.items, **best)
@@ -391,3 +414,42 @@ def publish_step(batch: dict[str, Any], *, db_url: str, retention: int | None = 
         summary = store.publish(batch["batch_key"], n_shards=batch["n_shards"], keep=retention)
     logger.info("published batch %s", summary.to_dict())
     return summary.to_dict()
+
+
+# ------------------------------------------------------------------------------------------ the main job
+
+
+def run_pipeline(
+    *,
+    dataset: str | None = "synthetic",
+    input_path: str | None = None,
+    input_format: str | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+    baselines: list[str] = ("popularity", "als", "ease"),
+    margin: float = 0.0,
+    top_n: int = 100,
+    db_url: str | None = None,
+    experiment: str = "recvae",
+    model_name: str = "recvae",
+) -> dict[str, Any]:
+    """prepare -> train the challenger and the baselines -> promote -> score every user -> publish, in one process."""
+    import uuid
+
+    from recvae.store import default_db_url
+
+    db_url = db_url or default_db_url()
+    key = uuid.uuid4().hex[:12]
+    snap = prepare_step(dataset=dataset, input_path=input_path, input_format=input_format, overrides=overrides)
+    challenger = train_step(snap["snapshot_dir"], overrides=overrides, experiment=experiment, model_name=model_name,
+                            run_key=f"pipeline-{key}-vae")
+    fitted = [baseline_step(kind, snap["snapshot_dir"], experiment=experiment, run_key=f"pipeline-{key}-{kind}")
+              for kind in baselines]
+    decision = promote_step(challenger, fitted, snapshot_dir=snap["snapshot_dir"], model_name=model_name, margin=margin)
+    champion = decision["model_uri"] if decision["champion_version"] else None
+    batch: dict[str, Any] = {"status": "no champion to score with"}
+    if champion:
+        b = begin_score_step(model_uri=champion, snapshot_dir=snap["snapshot_dir"], top_n=top_n, n_shards=1,
+                             db_url=db_url, batch_key=f"pipeline-{key}", model_name=model_name)
+        score_shard_step(b, 0, db_url=db_url)
+        batch = publish_step(b, db_url=db_url)
+    return {"snapshot": snap, "models": [challenger, *fitted], "decision": decision, "batch": batch}
