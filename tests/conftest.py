@@ -18,6 +18,7 @@ os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_SESSION_TMP / 'mlflow
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["pgserver", "airflow_env"]  # throwaway PostgreSQL; Airflow metadata DB + run_dag_test
 
 
 @pytest.fixture(scope="session")
