@@ -81,14 +81,14 @@ def recvae_retrain():
             kind, snapshot["snapshot_dir"], experiment=p["experiment"], run_key=f"{context['run_id']}:{kind}"
         )
 
-    @task
+    @task(trigger_rule="none_failed")  # runs with no baselines too (an empty mapping is "skipped")
     def promote(snapshot: dict, challenger: dict, baselines: list[dict], **context) -> dict:
         """Promote the challenger to `champion` only if it beats the champion and every baseline."""
         from recvae import pipeline
 
         p = context["params"]
         return pipeline.promote_step(
-            challenger, list(baselines), snapshot_dir=snapshot["snapshot_dir"],
+            challenger, [baselines[i] for i in range(len(baselines))] if baselines else [], snapshot_dir=snapshot["snapshot_dir"],
             model_name=p["model_name"], margin=float(p["promote_margin"]),
         )
 

@@ -37,6 +37,8 @@ default_args = {
         "n_shards": Param(4, type="integer", minimum=1, maximum=256),
         "db_conn_id": Param("recvae_db", type="string", description="Airflow Connection of the recommendations DB"),
         "retention": Param(5, type="integer", minimum=1, description="published batches to keep"),
+        "batch_key": Param(None, type=["null", "string"],
+                           description="idempotency key (default: the run id); reuse one to finish a failed batch"),
     },
 )
 def recvae_score():
@@ -49,7 +51,7 @@ def recvae_score():
         return pipeline.begin_score_step(
             model_uri=p["model_uri"], snapshot_dir=p["snapshot_dir"], top_n=int(p["top_n"]),
             n_shards=int(p["n_shards"]), db_url=pipeline.db_url_from_connection(p["db_conn_id"]),
-            batch_key=context["run_id"],
+            batch_key=p["batch_key"] or context["run_id"],
         )
 
     @task

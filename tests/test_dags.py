@@ -1,0 +1,161 @@
+"""End to end: dag.test() of recvae_retrain then recvae_score, on real ML-100K and on the synthetic data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from airflow_env import run_dag_test
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+
+# Small but real: a model trained this briefly still beats popularity on validation users.
+FAST = {"train.epochs": 15, "train.batch_size": 100, "train.total_anneal_steps": 2000, "split.n_heldout_users": 100}
+
+
+def _dag(dag_id: str):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag(dag_id)
+
+
+@pytest.fixture
+def stack(tmp_path, monkeypatch):
+    """A fresh pipeline home, MLflow store and recommendations DB (an Airflow Connection) for one scenario."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = f"sqlite:///{tmp_path / 'recs.db'}"
+    monkeypatch.setenv("RECVAE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("AIRFLOW_CONN_RECVAE_DB", db)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    yield {"db": db, "tracking_uri": uri}
+    mlflow.set_tracking_uri(previous)
+
+
+def _current(db: str):
+    from recvae.store import RecommendationStore
+
+    with RecommendationStore(db) as store:
+        batch = store.current_batch()
+        rows = store.count_rows(batch.batch_id) if batch else 0
+    return batch, rows
+
+
+def _rows_per_user(db: str) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        res = conn.execute(sa.text("select user_id, count(*) from recvae_current_recommendations group by user_id"))
+        out = {str(u): int(n) for u, n in res}
+    engine.dispose()
+    return out
+
+
+def _champion(name: str = "recvae") -> str | None:
+    from recvae import tracking
+
+    return tracking.get_alias(name, "champion")
+
+
+def test_retrain_then_score_on_movielens(airflow_db, data_home, stack):
+    retrain = run_dag_test(_dag("recvae_retrain"), dataset="ml-100k", config=FAST, baselines=["popularity"])
+    assert retrain.state == "success", retrain.task_states
+    decision = retrain.xcom("promote")
+    assert decision["promoted"], decision["reason"]
+    assert retrain.states("announce_champion") == ["success"]
+    version = _champion()
+    assert version == decision["version"]
+
+    score = run_dag_test(_dag("recvae_score"), top_n=10, n_shards=2)
+    assert score.state == "success", score.task_states
+    assert score.states("score_shard") == ["success", "success"]
+    per_user = _rows_per_user(stack["db"])
+    snapshot = retrain.xcom("build_snapshot")
+    assert len(per_user) == snapshot["n_users"]  # every user of the snapshot got a list
+    assert set(per_user.values()) == {10}
+
+    # A worse challenger (barely trained) is evaluated but does not replace the champion.
+    worse = {**FAST, "train.epochs": 1, "train.lr": 1e-6}
+    again = run_dag_test(_dag("recvae_retrain"), dataset="ml-100k", config=worse, baselines=["popularity"])
+    assert again.state == "success", again.task_states
+    rejected = again.xcom("promote")
+    assert not rejected["promoted"]
+    assert "kept the champion" in rejected["reason"]
+    assert again.states("announce_champion") == ["skipped"]
+    assert _champion() == version
+
+    import mlflow
+
+    run = mlflow.get_run(again.xcom("train_challenger")["run_id"])
+    assert run.data.tags["recvae.promotion"] == "rejected"
+
+
+def test_failed_shard_keeps_published_batch_and_retry_completes(airflow_db, stack, monkeypatch):
+    retrain = run_dag_test(_dag("recvae_retrain"), dataset="synthetic", config=FAST, baselines=[])
+    assert retrain.state == "success", retrain.task_states
+    first = run_dag_test(_dag("recvae_score"), top_n=5, n_shards=2)
+    assert first.state == "success", first.task_states
+    published, rows = _current(stack["db"])
+
+    from recvae import pipeline
+
+    real = pipeline.score_shard_step
+
+    def broken(batch, shard, **kwargs):
+        if shard == 1:
+            raise RuntimeError("injected failure in shard 1")
+        return real(batch, shard, **kwargs)
+
+    monkeypatch.setattr(pipeline, "score_shard_step", broken)
+    failed = run_dag_test(_dag("recvae_score"), top_n=5, n_shards=2, batch_key="weekly-2026-48")
+    assert failed.state == "failed"
+    assert failed.task_states[("score_shard", 0)] == "success"
+    assert failed.task_states[("score_shard", 1)] == "failed"
+    assert failed.states("publish") == ["upstream_failed"]
+    batch, rows_after = _current(stack["db"])
+    assert batch.batch_id == published.batch_id and rows_after == rows  # readers still see the old batch
+
+    monkeypatch.setattr(pipeline, "score_shard_step", real)
+    retried = run_dag_test(_dag("recvae_score"), top_n=5, n_shards=2, batch_key="weekly-2026-48")
+    assert retried.state == "success", retried.task_states
+    batch, rows_new = _current(stack["db"])
+    assert batch.batch_id != published.batch_id
+    assert batch.batch_key == "weekly-2026-48"
+    per_user = _rows_per_user(stack["db"])
+    assert set(per_user.values()) == {5} and rows_new == 5 * len(per_user)  # no duplicates from the re-run shard
+
+
+def test_transient_shard_failure_is_retried_by_airflow(airflow_db, stack, monkeypatch):
+    from datetime import timedelta
+
+    retrain = run_dag_test(_dag("recvae_retrain"), dataset="synthetic", config=FAST, baselines=[])
+    assert retrain.state == "success", retrain.task_states
+
+    from recvae import pipeline
+
+    real = pipeline.score_shard_step
+    calls: list[int] = []
+
+    def flaky(batch, shard, **kwargs):
+        calls.append(shard)
+        if shard == 1 and calls.count(1) == 1:
+            raise ConnectionError("database went away")
+        return real(batch, shard, **kwargs)
+
+    monkeypatch.setattr(pipeline, "score_shard_step", flaky)
+    dag = _dag("recvae_score")
+    for t in dag.tasks:
+        t.retry_delay = timedelta(seconds=0)
+        t.retry_exponential_backoff = 0
+        t.retries = 1
+    result = run_dag_test(dag, keep_retries=True, top_n=5, n_shards=2)
+    assert result.state == "success", result.task_states
+    assert calls.count(1) == 2
+    assert set(_rows_per_user(stack["db"]).values()) == {5}
