@@ -1,0 +1,554 @@
+"""Training of Mult-VAE / Mult-DAE: beta schedules, per-epoch validation, checkpoints, resume, early stopping."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recvae.config import Config, ConfigError, TrainConfig
+from recvae.metrics import evaluate
+from recvae.model import CSRBatch, ModelLoadError, MultVAE, MultVAERecommender, SparseRows, build_module, load_state_file
+from recvae.snapshot import Snapshot
+
+logger = logging.getLogger(__name__)
+
+BEST_FILE = "best.pt"
+LAST_FILE = "last.pt"
+CHECKPOINT_FORMAT = 1
+SELECT_ON = ("validation", "test", None)
+SELECT_METRIC = "ndcg@100"
+# metric computed each epoch -> its key in the history
+EPOCH_METRICS = {"ndcg@100": "val_ndcg@100", "recall@20": "val_recall@20", "recall@50": "val_recall@50"}
+# TrainConfig fields that may change between a run and its resumption: they do not alter the trajectory
+# (epochs and patience only say when to stop; a new device continues, though not bit for bit).
+RESUME_MAY_CHANGE = frozenset({"epochs", "patience", "eval_batch_size", "num_threads", "device"})
+
+EpochCallback = Callable[[int, dict[str, Any]], None]
+
+
+class CheckpointMismatchError(ConfigError):
+    """A checkpoint to resume from belongs to another snapshot, configuration or protocol."""
+
+
+# ------------------------------------------------------------------------------------------ beta schedule
+
+
+def beta_at(step: int, config: TrainConfig) -> float:
+    """KL weight of update number `step` (0-based): linear to the cap, constant, or linear to 1 ('anneal_to_1')."""
+    if config.beta_schedule == "constant":
+        return float(config.beta)
+    cap = 1.0 if config.beta_schedule == "anneal_to_1" else config.anneal_cap
+    return float(min(cap, step / config.total_anneal_steps))
+
+
+def paper_equivalent_anneal_steps(n_train_users: int, batch_size: int = 500) -> int:
+    """total_anneal_steps that puts beta where the paper's 200,000 steps put it on ML-20M, at the same epoch.
+
+    On ML-20M (116,677 training users, batch 500: 234 updates per epoch) beta reaches 0.2 at epoch ~171 of 200;
+    on a smaller data set the constant 200,000 leaves beta near 0 for the whole run.
+    """
+    ml20m_steps_per_epoch = math.ceil(116_677 / 500)
+    steps_per_epoch = math.ceil(n_train_users / batch_size)
+    return max(1, round(200_000 * steps_per_epoch / ml20m_steps_per_epoch))
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class TrainResult:
+    """The best model and how training went."""
+
+    recommender: MultVAERecommender  # weights of the best epoch (the last one when nothing is evaluated)
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_metrics: dict[str, float]  # the selection split's metrics at the best epoch (empty without evaluation)
+    best_beta: float | None  # KL weight at the best epoch (None for the DAE)
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+    select_on: str | None
+    stopped_early: bool = False
+
+
+@dataclass
+class _State:
+    """Everything that evolves during training, apart from the module and the optimizer."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed updates
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_value: float = -math.inf
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    best_beta: float | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+# ------------------------------------------------------------------------------------------ entry points
+
+
+def train(
+    snapshot: Snapshot,
+    config: Config,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    select_on: str | None = "validation",
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Train on a snapshot's training users; pick the epoch on `select_on` users ('validation', 'test' or None)."""
+    config.validate()
+    _check_select_on(select_on)
+    if select_on is not None and not snapshot.has(select_on):
+        hint = "pass select_on=None to train without evaluation" if select_on == "validation" else ""
+        raise ConfigError(f"snapshot {snapshot.snapshot_id} has no {select_on} users to select the epoch on; {hint}".rstrip("; "))
+    if "train" not in snapshot.matrices:
+        raise ConfigError(f"snapshot {snapshot.snapshot_id} has no train part")
+    validation = snapshot.heldout(select_on) if select_on is not None else None
+    result = fit_model(
+        snapshot.train,
+        validation,
+        config,
+        out_dir,
+        snapshot_id=snapshot.snapshot_id,
+        resume=resume,
+        select_on=select_on,
+        on_epoch_end=on_epoch_end,
+    )
+    result.recommender.items = snapshot.items
+    return result
+
+
+def fit_model(
+    train_matrix: sp.csr_matrix,
+    validation: tuple[sp.csr_matrix, sp.csr_matrix] | None,
+    config: Config,
+    out_dir: str | Path | None = None,
+    *,
+    snapshot_id: str | None = None,
+    resume: bool = False,
+    select_on: str | None = "validation",
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Train on a users x items matrix; `validation=(fold_in, held_out)` is evaluated every epoch.
+
+    Without `out_dir` nothing is written and the best weights are kept in memory only.
+    """
+    tc = config.train
+    config.validate()
+    _check_inputs(train_matrix, validation, tc, select_on, out_dir, resume)
+    threads = torch.get_num_threads()
+    if tc.num_threads is not None:
+        torch.set_num_threads(tc.num_threads)
+    try:
+        return _fit(train_matrix, validation, config, out_dir, snapshot_id, resume, select_on, on_epoch_end)
+    finally:
+        torch.set_num_threads(threads)  # the setting is process-wide: leave it as it was
+
+
+def _fit(
+    train_matrix: sp.csr_matrix,
+    validation: tuple[sp.csr_matrix, sp.csr_matrix] | None,
+    config: Config,
+    out_dir: str | Path | None,
+    snapshot_id: str | None,
+    resume: bool,
+    select_on: str | None,
+    on_epoch_end: EpochCallback | None,
+) -> TrainResult:
+    tc, mc = config.train, config.model
+    device = resolve_device(tc)
+    n_users, n_items = train_matrix.shape
+    seed_everything(tc.seed)
+    module = build_module(n_items, mc).to(device)
+    optimizer = torch.optim.Adam(module.parameters(), lr=tc.lr)
+    amp_dtype = _amp_dtype(tc, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    shuffle_gen = torch.Generator().manual_seed(tc.seed)
+    fingerprint = _fingerprint(config, snapshot_id, select_on, train_matrix.shape)
+
+    out = Path(out_dir) if out_dir is not None else None
+    best_path = out / BEST_FILE if out else None
+    last_path = out / LAST_FILE if out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    state = _State()
+    if resume:
+        assert last_path is not None and best_path is not None
+        if last_path.exists():
+            state = _restore(last_path, best_path, fingerprint, module, optimizer, scaler, shuffle_gen, device)
+            logger.info("resuming from %s after epoch %d (step %d)", last_path, state.epoch, state.step)
+        else:
+            logger.warning("resume requested but %s does not exist: starting from scratch", last_path)
+
+    rows = SparseRows(train_matrix, device)
+    weights = module.weights()
+    stopped_early = False
+    bar = _progress_bar(tc.epochs, state.epoch, f"train {mc.kind.upper()}")
+    try:
+        for epoch in range(state.epoch + 1, tc.epochs + 1):
+            if tc.patience is not None and state.epoch - state.best_epoch >= tc.patience:
+                stopped_early = True
+                logger.info("early stop: no better validation %s for %d epochs", SELECT_METRIC, tc.patience)
+                break
+            t0 = time.perf_counter()
+            module.train()
+            perm = torch.randperm(n_users, generator=shuffle_gen).to(device)
+            sums = torch.zeros(3, device=device)
+            beta = 0.0
+            for start in range(0, n_users, tc.batch_size):
+                batch = rows.batch(perm[start : start + tc.batch_size])
+                beta = beta_at(state.step, tc)
+                with _autocast(device, amp_dtype):
+                    parts = module.loss(batch, beta)
+                loss = parts.loss
+                if tc.weight_decay > 0:
+                    # the reference's L2 term: lam * sum of squared weights (biases excluded)
+                    loss = loss + tc.weight_decay * sum(w.pow(2).sum() for w in weights)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                state.step += 1
+                sums += torch.stack([loss.detach(), parts.neg_ll.detach(), parts.kl.detach()]) * batch.n_rows
+            loss_v, nll_v, kl_v = (sums / n_users).tolist()
+            train_time = time.perf_counter() - t0
+
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "loss": loss_v,
+                "neg_ll": nll_v,
+                "kl": kl_v,
+                "beta": beta,
+                "step": state.step,
+                "epoch_time_s": train_time,
+            }
+            record.update({key: None for key in EPOCH_METRICS.values()})
+            t1 = time.perf_counter()
+            if validation is not None:
+                means = _evaluate(module, validation, tc.eval_batch_size, device, amp_dtype)
+                record.update({EPOCH_METRICS[name]: means[name] for name in EPOCH_METRICS})
+                record["eval_time_s"] = time.perf_counter() - t1
+            state.epoch = epoch
+            state.history.append(record)
+
+            improved = validation is None or record[EPOCH_METRICS[SELECT_METRIC]] > state.best_value
+            if improved:
+                state.best_epoch = epoch
+                state.best_value = record[EPOCH_METRICS[SELECT_METRIC]] if validation is not None else -math.inf
+                state.best_metrics = {name: record[key] for name, key in EPOCH_METRICS.items()} if validation is not None else {}
+                state.best_beta = beta if module.variational else None
+                state.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                if best_path is not None:
+                    _atomic_save(_best_payload(module, config, state, snapshot_id), best_path)
+            if last_path is not None:
+                _atomic_save(_last_payload(module, optimizer, scaler, shuffle_gen, fingerprint, state), last_path)
+
+            logger.info(
+                "epoch %d/%d loss %.4f neg_ll %.4f kl %.4f beta %.4f val ndcg@100 %s (%.2fs)",
+                epoch, tc.epochs, loss_v, nll_v, kl_v, beta, _fmt(record["val_ndcg@100"]), train_time,
+            )
+            bar.set_postfix(loss=f"{loss_v:.3f}", kl=f"{kl_v:.3f}", beta=f"{beta:.3f}", ndcg=_fmt(record["val_ndcg@100"]))
+            bar.update(1)
+            # after the checkpoint: a callback failure leaves a resumable run behind
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, dict(record))
+    finally:
+        bar.close()
+
+    if state.best_state is None:  # resumed a run that had already finished, or zero epochs left
+        state.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        state.best_epoch = state.best_epoch or state.epoch
+    module.load_state_dict(state.best_state)
+    module.eval()
+    rec = MultVAERecommender(n_items, copy.deepcopy(mc), copy.deepcopy(tc), module)
+    return TrainResult(
+        recommender=rec,
+        history=state.history,
+        best_epoch=state.best_epoch,
+        best_metrics=state.best_metrics,
+        best_beta=state.best_beta,
+        best_checkpoint=best_path if best_path is not None and best_path.exists() else None,
+        last_checkpoint=last_path if last_path is not None and last_path.exists() else None,
+        select_on=select_on if validation is not None else None,
+        stopped_early=stopped_early,
+    )
+
+
+def load_best(path: str | Path) -> MultVAERecommender:
+    """The recommender stored in a best.pt checkpoint (or a run directory holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / BEST_FILE
+    return MultVAERecommender.from_state(load_checkpoint(path), source=path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint dict, read with torch.load(weights_only=True)."""
+    path = Path(path)
+    try:
+        state = load_state_file(path)
+    except ModelLoadError as exc:
+        raise CheckpointMismatchError(str(exc)) from exc
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(f"{path}: checkpoint format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    return state
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def _check_select_on(select_on: str | None) -> None:
+    if select_on not in SELECT_ON:
+        raise ConfigError(f"select_on must be 'validation', 'test' or None; got {select_on!r}")
+
+
+def _check_inputs(
+    train_matrix: sp.spmatrix,
+    validation: tuple[sp.spmatrix, sp.spmatrix] | None,
+    tc: TrainConfig,
+    select_on: str | None,
+    out_dir: str | Path | None,
+    resume: bool,
+) -> None:
+    """ConfigError for anything that would fail or be meaningless, before any work starts."""
+    _check_select_on(select_on)
+    if not sp.issparse(train_matrix):
+        raise ConfigError(f"the training matrix must be a scipy sparse matrix; got {type(train_matrix).__name__}")
+    if train_matrix.shape[0] == 0 or train_matrix.nnz == 0:
+        raise ConfigError(f"the training matrix {train_matrix.shape} has no interactions")
+    if select_on is not None and validation is None:
+        raise ConfigError(f"select_on={select_on!r} needs (fold-in, held-out) matrices; none were given")
+    if validation is not None:
+        foldin, heldout = validation
+        if foldin.shape[0] == 0:
+            raise ConfigError(f"no {select_on or 'validation'} users to evaluate on; use select_on=None to train without evaluation")
+        for name, m in (("fold-in", foldin), ("held-out", heldout)):
+            if m.shape[1] != train_matrix.shape[1]:
+                raise ConfigError(f"{name} matrix has {m.shape[1]} items; the training matrix has {train_matrix.shape[1]}")
+        if foldin.shape != heldout.shape:
+            raise ConfigError(f"fold-in {foldin.shape} and held-out {heldout.shape} shapes differ")
+    else:
+        if tc.patience is not None:
+            raise ConfigError("train.patience (early stopping) needs evaluation; use select_on='validation' or 'test'")
+        if tc.beta_schedule == "anneal_to_1":
+            raise ConfigError("beta_schedule 'anneal_to_1' picks beta by evaluation; use select_on='validation' or 'test'")
+    if resume and out_dir is None:
+        raise ConfigError("resume=True needs out_dir (where last.pt is)")
+    if tc.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
+
+
+def resolve_device(tc: TrainConfig) -> torch.device:
+    """CUDA when requested or (auto) available, else the CPU."""
+    if tc.device == "cuda" or (tc.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _amp_dtype(tc: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if tc.amp == "none":
+        return None
+    if device.type != "cuda":
+        logger.warning("train.amp=%s is ignored on the CPU", tc.amp)
+        return None
+    return torch.bfloat16 if tc.amp == "bf16" else torch.float16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _evaluate(
+    module: MultVAE,
+    validation: tuple[sp.csr_matrix, sp.csr_matrix],
+    batch_size: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> dict[str, float]:
+    """Mean NDCG@100 / Recall@20 / Recall@50 of held-out users scored from their fold-in rows."""
+    module.eval()
+
+    def score(X: sp.csr_matrix) -> torch.Tensor:
+        with _autocast(device, amp_dtype):
+            logits, _ = module(CSRBatch.from_scipy(X, device))
+        return logits.float()
+
+    foldin, heldout = validation
+    return evaluate(score, foldin, heldout, tuple(EPOCH_METRICS), batch_size=batch_size, device=device).means
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _progress_bar(total: int, initial: int, desc: str):
+    """A manual tqdm epoch bar (needs set_postfix), quiet when recvae.log says progress bars are off."""
+    from tqdm.auto import tqdm
+
+    from recvae.log import progress_disabled
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="epoch", leave=False, disable=progress_disabled(), file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _fingerprint(config: Config, snapshot_id: str | None, select_on: str | None, shape: tuple[int, int]) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed."""
+    train = {k: v for k, v in dataclasses.asdict(config.train).items() if k not in RESUME_MAY_CHANGE}
+    model = dataclasses.asdict(config.model)
+    return {
+        "snapshot_id": snapshot_id,
+        "select_on": select_on,
+        "train_shape": [int(shape[0]), int(shape[1])],
+        "model": {k: list(v) if isinstance(v, tuple) else v for k, v in model.items()},
+        "train": train,
+    }
+
+
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(saved) | set(current)):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out += _differences(saved.get(key), current.get(key), name)
+        return out
+    return [] if saved == current else [f"{prefix}: checkpoint has {saved!r}, this run has {current!r}"]
+
+
+def _rng_states(shuffle_gen: torch.Generator) -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": random.getstate(),
+        "shuffle": shuffle_gen.get_state(),
+    }
+
+
+def _set_rng_states(states: dict[str, Any], shuffle_gen: torch.Generator) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    shuffle_gen.set_state(states["shuffle"])
+
+
+def _best_payload(module: MultVAE, config: Config, state: _State, snapshot_id: str | None) -> dict[str, Any]:
+    """A best.pt: loadable as a recommender state (MultVAERecommender.from_state)."""
+    rec = MultVAERecommender(module.n_items, config.model, config.train, module)
+    params = rec.params()
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "kind": rec.kind,
+        "snapshot_id": snapshot_id,
+        "model_args": module.model_args(),
+        "model_config": params["model"],
+        "train_config": params["train"],
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "epoch": state.best_epoch,
+        "metrics": dict(state.best_metrics),
+        "beta": state.best_beta,
+    }
+
+
+def _last_payload(
+    module: MultVAE,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    shuffle_gen: torch.Generator,
+    fingerprint: dict[str, Any],
+    state: _State,
+) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "fingerprint": fingerprint,
+        "model_args": module.model_args(),
+        "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": state.epoch,
+        "step": state.step,
+        "history": state.history,
+        "best": {"epoch": state.best_epoch, "value": state.best_value, "metrics": state.best_metrics, "beta": state.best_beta},
+        "rng": _rng_states(shuffle_gen),
+    }
+
+
+def _restore(
+    last_path: Path,
+    best_path: Path,
+    fingerprint: dict[str, Any],
+    module: MultVAE,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    shuffle_gen: torch.Generator,
+    device: torch.device,
+) -> _State:
+    """Load last.pt (and the best weights from best.pt) into the module, optimizer and RNGs."""
+    ckpt = load_checkpoint(last_path)
+    diffs = _differences(ckpt.get("fingerprint"), fingerprint)
+    if diffs:
+        raise CheckpointMismatchError(f"{last_path} was written by another run; refusing to resume: " + "; ".join(diffs))
+    module.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scaler is not None and ckpt.get("scaler") is not None:
+        scaler.load_state_dict(ckpt["scaler"])
+    _set_rng_states(ckpt["rng"], shuffle_gen)
+    best = ckpt["best"]
+    state = _State(
+        epoch=int(ckpt["epoch"]),
+        step=int(ckpt["step"]),
+        history=list(ckpt["history"]),
+        best_epoch=int(best["epoch"]),
+        best_value=float(best["value"]),
+        best_metrics=dict(best["metrics"]),
+        best_beta=best["beta"],
+    )
+    if state.best_epoch > 0:
+        saved = load_checkpoint(best_path)
+        if saved.get("epoch") != state.best_epoch:
+            raise CheckpointMismatchError(
+                f"{best_path} holds epoch {saved.get('epoch')} but {last_path} says the best epoch is {state.best_epoch}"
+            )
+        state.best_state = {k: v.to(device) for k, v in saved["state_dict"].items()}
+    return state
+
+
+def _atomic_save(obj: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

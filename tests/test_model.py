@@ -1,0 +1,298 @@
+"""Mult-VAE / Mult-DAE modules and their Recommender wrapper."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from recommender_contract import RecommenderContract
+
+from recvae.config import Config, ModelConfig, TrainConfig
+from recvae.model import (
+    STATE_FILE,
+    CSRBatch,
+    ModelLoadError,
+    MultDAE,
+    MultVAE,
+    MultVAERecommender,
+    SparseRows,
+    multinomial_nll,
+    normalized_dropout,
+)
+from recvae.recommender import load_recommender
+
+N_ITEMS = 30
+
+
+def random_csr(rng: np.random.Generator, n_rows: int = 12, n_items: int = N_ITEMS, density: float = 0.2) -> sp.csr_matrix:
+    m = rng.random((n_rows, n_items)) < density
+    m[:, 0] |= ~m.any(1)  # no empty rows
+    return sp.csr_matrix(m.astype(np.float32))
+
+
+def small_config(kind: str = "vae", **train: object) -> Config:
+    c = Config()
+    c.model = ModelConfig(kind=kind, hidden_dims=(32,), latent_dim=16)
+    c.train = TrainConfig(epochs=20, batch_size=32, lr=5e-3, num_threads=1, eval_batch_size=7)
+    for k, v in train.items():
+        setattr(c.train, k, v)
+    return c
+
+
+def test_shapes(rng) -> None:
+    x = CSRBatch.from_scipy(random_csr(rng, 5))
+    model = MultVAE(N_ITEMS, hidden_dims=(20,), latent_dim=8)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (5, 8)
+    logits, kl = model(x)
+    assert logits.shape == (5, N_ITEMS) and kl.shape == (5,)
+    assert [tuple(w.shape) for w in model.weights()] == [(N_ITEMS, 20), (16, 20), (20, 8), (N_ITEMS, 20)]  # nn.Linear is (out, in)
+    deep = MultVAE(N_ITEMS, hidden_dims=(24, 12), latent_dim=4)
+    assert deep(x)[0].shape == (5, N_ITEMS)
+    assert MultDAE(N_ITEMS, hidden_dims=(), latent_dim=6)(x)[0].shape == (5, N_ITEMS)
+
+
+def test_sparse_rows_gather_equals_scipy_rows(rng) -> None:
+    X = random_csr(rng, 20)
+    ids = torch.tensor([7, 0, 19, 7, 3])
+    got = SparseRows(X).batch(ids).to_dense(N_ITEMS)
+    assert torch.equal(got, torch.from_numpy(X[ids.numpy()].toarray()))
+
+
+def test_sparse_first_layer_equals_dense_computation(rng) -> None:
+    X = random_csr(rng, 9)
+    X.data[:] = rng.random(X.nnz).astype(np.float32) + 0.5  # non-binary values exercise the normalization
+    model = MultVAE(N_ITEMS, hidden_dims=(20,), latent_dim=8).eval()
+    dense = torch.from_numpy(X.toarray())
+    expected = F.normalize(dense, dim=1) @ model.input_layer.weight + model.input_layer.bias
+    x = CSRBatch.from_scipy(X)
+    got = model.input_layer(x, normalized_dropout(x, model.dropout, training=False))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # with dropout: the sparse result equals the dense product of the same dropped-out input
+    torch.manual_seed(3)
+    values = normalized_dropout(x, 0.5, training=True)
+    dropped = torch.zeros_like(dense).index_put_((x.rows, x.indices), values)
+    kept = values != 0
+    assert 0 < kept.sum() < x.values.numel()
+    norm = F.normalize(dense, dim=1)[x.rows, x.indices]
+    torch.testing.assert_close(values[kept], 2.0 * norm[kept])  # inverted dropout scaling 1 / (1 - p)
+    torch.testing.assert_close(model.input_layer(x, values), dropped @ model.input_layer.weight + model.input_layer.bias)
+
+
+def test_multinomial_nll_equals_dense_log_softmax(rng) -> None:
+    X = random_csr(rng, 8)
+    logits = torch.randn(8, N_ITEMS)
+    dense = torch.from_numpy(X.toarray())
+    expected = -(F.log_softmax(logits, dim=1) * dense).sum(1).mean()
+    torch.testing.assert_close(multinomial_nll(logits, CSRBatch.from_scipy(X)), expected)
+
+
+def test_kl_matches_closed_form(rng) -> None:
+    x = CSRBatch.from_scipy(random_csr(rng, 6))
+    model = MultVAE(N_ITEMS, hidden_dims=(20,), latent_dim=8).eval()
+    mu, logvar = model.encode(x)
+    q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    torch.testing.assert_close(model(x)[1], torch.distributions.kl_divergence(q, p).sum(1))
+
+
+def test_mean_at_inference_sample_in_training(rng) -> None:
+    x = CSRBatch.from_scipy(random_csr(rng, 6))
+    model = MultVAE(N_ITEMS, hidden_dims=(20,), latent_dim=8, dropout=0.0)
+    model.eval()
+    a, b = model(x)[0], model(x)[0]
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a, model.decode(model.encode(x)[0]))
+    model.train()
+    torch.manual_seed(0)
+    s1 = model(x)[0]
+    s2 = model(x)[0]
+    torch.manual_seed(0)
+    assert not torch.allclose(s1, s2)  # a fresh z each pass
+    assert torch.equal(s1, model(x)[0])  # reproducible from the seed
+
+
+def test_dae_has_no_kl_and_no_sampling(rng) -> None:
+    x = CSRBatch.from_scipy(random_csr(rng, 6))
+    model = MultDAE(N_ITEMS, hidden_dims=(20,), latent_dim=8, dropout=0.0).train()
+    mu, logvar = model.encode(x)
+    assert logvar is None and mu.shape == (6, 8)
+    assert torch.equal(model(x)[0], model(x)[0])
+    parts = model.loss(x, beta=0.7)
+    assert parts.kl.item() == 0.0
+    assert torch.equal(parts.loss, parts.neg_ll)
+    assert not any("logvar" in n for n, _ in model.named_parameters())
+    assert model.encoder[-1].out_features == 8 and MultVAE(N_ITEMS, (20,), 8).encoder[-1].out_features == 16
+
+
+def test_init_as_reference() -> None:
+    torch.manual_seed(0)
+    model = MultVAE(2000, hidden_dims=(600,), latent_dim=200)
+    w = model.input_layer.weight
+    bound = (6.0 / (2000 + 600)) ** 0.5  # Xavier (Glorot) uniform
+    assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound
+    biases = torch.cat([layer.bias.detach() for layer in [model.input_layer, *model.encoder, *model.decoder]])
+    assert biases.abs().max() <= 0.002 and 0.0005 < biases.std() < 0.0015
+
+
+@pytest.mark.parametrize("cls", [MultVAE, MultDAE])
+def test_loss_finite_and_decreasing_on_toy_problem(cls, rng) -> None:
+    torch.manual_seed(0)
+    # two blocks of items, users like one block: a learnable structure
+    groups = rng.integers(0, 2, 64)
+    m = (rng.random((64, N_ITEMS)) < 0.5) & ((np.arange(N_ITEMS)[None, :] < N_ITEMS // 2) == (groups[:, None] == 0))
+    m[np.arange(64), np.where(groups == 0, 0, N_ITEMS - 1)] = True
+    rows = SparseRows(sp.csr_matrix(m.astype(np.float32)))
+    model = cls(N_ITEMS, hidden_dims=(16,), latent_dim=4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        parts = model.loss(rows.batch(torch.arange(64)), beta=0.2)
+        assert torch.isfinite(parts.loss)
+        opt.zero_grad()
+        parts.loss.backward()
+        opt.step()
+        losses.append(parts.loss.item())
+    # knowing the user's block halves the candidate items: the best gain is about log(2) per item a user has
+    best_gain = m.sum(1).mean() * np.log(2)
+    assert np.mean(losses[:5]) - np.mean(losses[-5:]) > 0.7 * best_gain
+
+
+def test_sparse_input_has_no_dense_gradient_path(rng) -> None:
+    """Rows never present in a batch get no gradient: the first layer is a gather, not a dense product."""
+    x = CSRBatch.from_scipy(random_csr(rng, 4, density=0.05))
+    model = MultVAE(N_ITEMS, hidden_dims=(8,), latent_dim=2)
+    model.loss(x, beta=0.2).loss.backward()
+    used = torch.zeros(N_ITEMS, dtype=torch.bool)
+    used[x.indices] = True
+    g = model.input_layer.weight.grad
+    assert (g[~used] == 0).all() and (g[used] != 0).any()
+
+
+# ------------------------------------------------------------------------------------- recommender
+
+
+class TestMultVAEContract(RecommenderContract):
+    def make_model(self) -> MultVAERecommender:
+        c = small_config("vae")
+        return MultVAERecommender(model_config=c.model, train_config=c.train)
+
+
+class TestMultDAEContract(RecommenderContract):
+    def make_model(self) -> MultVAERecommender:
+        c = small_config("dae")
+        return MultVAERecommender(model_config=c.model, train_config=c.train)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[MultVAERecommender, sp.csr_matrix]:
+    X = random_csr(np.random.default_rng(1), 50)
+    c = small_config("vae", epochs=2)
+    return MultVAERecommender().fit(X, config=c), X
+
+
+def test_kind_follows_the_model_config() -> None:
+    assert MultVAERecommender(model_config=ModelConfig(kind="vae")).kind == "multvae"
+    assert MultVAERecommender(model_config=ModelConfig(kind="dae")).kind == "multdae"
+
+
+def test_scores_are_eval_mode_cpu_float32(fitted) -> None:
+    rec, X = fitted
+    rec.module.train()
+    s = rec.scores(X)
+    assert s.dtype == torch.float32 and s.device.type == "cpu" and s.shape == (50, N_ITEMS)
+    assert rec.module.training  # scoring leaves the mode as it was
+    assert torch.equal(s, rec.scores(X))
+    with pytest.raises(ValueError, match="item columns"):
+        rec.scores(sp.csr_matrix((2, N_ITEMS + 1), dtype=np.float32))
+
+
+def test_save_load_round_trip(fitted, tmp_path: Path) -> None:
+    rec, X = fitted
+    rec.save(tmp_path / "m", snapshot_id="snap-x")
+    loaded = load_recommender(tmp_path / "m")
+    assert isinstance(loaded, MultVAERecommender) and loaded.kind == "multvae"
+    assert loaded.params() == rec.params() and loaded.params()["model"]["hidden_dims"] == [32]
+    assert torch.equal(loaded.scores(X), rec.scores(X))
+
+
+def test_load_refuses_tampered_file(fitted, tmp_path: Path) -> None:
+    rec, _ = fitted
+    rec.save(tmp_path / "m")
+    f = tmp_path / "m" / STATE_FILE
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="sha256"):
+        load_recommender(tmp_path / "m")
+
+
+def _rewrite_state(path: Path, obj: object) -> None:
+    """Replace model.pt and its recorded digest consistently (an attacker or a buggy writer)."""
+    import hashlib
+
+    torch.save(obj, path / STATE_FILE)
+    (path / "model.pt.sha256").write_text(hashlib.sha256((path / STATE_FILE).read_bytes()).hexdigest())
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+def test_load_refuses_pickled_code(fitted, tmp_path: Path) -> None:
+    rec, _ = fitted
+    rec.save(tmp_path / "m")
+    state = torch.load(tmp_path / "m" / STATE_FILE, weights_only=True)
+    state["extra"] = Evil()
+    _rewrite_state(tmp_path / "m", state)
+    with pytest.raises(ModelLoadError, match="weights_only"):
+        load_recommender(tmp_path / "m")
+
+
+def test_load_refuses_mismatched_architecture(fitted, tmp_path: Path) -> None:
+    rec, _ = fitted
+    rec.save(tmp_path / "m")
+    state = torch.load(tmp_path / "m" / STATE_FILE, weights_only=True)
+    state["model_args"]["latent_dim"] = 9
+    state["model_config"]["latent_dim"] = 9
+    _rewrite_state(tmp_path / "m", state)
+    with pytest.raises(ModelLoadError, match="do not match"):
+        load_recommender(tmp_path / "m")
+    state["model_config"]["latent_dim"] = 16
+    _rewrite_state(tmp_path / "m", state)
+    with pytest.raises(ModelLoadError, match="disagree on latent_dim"):
+        load_recommender(tmp_path / "m")
+
+
+def test_load_refuses_metadata_mismatch(fitted, tmp_path: Path) -> None:
+    rec, _ = fitted
+    rec.save(tmp_path / "m")
+    meta_file = tmp_path / "m" / "recommender.json"
+    meta = json.loads(meta_file.read_text())
+    meta["n_items"] = N_ITEMS + 5
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="items"):
+        load_recommender(tmp_path / "m")
+
+
+def test_unfitted_scores_raise() -> None:
+    with pytest.raises(RuntimeError, match="not fitted"):
+        MultVAERecommender(N_ITEMS).scores(sp.csr_matrix((1, N_ITEMS), dtype=np.float32))
+
+
+def test_fit_with_validation_keeps_the_best_epoch(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    X, foldin, heldout = random_csr(rng, 60), random_csr(rng, 10), random_csr(rng, 10, density=0.1)
+    rec = MultVAERecommender().fit(X, (foldin, heldout), config=small_config("dae", epochs=3), out_dir=tmp_path)
+    assert rec.kind == "multdae" and rec.result is not None
+    values = [h["val_ndcg@100"] for h in rec.result.history]
+    assert rec.result.best_epoch == int(np.argmax(values)) + 1
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
+    with pytest.raises(TypeError, match="unexpected"):
+        MultVAERecommender().fit(X, config=small_config(), bogus=1)
