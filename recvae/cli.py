@@ -266,8 +266,10 @@ def _add_recommend(subparsers: Any) -> argparse.ArgumentParser:
                               "staging batch and publish it atomically.")
     p.add_argument("--model", default="models:/recvae@champion", metavar="URI")
     p.add_argument("--snapshot", metavar="DIR", help="snapshot whose users are scored (default: the latest)")
-    p.add_argument("--users", metavar="FILE", help="CSV of user,item histories to fold in (users not in training)")
-    p.add_argument("--user-ids", metavar="ID", nargs="+", help="score only these users of the snapshot")
+    p.add_argument("--users", metavar="FILE", help="CSV of user,item histories to fold in (users not in training); "
+                   "the lists go to --out (or stdout), not to the published tables")
+    p.add_argument("--user-ids", metavar="ID", nargs="+", help="score only these users of the snapshot (to --out/stdout)")
+    p.add_argument("--out", metavar="CSV", help="where --users/--user-ids lists are written (default: stdout)")
     p.add_argument("--top-n", type=int, default=100)
     p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
     p.add_argument("--batch-key", help="idempotency key: the same key never writes twice (default: a new one)")
@@ -286,18 +288,28 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.top_n < 1:
         raise ConfigError("--top-n must be >= 1")
     rec, info = tracking.load_recommender_from_uri(args.model)
-    if args.users:
-        source: Any = args.users
-        snapshot_id = None
-    else:
-        snap = pipeline._load_snapshot(args.snapshot)
-        pipeline._check_items(rec, snap, args.model)
-        source, snapshot_id = snap, snap.snapshot_id
+    if args.users or args.user_ids:
+        # A subset is an ad-hoc answer, never a batch: publishing it would replace everyone's current lists.
+        from recvae.recommend import topn_frame
+
+        source: Any = args.users or pipeline._load_snapshot(args.snapshot)
+        if not args.users:
+            pipeline._check_items(rec, source, args.model)
+        frame = topn_frame(rec, source, top_n=args.top_n, users=args.user_ids, chunk_size=args.chunk_size)
+        if args.out:
+            frame.to_csv(args.out, index=False)
+            print(f"{frame['user'].nunique():,} users, {len(frame):,} rows -> {args.out}")
+        else:
+            print(frame.to_csv(index=False), end="")
+        return 0
+    snap = pipeline._load_snapshot(args.snapshot)
+    pipeline._check_items(rec, snap, args.model)
     with RecommendationStore(args.db or default_db_url(), keep=args.keep) as store:
+        pipeline.load_titles(store, snap)
         summary = recommend_to_store(
-            rec, source, store, args.top_n, args.batch_key or f"cli-{uuid.uuid4().hex[:12]}",
-            info.name or info.kind, model_version=info.version, run_id=info.run_id, snapshot_id=snapshot_id,
-            users=args.user_ids, chunk_size=args.chunk_size, keep=args.keep,
+            rec, snap, store, args.top_n, args.batch_key or f"cli-{uuid.uuid4().hex[:12]}",
+            info.name or info.kind, model_version=info.version, run_id=info.run_id, snapshot_id=snap.snapshot_id,
+            chunk_size=args.chunk_size, keep=args.keep,
         )
     print(format_table([summary.to_dict()]))
     return 0
@@ -329,7 +341,13 @@ def cmd_db(args: argparse.Namespace) -> int:
         else:
             if args.query not in query_names():
                 raise ConfigError(f"unknown query {args.query!r}; known: {', '.join(query_names())}")
-            params = {k: v for k, v in (p.partition("=")[::2] for p in args.param)}
+            params: dict[str, Any] = {"n": 10}
+            for item in args.param:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise ConfigError(f"--param expects NAME=VALUE, got {item!r}")
+                # user ids stay text (the column is text); counts and batch ids are integers
+                params[key] = int(value) if key in ("n", "batch_a", "batch_b") else value
             rows = store.query(args.query, **params)
             print(format_table(rows) if rows else "no rows")
     return 0

@@ -234,6 +234,26 @@ def build_input(
 # the batch job
 
 
+def topn_frame(
+    recommender: Recommender,
+    source: Snapshot | pd.DataFrame | str | Path | tuple[Sequence[Any], sp.spmatrix],
+    *,
+    top_n: int,
+    users: Sequence[Any] | None = None,
+    items: IdMap | None = None,
+    chunk_size: int = 1000,
+) -> pd.DataFrame:
+    """Top-N of some users as a DataFrame (user, rank, item, score): for ad-hoc lists, not for batches."""
+    inp = build_input(recommender, source, users=users, items=items)
+    frames = []
+    for top in iter_topn(recommender, inp.history, top_n, chunk_size=chunk_size):
+        valid = top.items >= 0
+        r, c = np.nonzero(valid)
+        frames.append(pd.DataFrame({"user": inp.user_ids[top.rows[r]], "rank": c + 1,
+                                    "item": inp.item_ids[top.items[r, c]], "score": top.scores[r, c]}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["user", "rank", "item", "score"])
+
+
 def recommend_to_store(
     recommender: Recommender,
     snapshot_or_history: Snapshot | pd.DataFrame | str | Path | tuple[Sequence[Any], sp.spmatrix],
