@@ -83,6 +83,10 @@ class TrainConfig:
     weight_decay: float = 0.0  # the reference notebook's lam=0.0 (L2 on weights)
     beta_schedule: str = "anneal"  # "anneal" (linear to cap) | "constant" | "anneal_to_1" (paper's search)
     total_anneal_steps: int = 200_000
+    # The paper's 200,000 steps are ML-20M's (234 updates an epoch): beta hits the cap near epoch 171 of 200.
+    # True rescales them by this data's updates per epoch, so beta reaches the cap at the same point of training
+    # on any data set (exactly 200,000 on ML-20M); False takes total_anneal_steps literally.
+    scale_anneal_to_data: bool = True
     anneal_cap: float = 0.2
     beta: float = 0.2  # used by the "constant" schedule
     patience: int | None = None  # early stopping on validation NDCG@100; None trains all epochs

@@ -56,15 +56,22 @@ def beta_at(step: int, config: TrainConfig) -> float:
     return float(min(cap, step / config.total_anneal_steps))
 
 
-def paper_equivalent_anneal_steps(n_train_users: int, batch_size: int = 500) -> int:
-    """total_anneal_steps that puts beta where the paper's 200,000 steps put it on ML-20M, at the same epoch.
+def paper_equivalent_anneal_steps(n_train_users: int, batch_size: int = 500, paper_steps: int = 200_000) -> int:
+    """total_anneal_steps that puts beta where the paper's `paper_steps` put it on ML-20M, at the same epoch.
 
     On ML-20M (116,677 training users, batch 500: 234 updates per epoch) beta reaches 0.2 at epoch ~171 of 200;
     on a smaller data set the constant 200,000 leaves beta near 0 for the whole run.
     """
     ml20m_steps_per_epoch = math.ceil(116_677 / 500)
     steps_per_epoch = math.ceil(n_train_users / batch_size)
-    return max(1, round(200_000 * steps_per_epoch / ml20m_steps_per_epoch))
+    return max(1, round(paper_steps * steps_per_epoch / ml20m_steps_per_epoch))
+
+
+def effective_anneal_steps(config: TrainConfig, n_train_users: int) -> int:
+    """The anneal length used on this data: rescaled from ML-20M's updates per epoch unless scaling is off."""
+    if not config.scale_anneal_to_data:
+        return config.total_anneal_steps
+    return paper_equivalent_anneal_steps(n_train_users, config.batch_size, config.total_anneal_steps)
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -174,6 +181,10 @@ def _fit(
     tc, mc = config.train, config.model
     device = resolve_device(tc)
     n_users, n_items = train_matrix.shape
+    anneal = dataclasses.replace(tc, total_anneal_steps=effective_anneal_steps(tc, n_users), scale_anneal_to_data=False)
+    if tc.beta_schedule != "constant" and mc.kind == "vae":
+        logger.info("beta annealed over %d steps (%d updates an epoch)", anneal.total_anneal_steps,
+                    math.ceil(n_users / tc.batch_size))
     seed_everything(tc.seed)
     module = build_module(n_items, mc).to(device)
     optimizer = torch.optim.Adam(module.parameters(), lr=tc.lr)
@@ -213,7 +224,7 @@ def _fit(
             beta = 0.0
             for start in range(0, n_users, tc.batch_size):
                 batch = rows.batch(perm[start : start + tc.batch_size])
-                beta = beta_at(state.step, tc)
+                beta = beta_at(state.step, anneal)
                 with _autocast(device, amp_dtype):
                     parts = module.loss(batch, beta)
                 loss = parts.loss

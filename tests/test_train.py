@@ -19,6 +19,7 @@ from recvae.train import (
     LAST_FILE,
     CheckpointMismatchError,
     beta_at,
+    effective_anneal_steps,
     fit_model,
     paper_equivalent_anneal_steps,
     load_best,
@@ -33,7 +34,8 @@ TIME_KEYS = {"epoch_time_s", "eval_time_s"}
 def config(kind: str = "vae", **train_fields: object) -> Config:
     c = Config()
     c.model = ModelConfig(kind=kind, hidden_dims=(32,), latent_dim=16)
-    c.train = TrainConfig(epochs=4, batch_size=32, lr=5e-3, num_threads=1, total_anneal_steps=50, anneal_cap=0.2)
+    c.train = TrainConfig(epochs=4, batch_size=32, lr=5e-3, num_threads=1, total_anneal_steps=50, anneal_cap=0.2,
+                          scale_anneal_to_data=False)
     for k, v in train_fields.items():
         setattr(c.train, k, v)
     return c
@@ -95,6 +97,14 @@ def test_paper_equivalent_anneal_steps() -> None:
     assert steps == round(200_000 * 9 / 234)
     c = TrainConfig(total_anneal_steps=steps)
     assert beta_at(170 * 9, c) < 0.2 <= beta_at(172 * 9, c)  # the cap is reached at epoch ~171 as on ML-20M
+
+
+def test_anneal_length_scales_with_updates_per_epoch(snap: Snapshot, tmp_path: Path) -> None:
+    # 240 training users / batch 32 = 8 updates an epoch against ML-20M's 234: 2,340 paper steps become 80 here.
+    assert effective_anneal_steps(TrainConfig(batch_size=32, total_anneal_steps=2_340), 240) == 80
+    assert effective_anneal_steps(TrainConfig(total_anneal_steps=2_340, scale_anneal_to_data=False), 240) == 2_340
+    res = train(snap, config(epochs=2, total_anneal_steps=2_340, anneal_cap=1.0, scale_anneal_to_data=True), tmp_path)
+    assert [h["beta"] for h in res.history] == [pytest.approx(7 / 80), pytest.approx(15 / 80)]
 
 
 def test_history_follows_the_per_step_schedule(snap: Snapshot, tmp_path: Path) -> None:
