@@ -49,6 +49,7 @@ def recvae_retrain():
         """Ingest, validate and split the interactions into a dataset snapshot (idempotent per run)."""
         from recvae import pipeline
 
+        pipeline.use_airflow_variables()
         p = context["params"]
         return pipeline.prepare_step(
             dataset=p["dataset"], input_path=p["input_path"], input_format=p["input_format"],
@@ -60,6 +61,7 @@ def recvae_retrain():
         """Train the Mult-VAE challenger, log it to MLflow and register a new version."""
         from recvae import pipeline
 
+        pipeline.use_airflow_variables()
         p = context["params"]
         return pipeline.train_step(
             snapshot["snapshot_dir"], overrides=p["config"], experiment=p["experiment"],
@@ -76,6 +78,7 @@ def recvae_retrain():
         """Fit one baseline (hyperparameters tuned on validation users) and log it as an MLflow run."""
         from recvae import pipeline
 
+        pipeline.use_airflow_variables()
         p = context["params"]
         return pipeline.baseline_step(
             kind, snapshot["snapshot_dir"], experiment=p["experiment"], run_key=f"{context['run_id']}:{kind}"
@@ -86,6 +89,7 @@ def recvae_retrain():
         """Promote the challenger to `champion` only if it beats the champion and every baseline."""
         from recvae import pipeline
 
+        pipeline.use_airflow_variables()
         p = context["params"]
         return pipeline.promote_step(
             challenger, [baselines[i] for i in range(len(baselines))] if baselines else [], snapshot_dir=snapshot["snapshot_dir"],

@@ -47,6 +47,7 @@ def recvae_score():
         """Open (or reuse, on a retry) the staging batch for this run and plan the shards."""
         from recvae import pipeline
 
+        pipeline.use_airflow_variables()
         p = context["params"]
         return pipeline.begin_score_step(
             model_uri=p["model_uri"], snapshot_dir=p["snapshot_dir"], top_n=int(p["top_n"]),
@@ -64,6 +65,7 @@ def recvae_score():
         """Score one shard of users into the staging batch (re-running replaces the shard's rows)."""
         from recvae import pipeline
 
+        pipeline.use_airflow_variables()
         p = context["params"]
         return pipeline.score_shard_step(batch, shard, db_url=pipeline.db_url_from_connection(p["db_conn_id"]))
 
@@ -72,6 +74,7 @@ def recvae_score():
         """Check the staging batch is complete and make it current in one transaction."""
         from recvae import pipeline
 
+        pipeline.use_airflow_variables()
         p = context["params"]
         return pipeline.publish_step(
             batch, db_url=pipeline.db_url_from_connection(p["db_conn_id"]), retention=int(p["retention"])

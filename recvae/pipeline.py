@@ -329,6 +329,27 @@ def promote_step(
 # ------------------------------------------------------------------------------------------ scoring
 
 
+AIRFLOW_VARIABLES = {"recvae_home": "RECVAE_HOME", "recvae_mlflow_tracking_uri": "MLFLOW_TRACKING_URI"}
+
+
+def use_airflow_variables() -> dict[str, str]:
+    """Inside an Airflow task: Variables `recvae_home` and `recvae_mlflow_tracking_uri`, when set, override the
+    environment for this task (unset Variables leave the environment's or the embedded defaults)."""
+    from airflow.sdk import Variable
+
+    applied = {}
+    for name, env in AIRFLOW_VARIABLES.items():
+        value = Variable.get(name, default=None)
+        if value:
+            os.environ[env] = str(value)
+            applied[env] = str(value)
+    if "MLFLOW_TRACKING_URI" in applied:
+        import mlflow
+
+        mlflow.set_tracking_uri(applied["MLFLOW_TRACKING_URI"])
+    return applied
+
+
 def db_url_from_connection(conn_id: str | None = "recvae_db") -> str:
     """The recommendations DB URL: an Airflow Connection, else $RECVAE_DB_URL, else SQLite under `home()`."""
     if conn_id:

@@ -30,11 +30,13 @@ def stack(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     db = f"sqlite:///{tmp_path / 'recs.db'}"
     monkeypatch.setenv("RECVAE_HOME", str(tmp_path / "home"))
+    # The Airflow Variable wins over the environment inside tasks.
+    monkeypatch.setenv("AIRFLOW_VAR_RECVAE_HOME", str(tmp_path / "airflow-home"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("AIRFLOW_CONN_RECVAE_DB", db)
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
-    yield {"db": db, "tracking_uri": uri}
+    yield {"db": db, "tracking_uri": uri, "home": tmp_path / "airflow-home"}
     mlflow.set_tracking_uri(previous)
 
 
@@ -78,6 +80,7 @@ def test_retrain_then_score_on_movielens(airflow_db, data_home, stack):
     assert score.states("score_shard") == ["success", "success"]
     per_user = _rows_per_user(stack["db"])
     snapshot = retrain.xcom("build_snapshot")
+    assert snapshot["snapshot_dir"].startswith(str(stack["home"]))  # configured by the Airflow Variable
     assert len(per_user) == snapshot["n_users"]  # every user of the snapshot got a list
     assert set(per_user.values()) == {10}
 
