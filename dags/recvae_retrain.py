@@ -2,34 +2,24 @@
 baselines in parallel, evaluate them on the same validation users, and promote the challenger to `champion`
 only when it beats the champion and every baseline by the configured margin.
 
-Thin on purpose: every task imports `recvae` inside its body and holds no logic of its own.
+Thin on purpose: only the light `recvae.airflow_common` is imported at parse time; each task imports the package
+inside its body and holds no logic of its own.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from airflow.sdk import Param, dag, task
 
-import pendulum
-from airflow.sdk import Asset, Param, dag, task
-
-SNAPSHOT = Asset("recvae_snapshot", uri="file:///recvae/snapshot")
-CHAMPION = Asset("recvae_champion", uri="file:///recvae/champion")
-
-default_args = {
-    "owner": "recvae",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": 2.0,
-}
+from recvae.airflow_common import CHAMPION, DEFAULT_ARGS, SNAPSHOT, START_DATE
 
 
 @dag(
     dag_id="recvae_retrain",
     schedule="@weekly",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=DEFAULT_ARGS,
     tags=["recvae", "training"],
     doc_md=__doc__,
     params={

@@ -1,33 +1,24 @@
 """Batch scoring: top-N for every user with the champion model, scored in shards (dynamic task mapping) into a
 staging batch, then published atomically. Runs after each promotion (the champion asset) and by hand.
 
-Thin on purpose: every task imports `recvae` inside its body and holds no logic of its own.
+Thin on purpose: only the light `recvae.airflow_common` is imported at parse time; each task imports the package
+inside its body and holds no logic of its own.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from airflow.sdk import Param, dag, task
 
-import pendulum
-from airflow.sdk import Asset, Param, dag, task
-
-CHAMPION = Asset("recvae_champion", uri="file:///recvae/champion")
-
-default_args = {
-    "owner": "recvae",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": 2.0,
-}
+from recvae.airflow_common import CHAMPION, DEFAULT_ARGS, START_DATE
 
 
 @dag(
     dag_id="recvae_score",
     schedule=[CHAMPION],
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=DEFAULT_ARGS,
     tags=["recvae", "scoring"],
     doc_md=__doc__,
     params={
