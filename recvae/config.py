@@ -89,6 +89,9 @@ class TrainConfig:
     scale_anneal_to_data: bool = True
     anneal_cap: float = 0.2
     beta: float = 0.2  # used by the "constant" schedule
+    # Optional (not in the paper; RecVAE): each user's KL weight is beta x their item count, beta then being
+    # RecVAE's gamma (0.005 there). False is the paper's single beta for every user.
+    beta_per_item: bool = False
     patience: int | None = None  # early stopping on validation NDCG@100; None trains all epochs
     eval_batch_size: int = 2_000
     seed: int = 98765

@@ -217,12 +217,22 @@ class MultVAE(nn.Module):
             kl = 0.5 * torch.sum(-logvar + torch.exp(logvar) + mu.pow(2) - 1.0, dim=1)
         return logits, kl
 
-    def loss(self, x: CSRBatch, beta: float) -> Loss:
-        """-(multinomial log-likelihood) + beta * KL, averaged over the users of the batch."""
+    def loss(self, x: CSRBatch, beta: float, beta_per_item: bool = False) -> Loss:
+        """-(multinomial log-likelihood) + beta * KL, averaged over the users of the batch.
+
+        With `beta_per_item` (RecVAE, Shenbin et al. 2020) a user's KL weight is beta x the user's item count,
+        so the prior's pull keeps pace with the likelihood, which is a sum over the user's items.
+        `Loss.kl` is the plain per-user mean KL either way.
+        """
         logits, kl = self(x)
         neg_ll = multinomial_nll(logits.float(), x)
-        kl = kl.float().mean()
-        return Loss(neg_ll + beta * kl, neg_ll, kl)
+        kl = kl.float()
+        if beta_per_item:
+            counts = torch.zeros(x.n_rows, device=kl.device).index_add_(0, x.rows, x.values.float())
+            penalty = beta * (kl * counts).mean()
+        else:
+            penalty = beta * kl.mean()
+        return Loss(neg_ll + penalty, neg_ll, kl.mean())
 
 
 class MultDAE(MultVAE):

@@ -226,7 +226,7 @@ def _fit(
                 batch = rows.batch(perm[start : start + tc.batch_size])
                 beta = beta_at(state.step, anneal)
                 with _autocast(device, amp_dtype):
-                    parts = module.loss(batch, beta)
+                    parts = module.loss(batch, beta, tc.beta_per_item)
                 loss = parts.loss
                 if tc.weight_decay > 0:
                     # the reference's L2 term: lam * sum of squared weights (biases excluded)

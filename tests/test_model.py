@@ -296,3 +296,19 @@ def test_fit_with_validation_keeps_the_best_epoch(tmp_path: Path) -> None:
     assert (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
     with pytest.raises(TypeError, match="unexpected"):
         MultVAERecommender().fit(X, config=small_config(), bogus=1)
+
+
+def test_beta_per_item_weights_each_users_kl_by_item_count(rng) -> None:
+    """RecVAE's option: the KL term is mean_u(beta * |x_u| * KL_u); the default stays the paper's beta * mean KL."""
+    X = random_csr(rng, 8)
+    x = CSRBatch.from_scipy(X)
+    model = MultVAE(N_ITEMS, hidden_dims=(16,), latent_dim=4).eval()  # eval: z is the mean, so passes agree
+    logits, kl_u = model(x)
+    counts = torch.from_numpy(np.asarray(X.sum(1)).ravel().astype(np.float32))
+    assert counts.min() != counts.max()  # rows of different lengths, or the test could not tell the two apart
+    paper = model.loss(x, beta=0.3)
+    scaled = model.loss(x, beta=0.3, beta_per_item=True)
+    torch.testing.assert_close(paper.loss, paper.neg_ll + 0.3 * kl_u.mean())
+    torch.testing.assert_close(scaled.loss, scaled.neg_ll + 0.3 * (kl_u * counts).mean())
+    torch.testing.assert_close(scaled.kl, paper.kl)  # the logged KL is the plain mean either way
+    assert TrainConfig().beta_per_item is False

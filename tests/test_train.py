@@ -119,6 +119,19 @@ def test_history_follows_the_per_step_schedule(snap: Snapshot, tmp_path: Path) -
         assert h["loss"] == pytest.approx(h["neg_ll"] + h["beta"] * h["kl"], rel=0.05)
 
 
+def test_beta_per_item_option_weights_kl_by_history_length(snap: Snapshot, tmp_path: Path) -> None:
+    """train.beta_per_item=True (RecVAE): the KL part of the logged loss is beta x item count x KL, not beta x KL."""
+    counts = np.asarray(snap.train.sum(1)).ravel()
+    assert counts.min() >= 2
+    res = train(snap, config(epochs=2, beta_schedule="constant", beta=0.01, beta_per_item=True), tmp_path / "a")
+    for h in res.history:
+        penalty = h["loss"] - h["neg_ll"]
+        assert 0.9 * counts.min() * h["beta"] * h["kl"] < penalty < 1.1 * counts.max() * h["beta"] * h["kl"]
+        assert penalty > 1.5 * h["beta"] * h["kl"]
+    paper = train(snap, config(epochs=2, beta_schedule="constant", beta=0.01), tmp_path / "b")
+    assert paper.history[-1]["loss"] == pytest.approx(paper.history[-1]["neg_ll"] + 0.01 * paper.history[-1]["kl"], rel=1e-3)
+
+
 def test_anneal_to_1_reports_beta_at_best_epoch(snap: Snapshot, tmp_path: Path) -> None:
     res = train(snap, config(epochs=3, beta_schedule="anneal_to_1", total_anneal_steps=16), tmp_path)
     assert res.history[-1]["beta"] == 1.0

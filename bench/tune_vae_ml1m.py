@@ -1,0 +1,211 @@
+"""Mult-VAE hyperparameter search on ML-1M pro_sg, chosen on validation users only; test reported for the pick.
+
+Usage:
+  .venv/bin/python bench/tune_vae_ml1m.py run NAME [--set SECTION.FIELD=VALUE ...]   # one config -> bench/out/vae_tuning/NAME.json
+  .venv/bin/python bench/tune_vae_ml1m.py ensemble NAME1 NAME2 ...                   # mean softmax of saved runs
+  .venv/bin/python bench/tune_vae_ml1m.py report                                    # all runs -> bench/results/vae_tuning.json/.md
+Every run starts from the paper's Mult-VAE (bench/parity_ml1m.paper_config 'vae_scaled') with patience 20.
+Test metrics are computed for every run but only the config with the best VALIDATION NDCG@100 is the pick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from parity_ml1m import METRICS, load_pro_sg, machine, paper_config, test_metrics  # noqa: E402
+
+from recvae.config import apply_overrides  # noqa: E402
+from recvae.log import setup_logging  # noqa: E402
+from recvae.metrics import evaluate  # noqa: E402
+from recvae.recommender import load_recommender  # noqa: E402
+from recvae.train import train  # noqa: E402
+
+logger = logging.getLogger("bench.tune_vae_ml1m")
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "bench" / "out" / "vae_tuning"
+EASE_TEST_NDCG = 0.4038
+ALS_TEST_NDCG = 0.4008
+# runs stopped by hand (no test figures: they were clearly behind on validation and the time box was short)
+STOPPED = [
+    "`vae600_l2` (paper I-600-200 + `train.weight_decay=2e-5`): stopped at epoch 8 because it ran at ~9 s/epoch "
+    "on the loaded machine; the single-layer I-200 / I-600 models were tried instead.",
+    "`vae200_l2_bpi` (I-200, `train.weight_decay=2e-5 train.beta_per_item=true train.anneal_cap=0.005`: RecVAE's "
+    "β = 0.005 × the user's item count, ≈0.48 on average): validation NDCG@100 0.3571 at best by epoch 80, while "
+    "`vae200_l2` had 0.3686 at epoch 80; stopped at epoch ~85.",
+    "`vae_I600lat_lr2_do7` (as `vae_I600lat_l2_lr2` plus `model.dropout=0.7`): best validation NDCG@100 0.3718 "
+    "by epoch 38, against 0.3863 at epoch 40 without the change; stopped at epoch 38 for time.",
+    "`vae_I600lat_lr2_fastbeta` (as `vae_I600lat_l2_lr2` plus `train.scale_anneal_to_data=false "
+    "train.total_anneal_steps=2000 train.anneal_cap=0.5`: β 0.2 by epoch ~44): best 0.3807 by epoch 37, against "
+    "0.3863 at epoch 40 without the change; stopped at epoch 37 for time.",
+]
+
+
+def run_one(name: str, data_home: Path, overrides: list[str], threads: int) -> dict:
+    """Train one config with validation early stopping; record validation at the best epoch and test metrics."""
+    snap = load_pro_sg(data_home / "ml-1m" / "pro_sg")
+    base = paper_config("vae_scaled", 200, threads, snap.train.shape[0])
+    base.train.scale_anneal_to_data = True  # the project default; total_anneal_steps 200,000 is rescaled
+    base.train.total_anneal_steps = 200_000
+    config = apply_overrides(base, ["train.patience=20", *overrides]).validate()
+    with tempfile.TemporaryDirectory(prefix=f"tune-{name}-") as tmp:
+        t0 = time.perf_counter()
+        result = train(snap, config, Path(tmp), select_on="validation")
+        wall = time.perf_counter() - t0
+    result.recommender.save(RUNS / name)  # for `ensemble`
+    return {
+        "name": name,
+        "overrides": overrides,
+        "config": config.to_dict(),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "best_beta": result.best_beta,
+        "validation_at_best": result.best_metrics,
+        "test": test_metrics(result.recommender.scores, snap),
+        "wall_s": wall,
+        "val_ndcg_curve": [round(h["val_ndcg@100"], 5) for h in result.history],
+    }
+
+
+def ensemble(names: list[str], data_home: Path) -> dict:
+    """Average the softmax of saved runs; validation and test metrics of the average (members picked on validation)."""
+    snap = load_pro_sg(data_home / "ml-1m" / "pro_sg")
+    members = [load_recommender(RUNS / n) for n in names]
+
+    def score(X):
+        return torch.stack([torch.softmax(m.scores(X), dim=1) for m in members]).mean(0)
+
+    foldin, heldout = snap.heldout("validation")
+    val = evaluate(score, foldin, heldout, METRICS).means
+    return {
+        "name": "ens_" + "+".join(names),
+        "overrides": [f"mean softmax of {', '.join(names)}"],
+        "config": None,
+        "best_epoch": None,
+        "epochs_run": None,
+        "best_beta": None,
+        "validation_at_best": val,
+        "test": test_metrics(score, snap),
+        "wall_s": sum(json.loads((RUNS / f"{n}.json").read_text())["wall_s"] for n in names),
+        "val_ndcg_curve": [],
+    }
+
+
+def report(out: Path) -> dict:
+    """Collect every run, pick the best on validation NDCG@100, write vae_tuning.json / .md."""
+    runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    if not runs:
+        raise SystemExit(f"no runs in {RUNS}")
+    runs.sort(key=lambda r: -r["validation_at_best"]["ndcg@100"])
+    pick = runs[0]
+    res = {"machine": machine(), "pick": pick["name"], "ease_test_ndcg@100": EASE_TEST_NDCG, "runs": runs}
+    (out / "vae_tuning.json").write_text(json.dumps(res, indent=1))
+    (out / "vae_tuning.md").write_text(to_markdown(res))
+    return res
+
+
+def _fmt_test(r: dict, metric: str) -> str:
+    return f"{r['test']['mean'][metric]:.4f} ± {r['test']['stderr'][metric]:.4f}"
+
+
+def to_markdown(res: dict) -> str:
+    runs, pick = res["runs"], res["runs"][0]
+    reaches = pick["test"]["mean"]["ndcg@100"] >= EASE_TEST_NDCG
+    lines = [
+        "# Mult-VAE tuning on ML-1M pro_sg (chosen on validation users only)",
+        "",
+        "Command per config: `.venv/bin/python bench/tune_vae_ml1m.py run NAME --set ...` (overrides below, on top of the",
+        "paper's Mult-VAE with the project-default scaled anneal and `train.patience=20`), then",
+        "`.venv/bin/python bench/tune_vae_ml1m.py report`. 1 torch thread per run, 2 runs at a time on a shared 2-core CPU.",
+        "",
+        f"Configs are sorted by validation NDCG@100 (best epoch). The pick is the first row: **{pick['name']}**.",
+        "Test columns are shown for every row for transparency, but only the pick's are a valid claim",
+        "(choosing by the test columns would be test-set selection).",
+        "",
+        "| config | overrides | best epoch (run) | β at best | val NDCG@100 | test NDCG@100 | test Recall@20 | test Recall@50 | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        beta = "–" if r["best_beta"] is None else f"{r['best_beta']:.3f}"
+        epoch = "–" if r["best_epoch"] is None else f"{r['best_epoch']} ({r['epochs_run']})"
+        name = f"**{r['name']}**" if r is pick else r["name"]
+        lines.append(
+            f"| {name} | `{' '.join(r['overrides']) or '(paper)'}` | {epoch} | {beta} | "
+            f"{r['validation_at_best']['ndcg@100']:.4f} | {_fmt_test(r, 'ndcg@100')} | {_fmt_test(r, 'recall@20')} | "
+            f"{_fmt_test(r, 'recall@50')} | {r['wall_s']:.0f} |"
+        )
+    lines += [
+        "",
+        f"± is one standard error over the {pick['test']['n_users']} test users.",
+        f"EASE (λ=700, chosen on validation) test NDCG@100 = {EASE_TEST_NDCG}; ALS = {ALS_TEST_NDCG} (bench/results/baselines_ml1m.md).",
+        "",
+        "Stopped runs:",
+        "",
+        *[f"- {note}" for note in STOPPED],
+        "",
+        f"**Verdict:** the validation-chosen config `{pick['name']}` reaches test NDCG@100 "
+        f"{pick['test']['mean']['ndcg@100']:.4f} ± {pick['test']['stderr']['ndcg@100']:.4f}: "
+        + ("it reaches EASE's 0.4038." if reaches else f"it does NOT reach EASE's {EASE_TEST_NDCG}.")
+        + (f" It is {'above' if pick['test']['mean']['ndcg@100'] > ALS_TEST_NDCG else 'not above'} ALS's {ALS_TEST_NDCG}."),
+        "",
+        "## Reading the figures",
+        "",
+        "- Every Mult-VAE here lands at validation NDCG@100 0.389-0.394; the spread between configs (≤ 0.005) is below",
+        "  one validation standard error (~0.0055), so the ranking among them is not reliable, and no config is close",
+        "  to the Mult-DAE I-200-I with L2 of bench/results/parity_ml1m.md (validation 0.4018, test 0.3995) or EASE",
+        "  (validation 0.4023).",
+        "- What helped over the paper's I-600-200 Mult-VAE (validation 0.3788, test 0.3791): a single-layer encoder",
+        "  (I-200 or I-600 latent) with the reference's L2 term (`train.weight_decay=2e-5`, = 0.01/500). A higher lr",
+        "  (2e-3, 3e-3) reaches the same plateau sooner; `vae200_l2` (lr 1e-3) was still improving at epoch 200.",
+        "- What did not help (stopped early, above): dropout 0.7, a faster β anneal to 0.5, and RecVAE's per-user β",
+        "  (β × history length, option `train.beta_per_item`) without RecVAE's composite prior and alternating updates.",
+        "- Ensembles (mean softmax of saved runs, members chosen by their validation scores) add ~+0.002 on validation.",
+        "",
+        f"Machine: {res['machine']['platform']}, {res['machine']['cpu_count']} CPUs shared with other jobs, "
+        f"torch {res['machine']['torch']}, no GPU.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("action", choices=("run", "ensemble", "report"))
+    p.add_argument("name", nargs="*")
+    p.add_argument("--data-home", type=Path, default=Path(os.environ.get("RECVAE_DATA_HOME", REPO.parent / "shared" / "data")))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = p.parse_args(argv)
+    setup_logging()
+    if args.action == "report":
+        res = report(args.out)
+        logger.info("pick %s", res["pick"])
+        return 0
+    torch.set_num_threads(args.threads)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    if args.action == "ensemble":
+        if len(args.name) < 2:
+            p.error("ensemble needs two or more run NAMEs")
+        res = ensemble(args.name, args.data_home)
+    else:
+        if len(args.name) != 1:
+            p.error("run needs one NAME")
+        res = run_one(args.name[0], args.data_home, args.set, args.threads)
+    (RUNS / f"{res['name']}.json").write_text(json.dumps(res, indent=1))
+    logger.info("%s: val %.4f test %s", res["name"], res["validation_at_best"]["ndcg@100"], res["test"]["mean"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
