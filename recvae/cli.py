@@ -273,7 +273,8 @@ def _add_recommend(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--top-n", type=int, default=100)
     p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
     p.add_argument("--batch-key", help="idempotency key: the same key never writes twice (default: a new one)")
-    p.add_argument("--chunk-size", type=int, default=2000, help="users scored at a time (bounds memory)")
+    p.add_argument("--chunk-size", type=int, help="users scored at a time (bounds memory; default: about 50M scores "
+                   "a chunk, e.g. 1,000 users at 50,000 items)")
     p.add_argument("--keep", type=int, default=5, help="published batches kept")
     return p
 
@@ -287,7 +288,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     if args.top_n < 1:
         raise ConfigError("--top-n must be >= 1")
+    from recvae.recommend import default_chunk_size
+
     rec, info = tracking.load_recommender_from_uri(args.model)
+    args.chunk_size = args.chunk_size or default_chunk_size(rec.n_items)
     if args.users or args.user_ids:
         # A subset is an ad-hoc answer, never a batch: publishing it would replace everyone's current lists.
         from recvae.recommend import topn_frame

@@ -422,10 +422,10 @@ def _check_items(rec: Any, snap: Any, model_uri: str) -> None:
         )
 
 
-def score_shard_step(batch: dict[str, Any], shard: int, *, db_url: str, chunk_size: int = 2_000) -> dict[str, Any]:
+def score_shard_step(batch: dict[str, Any], shard: int, *, db_url: str, chunk_size: int | None = None) -> dict[str, Any]:
     """Score shard `shard` of the batch's users into staging (a re-run replaces that shard's rows)."""
     from recvae import tracking
-    from recvae.recommend import recommend_to_store
+    from recvae.recommend import default_chunk_size, recommend_to_store
     from recvae.store import RecommendationStore
 
     if batch.get("done"):
@@ -436,7 +436,8 @@ def score_shard_step(batch: dict[str, Any], shard: int, *, db_url: str, chunk_si
         summary = recommend_to_store(
             rec, snap, store, batch["top_n"], batch["batch_key"], batch["model_name"],
             model_version=batch["model_version"], run_id=batch["run_id"], snapshot_id=batch["snapshot_id"],
-            chunk_size=chunk_size, shard=shard, n_shards=batch["n_shards"], publish=False, items=snap.items,
+            chunk_size=chunk_size or default_chunk_size(rec.n_items), shard=shard, n_shards=batch["n_shards"],
+            publish=False, items=snap.items,
         )
     return {"shard": shard, **summary.to_dict()}
 

@@ -234,6 +234,14 @@ def build_input(
 # the batch job
 
 
+SCORE_BUDGET = 50_000_000  # float32 scores held per chunk (~200 MB): 1M users x 50k items then peaks at 1.7 GiB
+
+
+def default_chunk_size(n_items: int) -> int:
+    """Users scored at a time so a chunk's dense scores stay near SCORE_BUDGET floats (100..2000 users)."""
+    return int(max(100, min(2_000, SCORE_BUDGET // max(1, n_items))))
+
+
 def topn_frame(
     recommender: Recommender,
     source: Snapshot | pd.DataFrame | str | Path | tuple[Sequence[Any], sp.spmatrix],

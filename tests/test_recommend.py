@@ -385,3 +385,13 @@ def test_ml100k_popularity_with_titles(data_home, tmp_path):
     assert len(top) == 10 and all(r["title"] for r in top)
     seen = set(ratings[ratings.user == 1].item.astype(str))
     assert not {r["item_id"] for r in top} & seen
+
+
+def test_default_chunk_size_bounds_the_scores_held():
+    from recvae.recommend import SCORE_BUDGET, default_chunk_size
+
+    assert default_chunk_size(50_000) == 1_000  # the 1M x 50k benchmark's setting (peak 1.72 GiB)
+    assert default_chunk_size(3_000) == 2_000  # small catalogues: capped
+    assert default_chunk_size(10_000_000) == 100  # huge catalogues: at least 100 users a chunk
+    for n in (1_000, 20_108, 50_000, 400_000):
+        assert default_chunk_size(n) * n <= max(SCORE_BUDGET, 100 * n)
