@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -22,6 +21,9 @@ sys.path.insert(0, str(REPO))
 from recvae.baselines import fit_baseline, tune  # noqa: E402
 from recvae.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
 from recvae.readers import read_pro_sg  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe  # noqa: E402
 
 logger = logging.getLogger("bench.baselines_ml1m")
 
@@ -49,15 +51,7 @@ def default_data_dir() -> Path:
 
 
 def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    return describe()
 
 
 def run(data: Path, grids: dict) -> dict:

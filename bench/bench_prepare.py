@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import sys
@@ -28,6 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from recvae import synthetic  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info  # noqa: E402
 from recvae.log import setup_logging  # noqa: E402
 from recvae.prepare import prepare  # noqa: E402
 from recvae.readers import Source  # noqa: E402
@@ -42,31 +44,7 @@ def peak_rss_gib() -> float:
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "memory_gib": mem,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "pyarrow": pa.__version__,
-        "platform": platform.platform(),
-    }
+    return {**machine_info(), "pandas": pd.__version__, "pyarrow": pa.__version__}
 
 
 def main() -> int:
@@ -147,7 +125,7 @@ def markdown(r: dict) -> str:
         "",
         f"Command: `{r['command']}` ({r['date']})",
         "",
-        f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_gib']} GiB RAM; Python {m['python']}, numpy {m['numpy']}, "
+        f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['ram_gib']} GiB RAM; Python {m['python']}, numpy {m['numpy']}, "
         f"pandas {m['pandas']}, pyarrow {m['pyarrow']}.",
         "",
         f"Input: {r['ratings']:,} ratings written as an ML-20M-style `ratings.csv` ({r['ratings_csv_mb']:,} MB). "

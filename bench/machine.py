@@ -1,0 +1,47 @@
+"""What every benchmark records about the machine its timings came from."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def _proc_field(path: str, key: str) -> str | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, RAM, OS, library versions, GPU and load average."""
+    import numpy
+    import scipy
+    import torch
+
+    mem = _proc_field("/proc/meminfo", "MemTotal")
+    return {
+        "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "ram_gib": round(int(mem.split()[0]) / 2**20, 1) if mem else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def describe(info: dict[str, Any] | None = None) -> str:
+    """One line for a Markdown table header."""
+    m = info or machine_info()
+    gpu = m["gpu"] or "no GPU"
+    return (f"{m['cpu']}, {m['cpus']} cores, {m['ram_gib']} GiB RAM, {gpu}; {m['platform']}; Python {m['python']}, "
+            f"torch {m['torch']}, numpy {m['numpy']}, scipy {m['scipy']}")
