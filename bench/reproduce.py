@@ -214,7 +214,7 @@ def _reuse_parity(snap: Snapshot, kinds: list[str], epochs: int, args: argparse.
     if problem or args.set:
         logger.info("not reusing %s: %s", path, problem or "--set overrides given")
         return None
-    reused["parity"] = f"{path.relative_to(REPO)} ({data.get('date')}, command `{data.get('command')}`)"
+    reused["parity"] = f"{_rel(path)} ({data.get('date')}, command `{data.get('command')}`)"
     return {k: data["models"][k] for k in kinds}
 
 
@@ -233,7 +233,7 @@ def _reuse_baselines(snap: Snapshot, grids: dict[str, dict], reused: dict[str, s
     if problem:
         logger.info("not reusing %s: %s", path, problem)
         return None
-    reused["baselines"] = f"{path.relative_to(REPO)} ({data.get('finished_at')}, command `{data.get('command')}`)"
+    reused["baselines"] = f"{_rel(path)} ({data.get('finished_at')}, command `{data.get('command')}`)"
     return {k: results[k] for k in grids}
 
 
@@ -248,8 +248,12 @@ def _staleness(path: Path, snap: Snapshot, script: Path) -> str | None:
     used = [Path(m.__file__) for n, m in list(sys.modules.items()) if n.startswith("recvae") and getattr(m, "__file__", None)]
     newest = max([script, *used], key=lambda p: p.stat().st_mtime)
     if newest.stat().st_mtime > path.stat().st_mtime:
-        return f"{newest.relative_to(REPO)} changed after it was written"
+        return f"{_rel(newest)} changed after it was written"
     return None
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 # ------------------------------------------------------------------------------------------------ gowalla
