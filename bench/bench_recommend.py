@@ -855,7 +855,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()),
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--parts", default="memory,throughput,breakdown", help="memory,throughput,breakdown")
     p.add_argument("--workdir", default=str(DEFAULT_WORK), help="scratch folder (cached data, DB files)")

@@ -357,6 +357,8 @@ class MultVAERecommender(Recommender):
                     out.append(logits.float().cpu())
         finally:
             module.train(was_training)
+        if len(out) == 1:
+            return out[0]  # no chunk-sized copy for a single batch
         return torch.cat(out) if out else torch.zeros(0, self.n_items)
 
     def params(self) -> dict[str, Any]:

@@ -93,12 +93,13 @@ def iter_topn(
         seen_rows = torch.from_numpy(user_of_entry).to(s.device)
         seen_cols = torch.from_numpy(X.indices.astype(np.int64)).to(s.device)
         s[seen_rows, seen_cols] = float("-inf")
-        if torch.isnan(s).any():
-            bad = int(torch.isnan(s).any(dim=1).sum())
+        vals, items = torch.topk(s, k, dim=1, largest=True, sorted=True)
+        # topk ranks NaN first, so checking the top-k finds any NaN row without another pass over all scores
+        if torch.isnan(vals).any():
+            bad = int(torch.isnan(vals).any(dim=1).sum())
             raise ValueError(
                 f"{type(recommender).__name__}.scores returned NaN for {bad} user(s) in rows {idx[0]}..{idx[-1]}"
             )
-        vals, items = torch.topk(s, k, dim=1, largest=True, sorted=True)
         valid = vals > float("-inf")
         items = torch.where(valid, items, torch.full_like(items, -1))
         yield TopN(
