@@ -134,17 +134,9 @@ def machine() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
     import sqlite3
 
-    cpu, mem = platform.processor(), None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
+    from machine import cpu_model, ram_gib
+
+    cpu, mem = cpu_model(), ram_gib()
     versions = {}
     for pkg in ("torch", "numpy", "scipy", "implicit", "psycopg", "psutil"):
         try:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _proc_field(path: str, key: str) -> str | None:
+def proc_field(path: str, key: str) -> str | None:
+    """The value of the first `key: value` line of a /proc file, or None."""
     try:
         for line in Path(path).read_text().splitlines():
             if line.startswith(key):
@@ -18,17 +19,27 @@ def _proc_field(path: str, key: str) -> str | None:
     return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name."""
+    return proc_field("/proc/cpuinfo", "model name") or platform.processor() or platform.machine()
+
+
+def ram_gib() -> float | None:
+    """Total memory in GiB."""
+    mem = proc_field("/proc/meminfo", "MemTotal")
+    return round(int(mem.split()[0]) / 2**20, 1) if mem else None
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, RAM, OS, library versions, GPU and load average."""
     import numpy
     import scipy
     import torch
 
-    mem = _proc_field("/proc/meminfo", "MemTotal")
     return {
-        "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
-        "ram_gib": round(int(mem.split()[0]) / 2**20, 1) if mem else None,
+        "ram_gib": ram_gib(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,

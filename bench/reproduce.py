@@ -529,18 +529,9 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> dict[str, Any
 
 def hardware() -> dict[str, Any]:
     """The machine: CPU model and cores, memory, GPU (if any), library versions."""
-    cpu = platform.processor() or platform.machine()
-    mem_gib = math.nan
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_gib = int(line.split()[1]) / 2**20
-    except OSError:
-        pass
+    from machine import cpu_model, ram_gib
+
+    cpu, mem_gib = cpu_model(), ram_gib() or math.nan
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1), "gpu": gpu,
             "device": gpu or f"CPU ({cpu}, {os.cpu_count()} cores)", "platform": platform.platform(),
