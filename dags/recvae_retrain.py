@@ -26,6 +26,8 @@ from recvae.airflow_common import CHAMPION, DEFAULT_ARGS, SNAPSHOT, START_DATE
         "dataset": Param("synthetic", type="string", description="named dataset (ml-1m, gowalla, synthetic, ...)"),
         "input_path": Param(None, type=["null", "string"], description="an interactions file instead of a dataset"),
         "input_format": Param(None, type=["null", "string"], description="csv, parquet, movielens, pro_sg, lightgcn"),
+        "model": Param("vae", type="string", enum=["vae", "dae", "recvae"],
+                       description="challenger: Mult-VAE, Mult-DAE or RecVAE (from its published settings)"),
         "config": Param({}, type="object", description='overrides, e.g. {"train.epochs": 50, "train.anneal_cap": 0.2}'),
         "baselines": Param(["popularity", "als", "ease"], type="array", description="baselines to train beside the VAE"),
         "promote_margin": Param(0.0, type="number", minimum=0, description="NDCG@100 margin the challenger must beat"),
@@ -54,7 +56,7 @@ def recvae_retrain():
         pipeline.use_airflow_variables()
         p = context["params"]
         return pipeline.train_step(
-            snapshot["snapshot_dir"], overrides=p["config"], experiment=p["experiment"],
+            snapshot["snapshot_dir"], overrides=p["config"], kind=p["model"], experiment=p["experiment"],
             model_name=p["model_name"], run_key=f"{context['run_id']}:challenger",
         )
 

@@ -147,7 +147,8 @@ def _add_train(subparsers: Any) -> argparse.ArgumentParser:
                               "log params, curves, test metrics and the model to MLflow and register a version "
                               "(alias 'challenger').")
     p.add_argument("--snapshot", metavar="DIR", help="snapshot folder (default: the latest built by the pipeline)")
-    p.add_argument("--model", choices=["vae", "dae"], default="vae", help="Mult-VAE (default) or the Mult-DAE ablation")
+    p.add_argument("--model", choices=["vae", "dae", "recvae"], default="vae",
+                   help="Mult-VAE (default), the Mult-DAE ablation, or RecVAE (starts from its published settings)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field, e.g. train.epochs=50 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the same configuration from its last checkpoint")

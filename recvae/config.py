@@ -52,22 +52,24 @@ class SplitConfig:
 
 @dataclass
 class ModelConfig:
-    """Mult-VAE / Mult-DAE architecture: I-600-200-600-I, tanh, input dropout 0.5."""
+    """Mult-VAE / Mult-DAE architecture: I-600-200-600-I, tanh, input dropout 0.5 (RecVAE: see `preset`)."""
 
-    kind: str = "vae"  # "vae" | "dae"
+    kind: str = "vae"  # "vae" | "dae" | "recvae" (Shenbin et al. 2020; hidden_dims are its encoder layers)
     hidden_dims: tuple[int, ...] = (600,)
     latent_dim: int = 200
     activation: str = "tanh"
     dropout: float = 0.5
 
     def validate(self) -> None:
-        if self.kind not in ("vae", "dae"):
-            raise ConfigError(f"model kind must be 'vae' or 'dae'; got {self.kind!r}")
+        if self.kind not in ("vae", "dae", "recvae"):
+            raise ConfigError(f"model kind must be 'vae', 'dae' or 'recvae'; got {self.kind!r}")
+        if self.kind == "recvae" and (not self.hidden_dims or len(set(self.hidden_dims)) != 1):
+            raise ConfigError(f"recvae: hidden_dims are densely connected layers of one width; got {list(self.hidden_dims)}")
         if self.latent_dim < 1 or any(int(h) < 1 for h in self.hidden_dims):
             raise ConfigError(
                 f"layer sizes must be >= 1; got hidden_dims={list(self.hidden_dims)} latent_dim={self.latent_dim}"
             )
-        if self.activation not in ("tanh", "relu", "sigmoid", "elu", "selu"):
+        if self.activation not in ("tanh", "relu", "sigmoid", "elu", "selu", "swish"):
             raise ConfigError(f"unknown activation {self.activation!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}")
@@ -92,11 +94,14 @@ class TrainConfig:
     # Optional (not in the paper; RecVAE): each user's KL weight is beta x their item count, beta then being
     # RecVAE's gamma (0.005 there). False is the paper's single beta for every user.
     beta_per_item: bool = False
+    # RecVAE only (model.kind=recvae): an epoch is this many passes updating the encoder, then the decoder
+    encoder_epochs: int = 3
+    decoder_epochs: int = 1
     patience: int | None = None  # early stopping on validation NDCG@100; None trains all epochs
     eval_batch_size: int = 2_000
     seed: int = 98765
     device: str = "auto"  # "auto" | "cpu" | "cuda"
-    amp: str = "none"  # "none" | "bf16" | "fp16" (CUDA autocast)
+    amp: str = "none"  # "none" | "bf16" (CPU or CUDA autocast) | "fp16" (CUDA only)
     num_threads: int | None = None
 
     def validate(self) -> None:
@@ -114,6 +119,8 @@ class TrainConfig:
             raise ConfigError(f"beta must be in [0, 1]; got {self.beta}")
         if self.total_anneal_steps < 1:
             raise ConfigError(f"total_anneal_steps must be >= 1; got {self.total_anneal_steps}")
+        if self.encoder_epochs < 1 or self.decoder_epochs < 1:
+            raise ConfigError(f"encoder_epochs and decoder_epochs must be >= 1; got {self.encoder_epochs}, {self.decoder_epochs}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience must be >= 1; got {self.patience}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -148,6 +155,32 @@ class Config:
             model=from_dict(ModelConfig, d.get("model", {})),
             train=from_dict(TrainConfig, d.get("train", {})),
         )
+
+
+# model.kind -> the Recommender kind its trained model is saved and registered as
+RECOMMENDER_KINDS = {"vae": "multvae", "dae": "multdae", "recvae": "recvae"}
+
+# Settings a model kind starts from before overrides: the published ones (RecVAE: its code's defaults for ML-20M).
+PRESETS: dict[str, dict[str, Any]] = {
+    "vae": {},
+    "dae": {},
+    "recvae": {
+        "model.hidden_dims": [600] * 5,
+        "model.activation": "swish",
+        "train.epochs": 50,
+        "train.lr": 5e-4,
+        "train.beta_schedule": "constant",
+        "train.beta": 0.005,  # RecVAE's gamma: a user's KL weight is 0.005 x their item count
+        "train.beta_per_item": True,
+    },
+}
+
+
+def preset(kind: str) -> Config:
+    """The default Config for a model kind: the paper's for vae/dae, RecVAE's published settings for recvae."""
+    if kind not in PRESETS:
+        raise ConfigError(f"unknown model kind {kind!r}; known: {', '.join(PRESETS)}")
+    return apply_overrides(Config(), {"model.kind": kind, **PRESETS[kind]})
 
 
 T = typing.TypeVar("T")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import pickle
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recvae.config import Config, ModelConfig, TrainConfig, from_dict
+from recvae.config import RECOMMENDER_KINDS, Config, ModelConfig, TrainConfig, from_dict
 from recvae.recommender import Recommender
 
 if TYPE_CHECKING:
@@ -26,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "model.pt"
 DIGEST_FILE = "model.pt.sha256"
-ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "sigmoid": torch.sigmoid, "elu": F.elu, "selu": F.selu}
-KINDS = {"vae": "multvae", "dae": "multdae"}
+ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "sigmoid": torch.sigmoid, "elu": F.elu, "selu": F.selu, "swish": F.silu}
+KINDS = RECOMMENDER_KINDS
 
 
 class ModelLoadError(ValueError):
@@ -111,6 +113,21 @@ class SparseLinear(nn.Module):
     def forward(self, x: CSRBatch, values: torch.Tensor) -> torch.Tensor:
         out = F.embedding_bag(x.indices, self.weight, x.offsets, mode="sum", per_sample_weights=values)
         return out + self.bias
+
+
+def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `train.amp` on `device`: bf16 on CPU or CUDA, fp16 on CUDA only, else None."""
+    if amp == "none":
+        return None
+    if device.type != "cuda" and amp == "fp16":
+        logger.warning("train.amp=fp16 is ignored on the CPU (use bf16 there)")
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
+    """Mixed precision for the matrix products (weights and the likelihood stay float32), or nothing."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 # ------------------------------------------------------------------------------------------------- models
@@ -207,6 +224,10 @@ class MultVAE(nn.Module):
                 h = self.act(h)
         return h
 
+    def predict(self, x: CSRBatch) -> torch.Tensor:
+        """Logits decoded from the mean of q(z|x) (no sampling, no KL): what scoring uses."""
+        return self.decode(self.encode(x)[0])
+
     def forward(self, x: CSRBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, KL(q(z|x) || N(0, I)) per user) for a batch of user rows."""
         mu, logvar = self.encode(x)
@@ -241,6 +262,135 @@ class MultDAE(MultVAE):
     variational = False
 
 
+class DenseEncoder(nn.Module):
+    """RecVAE's encoder: each layer adds the outputs of all earlier ones, then activation and layer norm."""
+
+    def __init__(self, n_items: int, width: int, n_layers: int, latent_dim: int, activation: str) -> None:
+        super().__init__()
+        self.act = ACTIVATIONS[activation]
+        self.input_layer = SparseLinear(n_items, width)
+        self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(n_layers - 1))
+        self.norms = nn.ModuleList(nn.LayerNorm(width, eps=0.1) for _ in range(n_layers))  # RecVAE's eps
+        self.head = nn.Linear(width, 2 * latent_dim)  # mean and log-variance side by side
+
+    def forward(self, x: CSRBatch, dropout: float, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.norms[0](self.act(self.input_layer(x, normalized_dropout(x, dropout, training))))
+        total = h
+        for layer, norm in zip(self.hidden, self.norms[1:]):
+            h = norm(self.act(layer(h) + total))
+            total = total + h
+        return self.head(h).chunk(2, dim=1)
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Element-wise log N(z; mu, exp(logvar))."""
+    return -0.5 * (logvar + math.log(2 * math.pi) + (z - mu).pow(2) / logvar.exp())
+
+
+class RecVAE(nn.Module):
+    """RecVAE (Shenbin et al., WSDM 2020): Mult-VAE with a densely connected encoder, a composite prior and a
+    one-layer decoder, trained by alternating encoder and decoder updates (see `set_phase`).
+
+    The prior mixes N(0, I), the posterior of the encoder as it was after the last encoder phase (`update_prior`)
+    and a wide N(0, e^10 I), weighted 3/20, 3/4, 1/10; its KL term is a one-sample estimate. Scoring decodes the
+    mean of q(z|x) as Mult-VAE does. `hidden_dims` are the encoder's layers (one width, RecVAE: 600 x 5).
+    """
+
+    variational = True
+    alternating = True
+    PRIOR_WEIGHTS = (3 / 20, 3 / 4, 1 / 10)
+    WIDE_LOGVAR = 10.0
+
+    def __init__(
+        self,
+        n_items: int,
+        hidden_dims: tuple[int, ...] | list[int] = (600,) * 5,
+        latent_dim: int = 200,
+        activation: str = "swish",
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if n_items < 1:
+            raise ValueError(f"n_items must be >= 1; got {n_items}")
+        self.n_items = int(n_items)
+        self.hidden_dims = tuple(int(h) for h in hidden_dims)
+        if not self.hidden_dims or len(set(self.hidden_dims)) != 1:
+            raise ValueError(f"RecVAE's encoder layers must share one width; got {list(self.hidden_dims)}")
+        self.latent_dim = int(latent_dim)
+        self.activation = activation
+        self.dropout = float(dropout)
+        args = (self.n_items, self.hidden_dims[0], len(self.hidden_dims), self.latent_dim, activation)
+        self.encoder = DenseEncoder(*args)
+        self.prior_encoder = DenseEncoder(*args).requires_grad_(False)
+        self.decoder = nn.ModuleList([nn.Linear(self.latent_dim, self.n_items)])
+        self.phase: str | None = None
+        self.reset_parameters()
+
+    model_args = MultVAE.model_args
+    kind = property(lambda self: "recvae")
+
+    def reset_parameters(self) -> None:
+        """Xavier weights and small biases as Mult-VAE; layer norms at identity; the prior copies the encoder."""
+        for layer in [self.encoder.input_layer, *self.encoder.hidden, self.encoder.head, *self.decoder]:
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.trunc_normal_(layer.bias, std=0.001, a=-0.002, b=0.002)
+        self.update_prior()
+
+    def weights(self) -> list[torch.Tensor]:
+        """Weight matrices (not biases or norms) of the trained networks, for an optional L2 term."""
+        return [layer.weight for layer in [self.encoder.input_layer, *self.encoder.hidden, self.encoder.head, *self.decoder]]
+
+    def set_phase(self, phase: str | None) -> None:
+        """'encoder' trains the encoder only, 'decoder' the decoder only (input dropout off, as RecVAE), None both."""
+        if phase not in (None, "encoder", "decoder"):
+            raise ValueError(f"phase must be None, 'encoder' or 'decoder'; got {phase!r}")
+        self.phase = phase
+        self.encoder.requires_grad_(phase != "decoder")
+        self.decoder.requires_grad_(phase != "encoder")
+
+    def update_prior(self) -> None:
+        """The prior's posterior component takes the encoder's current weights."""
+        self.prior_encoder.load_state_dict(self.encoder.state_dict())
+
+    def encode(self, x: CSRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log-variance) of q(z|x)."""
+        dropout = 0.0 if self.phase == "decoder" else self.dropout
+        return self.encoder(x, dropout, self.training)
+
+    sample = MultVAE.sample
+    loss = MultVAE.loss
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Unnormalised logits over all items."""
+        return self.decoder[0](z)
+
+    def predict(self, x: CSRBatch) -> torch.Tensor:
+        """Logits decoded from the mean of q(z|x): what scoring uses."""
+        return self.decode(self.encode(x)[0])
+
+    def log_prior(self, x: CSRBatch, z: torch.Tensor) -> torch.Tensor:
+        """Element-wise log density of the composite prior at z."""
+        with torch.no_grad():
+            post_mu, post_logvar = self.prior_encoder(x, 0.0, False)
+        zeros = torch.zeros_like(z)
+        parts = [
+            log_normal(z, zeros, zeros),
+            log_normal(z, post_mu.to(z.dtype), post_logvar.to(z.dtype)),
+            log_normal(z, zeros, torch.full_like(z, self.WIDE_LOGVAR)),
+        ]
+        weighted = [p + math.log(w) for p, w in zip(parts, self.PRIOR_WEIGHTS)]
+        return torch.logsumexp(torch.stack(weighted, dim=-1), dim=-1)
+
+    def forward(self, x: CSRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, one-sample estimate of KL(q(z|x) || composite prior) per user)."""
+        mu, logvar = self.encode(x)
+        z = self.sample(mu, logvar)
+        logits = self.decode(z)
+        mu, logvar, z = mu.float(), logvar.float(), z.float()
+        kl = (log_normal(z, mu, logvar) - self.log_prior(x, z)).sum(dim=1)
+        return logits, kl
+
+
 def multinomial_nll(logits: torch.Tensor, x: CSRBatch) -> torch.Tensor:
     """-sum_i x_ui log softmax(logits_u)_i averaged over users, gathered at the non-zeros only."""
     lse = torch.logsumexp(logits, dim=1)
@@ -249,10 +399,10 @@ def multinomial_nll(logits: torch.Tensor, x: CSRBatch) -> torch.Tensor:
     return -ll / max(x.n_rows, 1)
 
 
-def build_module(n_items: int, model_config: ModelConfig) -> MultVAE:
-    """MultVAE or MultDAE from a validated ModelConfig."""
+def build_module(n_items: int, model_config: ModelConfig) -> MultVAE | RecVAE:
+    """MultVAE, MultDAE or RecVAE from a validated ModelConfig."""
     model_config.validate()
-    cls = MultVAE if model_config.kind == "vae" else MultDAE
+    cls = {"vae": MultVAE, "dae": MultDAE, "recvae": RecVAE}[model_config.kind]
     return cls(n_items, model_config.hidden_dims, model_config.latent_dim, model_config.activation, model_config.dropout)
 
 
@@ -265,7 +415,7 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
 
 
 class MultVAERecommender(Recommender):
-    """Mult-VAE / Mult-DAE behind the `Recommender` contract (kind 'multvae' or 'multdae')."""
+    """Mult-VAE / Mult-DAE / RecVAE behind the `Recommender` contract (kind 'multvae', 'multdae' or 'recvae')."""
 
     kind = "multvae"
 
@@ -349,12 +499,12 @@ class MultVAERecommender(Recommender):
         was_training = module.training
         module.eval()
         out = []
+        amp = amp_dtype_for(self.train_config.amp, self.device)  # score as the model was validated in training
         try:
-            with torch.no_grad():
+            with torch.no_grad(), autocast(self.device, amp):
                 for start in range(0, X.shape[0], self.train_config.eval_batch_size):
                     batch = CSRBatch.from_scipy(X[start : start + self.train_config.eval_batch_size], self.device)
-                    logits, _ = module(batch)
-                    out.append(logits.float().cpu())
+                    out.append(module.predict(batch).float().cpu())
         finally:
             module.train(was_training)
         if len(out) == 1:

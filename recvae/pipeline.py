@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from recvae.config import Config, apply_overrides
+from recvae.config import RECOMMENDER_KINDS, Config, apply_overrides, preset
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ def _mark_latest(path: Path) -> None:
 
 def _config(overrides: dict[str, Any] | list[str] | None) -> Config:
     return apply_overrides(Config(), overrides or {}).validate()
+
+
+RUN_NAMES = {"vae": "mult-vae", "dae": "mult-dae", "recvae": "recvae"}  # MLflow run names, as before RecVAE
 
 
 def _safe(key: str) -> str:
@@ -156,7 +159,7 @@ def train_step(
     resume: bool = True,
     reuse_finished: bool = True,
 ) -> dict[str, Any]:
-    """Train Mult-VAE (or Mult-DAE), log everything to MLflow, register a version and point `challenger` at it.
+    """Train Mult-VAE (or Mult-DAE, or RecVAE) from its preset plus `overrides`, log everything to MLflow, register a version and point `challenger` at it.
 
     `run_key` names the work folder (checkpoints) and tags the run: with `resume` a killed run continues from its
     last checkpoint, and with `reuse_finished` a run already finished for the key is returned instead."""
@@ -166,19 +169,17 @@ def train_step(
     from recvae.metrics import evaluate
     from recvae.train import train
 
-    config = _config(overrides)
-    config.model.kind = kind
-    config.validate()
+    config = apply_overrides(preset(kind), overrides or {}).validate()
     snap = _load_snapshot(snapshot_dir)
     run_key = run_key or f"{snap.snapshot_id}-{kind}-{_config_hash(config)}"
     done = _finished_run(experiment, run_key) if reuse_finished else None
     if done is not None:
         logger.info("run key %s already trained as MLflow run %s; reusing it", run_key, done.info.run_id)
-        return _run_summary(done, "multvae" if kind == "vae" else "multdae")
+        return _run_summary(done, RECOMMENDER_KINDS[kind])
     work = home() / "runs" / _safe(run_key)
     resume = resume and (work / "last.pt").exists()
     tags = {TAG_RUN_KEY: run_key, TAG_ROLE: CHALLENGER}
-    with tracking.start_run(experiment, run_name=f"mult-{kind}", tags=tags) as run:
+    with tracking.start_run(experiment, run_name=RUN_NAMES[kind], tags=tags) as run:
         tracking.log_params(config.to_dict())
         tracking.log_snapshot(snap)
         select_on = _select_on(snap)

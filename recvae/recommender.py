@@ -18,6 +18,7 @@ META_FILE = "recommender.json"
 KINDS: dict[str, str] = {
     "multvae": "recvae.model:MultVAERecommender",
     "multdae": "recvae.model:MultVAERecommender",
+    "recvae": "recvae.model:MultVAERecommender",
     "popularity": "recvae.baselines:Popularity",
     "ease": "recvae.baselines:EASE",
     "als": "recvae.baselines:ALS",

@@ -89,3 +89,29 @@ def test_bad_input_exits_2_with_one_line(home, capsys):
     assert len(err) == 1 and "nope" in err[0] and "Traceback" not in err[0]
     assert main(["db", "query", "no_such_query", "--db", f"sqlite:///{home / 'x.db'}"]) == 2
     assert "unknown query" in capsys.readouterr().err
+
+
+def test_train_recvae_registers_a_model_that_serves(home, tmp_path, capsys):
+    """`train --model recvae` starts from RecVAE's preset; the registered model evaluates and folds in new users."""
+    snap = str(tmp_path / "snap")
+    assert main(["prepare", "--dataset", "synthetic", "--out", snap]) == 0
+    capsys.readouterr()
+    assert main(["train", "--snapshot", snap, "--model", "recvae", *FAST, "--set", "model.hidden_dims=32,32", "--set", "train.amp=bf16"]) == 0
+    assert "recvae" in capsys.readouterr().out
+    assert main(["evaluate", "--model", "models:/recvae@challenger", "--snapshot", snap, "--split", "test"]) == 0
+    assert "ndcg@100" in capsys.readouterr().out
+    assert main(["compare"]) == 0
+    assert "recvae" in capsys.readouterr().out
+    history = tmp_path / "new.csv"
+    history.write_text("user,item\nnew-a,0\nnew-a,1\n")
+    out = tmp_path / "lists.csv"
+    assert main(["recommend", "--model", "models:/recvae@challenger", "--users", str(history), "--top-n", "3",
+                 "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 3 and not {r["item"] for r in rows} & {"0", "1"}
+
+    import mlflow
+
+    run = mlflow.get_run(mlflow.MlflowClient().get_model_version_by_alias("recvae", "challenger").run_id)
+    assert run.data.params["model.kind"] == "recvae" and run.data.params["train.beta_per_item"] == "True"
+    assert run.data.params["model.hidden_dims"] == "[32, 32]"

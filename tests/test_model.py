@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from recommender_contract import RecommenderContract
 
-from recvae.config import Config, ModelConfig, TrainConfig
+from recvae.config import Config, ConfigError, ModelConfig, TrainConfig, preset
 from recvae.model import (
     STATE_FILE,
     CSRBatch,
@@ -20,7 +20,10 @@ from recvae.model import (
     MultDAE,
     MultVAE,
     MultVAERecommender,
+    RecVAE,
     SparseRows,
+    build_module,
+    log_normal,
     multinomial_nll,
     normalized_dropout,
 )
@@ -37,7 +40,7 @@ def random_csr(rng: np.random.Generator, n_rows: int = 12, n_items: int = N_ITEM
 
 def small_config(kind: str = "vae", **train: object) -> Config:
     c = Config()
-    c.model = ModelConfig(kind=kind, hidden_dims=(32,), latent_dim=16)
+    c.model = ModelConfig(kind=kind, hidden_dims=(32, 32) if kind == "recvae" else (32,), latent_dim=16)
     c.train = TrainConfig(epochs=20, batch_size=32, lr=5e-3, num_threads=1, eval_batch_size=7)
     for k, v in train.items():
         setattr(c.train, k, v)
@@ -189,6 +192,12 @@ class TestMultDAEContract(RecommenderContract):
         return MultVAERecommender(model_config=c.model, train_config=c.train)
 
 
+class TestRecVAEContract(RecommenderContract):
+    def make_model(self) -> MultVAERecommender:
+        c = small_config("recvae", beta_per_item=True, beta_schedule="constant", beta=0.005)
+        return MultVAERecommender(model_config=c.model, train_config=c.train)
+
+
 @pytest.fixture(scope="module")
 def fitted() -> tuple[MultVAERecommender, sp.csr_matrix]:
     X = random_csr(np.random.default_rng(1), 50)
@@ -312,3 +321,111 @@ def test_beta_per_item_weights_each_users_kl_by_item_count(rng) -> None:
     torch.testing.assert_close(scaled.loss, scaled.neg_ll + 0.3 * (kl_u * counts).mean())
     torch.testing.assert_close(scaled.kl, paper.kl)  # the logged KL is the plain mean either way
     assert TrainConfig().beta_per_item is False
+
+
+# ------------------------------------------------------------------------------------------------ RecVAE
+
+
+def test_recvae_shapes_and_dense_encoder(rng) -> None:
+    x = CSRBatch.from_scipy(random_csr(rng, 5))
+    model = RecVAE(N_ITEMS, hidden_dims=(12, 12, 12), latent_dim=4)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (5, 4)
+    logits, kl = model(x)
+    assert logits.shape == (5, N_ITEMS) and kl.shape == (5,) and torch.isfinite(kl).all()
+    assert len(model.encoder.hidden) == 2 and len(model.encoder.norms) == 3 and len(model.decoder) == 1
+    assert model.kind == "recvae" and model.model_args()["hidden_dims"] == [12, 12, 12]
+    # the encoder's layer-by-layer computation: each layer adds the outputs of all earlier ones
+    model.eval()
+    enc = model.encoder
+    h1 = enc.norms[0](F.silu(x.to_dense(N_ITEMS) / x.to_dense(N_ITEMS).norm(dim=1, keepdim=True) @ enc.input_layer.weight
+                             + enc.input_layer.bias))
+    h2 = enc.norms[1](F.silu(enc.hidden[0](h1) + h1))
+    h3 = enc.norms[2](F.silu(enc.hidden[1](h2) + h1 + h2))
+    torch.testing.assert_close(model.encode(x)[0], enc.head(h3)[:, :4])
+    with pytest.raises(ValueError, match="one width"):
+        RecVAE(N_ITEMS, hidden_dims=(12, 8))
+    with pytest.raises(ConfigError, match="one width"):
+        ModelConfig(kind="recvae", hidden_dims=(12, 8)).validate()
+    with pytest.raises(ConfigError, match="one width"):
+        ModelConfig(kind="recvae", hidden_dims=()).validate()
+
+
+def test_composite_prior_is_the_weighted_mixture(rng) -> None:
+    """log p(z) = log(3/20 N(z; 0, 1) + 3/4 N(z; mu_old, var_old) + 1/10 N(z; 0, e^10)), per dimension."""
+    x = CSRBatch.from_scipy(random_csr(rng, 3))
+    model = RecVAE(N_ITEMS, hidden_dims=(8, 8), latent_dim=3).eval()
+    z = torch.randn(3, 3)
+    mu_old, logvar_old = model.prior_encoder(x, 0.0, False)
+
+    def pdf(v: float, m: float, lv: float) -> float:
+        return float(np.exp(-0.5 * (v - m) ** 2 / np.exp(lv)) / np.sqrt(2 * np.pi * np.exp(lv)))
+
+    got = model.log_prior(x, z)
+    for u in range(3):
+        for d in range(3):
+            v = float(z[u, d])
+            mix = 0.15 * pdf(v, 0, 0) + 0.75 * pdf(v, float(mu_old[u, d]), float(logvar_old[u, d])) + 0.1 * pdf(v, 0, 10)
+            assert abs(float(got[u, d]) - np.log(mix)) < 1e-4
+    # the training-mode KL is log q(z|x) - log p(z) at the sampled z, summed over dimensions
+    model.train()
+    torch.manual_seed(3)
+    logits, kl = model(x)
+    torch.manual_seed(3)
+    mu, logvar = model.encode(x)
+    zs = model.sample(mu, logvar)
+    torch.testing.assert_close(kl, (log_normal(zs, mu, logvar) - model.log_prior(x, zs)).sum(1))
+
+
+def test_recvae_phases_train_one_half_and_the_prior_follows_the_encoder(rng) -> None:
+    x = CSRBatch.from_scipy(random_csr(rng, 6))
+    model = RecVAE(N_ITEMS, hidden_dims=(8, 8), latent_dim=3)
+    assert all(not p.requires_grad for p in model.prior_encoder.parameters())
+    model.set_phase("encoder")
+    model.loss(x, beta=0.005, beta_per_item=True).loss.backward()
+    assert all(p.grad is None for p in model.decoder.parameters())
+    assert all(p.grad is not None for p in model.encoder.parameters())
+    assert all(p.grad is None for p in model.prior_encoder.parameters())
+    model.zero_grad(set_to_none=True)
+    model.set_phase("decoder")
+    model.loss(x, beta=0.005, beta_per_item=True).loss.backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert all(p.grad is not None for p in model.decoder.parameters())
+    # the decoder phase drops no input (RecVAE): in training mode the encoder is deterministic then
+    assert torch.equal(model.encode(x)[0], model.encode(x)[0])
+    model.set_phase("encoder")
+    assert not torch.equal(model.encode(x)[0], model.encode(x)[0])
+    model.set_phase(None)
+    assert all(p.requires_grad for p in [*model.encoder.parameters(), *model.decoder.parameters()])
+    with torch.no_grad():
+        model.encoder.head.bias.add_(1.0)
+    assert not torch.equal(model.encoder.head.bias, model.prior_encoder.head.bias)
+    model.update_prior()
+    assert torch.equal(model.encoder.head.bias, model.prior_encoder.head.bias)
+    with pytest.raises(ValueError, match="phase"):
+        model.set_phase("both")
+
+
+def test_recvae_preset_holds_the_published_settings() -> None:
+    c = preset("recvae")
+    assert c.model.kind == "recvae" and c.model.hidden_dims == (600,) * 5 and c.model.latent_dim == 200
+    assert c.model.activation == "swish" and c.model.dropout == 0.5
+    assert (c.train.lr, c.train.beta_schedule, c.train.beta, c.train.beta_per_item) == (5e-4, "constant", 0.005, True)
+    assert (c.train.encoder_epochs, c.train.decoder_epochs, c.train.epochs, c.train.batch_size) == (3, 1, 50, 500)
+    assert preset("vae") == Config() and preset("dae").model.kind == "dae"
+    assert isinstance(build_module(10, c.model), RecVAE)
+    with pytest.raises(ConfigError, match="unknown model kind"):
+        preset("lightgcn")
+
+
+def test_bf16_scores_rank_like_float32(fitted) -> None:
+    """train.amp=bf16 scores through CPU autocast: the same ranking up to bf16 rounding of near-ties."""
+    rec, X = fitted
+    fast = MultVAERecommender(rec.n_items, rec.model_config, TrainConfig(**{**rec.train_config.__dict__, "amp": "bf16"}),
+                              rec.module)
+    s32, s16 = rec.scores(X), fast.scores(X)
+    assert s16.dtype == torch.float32 and not torch.equal(s32, s16)  # it did run in reduced precision
+    torch.testing.assert_close(s16, s32, atol=0.05 * float(s32.abs().max()), rtol=0)
+    top32, top16 = s32.topk(5, dim=1).indices, s16.topk(5, dim=1).indices
+    overlap = np.mean([len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(top32, top16)])
+    assert overlap > 0.8

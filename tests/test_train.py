@@ -36,6 +36,9 @@ def config(kind: str = "vae", **train_fields: object) -> Config:
     c.model = ModelConfig(kind=kind, hidden_dims=(32,), latent_dim=16)
     c.train = TrainConfig(epochs=4, batch_size=32, lr=5e-3, num_threads=1, total_anneal_steps=50, anneal_cap=0.2,
                           scale_anneal_to_data=False)
+    if kind == "recvae":  # RecVAE's KL weight: gamma x the user's item count
+        c.model = ModelConfig(kind=kind, hidden_dims=(32, 32), latent_dim=16, activation="swish")
+        c.train.beta_schedule, c.train.beta, c.train.beta_per_item = "constant", 0.005, True
     for k, v in train_fields.items():
         setattr(c.train, k, v)
     return c
@@ -187,8 +190,9 @@ def without_times(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in h.items() if k not in TIME_KEYS} for h in history]
 
 
-def test_resume_after_interruption_is_exact(snap: Snapshot, tmp_path: Path) -> None:
-    c = config(epochs=4)
+@pytest.mark.parametrize("kind", ["vae", "recvae"])
+def test_resume_after_interruption_is_exact(snap: Snapshot, tmp_path: Path, kind: str) -> None:
+    c = config(kind, epochs=4)
     full = train(snap, c, tmp_path / "full")
     with pytest.raises(Killed):
         train(snap, c, tmp_path / "cut", on_epoch_end=kill_after(2))
@@ -286,9 +290,9 @@ def test_select_on_needs_the_split(planted: Planted, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------- quality
 
 
-@pytest.mark.parametrize("kind", ["vae", "dae"])
-def test_beats_popularity_on_heldout_users(snap: Snapshot, tmp_path: Path, kind: str) -> None:
-    res = train(snap, config(kind, epochs=20), tmp_path)
+@pytest.mark.parametrize(("kind", "amp"), [("vae", "none"), ("dae", "none"), ("recvae", "none"), ("vae", "bf16")])
+def test_beats_popularity_on_heldout_users(snap: Snapshot, tmp_path: Path, kind: str, amp: str) -> None:
+    res = train(snap, config(kind, epochs=20, amp=amp), tmp_path)
     foldin, heldout = snap.heldout("test")
     counts = torch.from_numpy(np.asarray(snap.train.sum(axis=0)).ravel().astype(np.float32))
     names = ["ndcg@100", "recall@20"]
@@ -298,3 +302,19 @@ def test_beats_popularity_on_heldout_users(snap: Snapshot, tmp_path: Path, kind:
     assert model["ndcg@100"] > pop["ndcg@100"] + 0.2
     assert model["recall@20"] > pop["recall@20"] + 0.2
     assert res.recommender.items == snap.items
+
+
+def test_recvae_alternates_encoder_and_decoder_passes(snap: Snapshot, tmp_path: Path) -> None:
+    """An epoch is encoder_epochs passes updating the encoder, then decoder_epochs updating the decoder."""
+    res = train(snap, config("recvae", epochs=2, encoder_epochs=2, decoder_epochs=1), tmp_path)
+    per_pass = -(-snap.train.shape[0] // 32)
+    assert [h["step"] for h in res.history] == [3 * per_pass, 6 * per_pass]
+    module = res.recommender.module
+    assert module.phase is None and all(p.requires_grad for p in module.decoder.parameters())
+    ckpt = load_checkpoint(tmp_path / LAST_FILE)
+    # the prior took the encoder's weights after the last encoder phase, and the decoder phase changed neither
+    for key, value in ckpt["model"].items():
+        if key.startswith("encoder."):
+            assert torch.equal(value, ckpt["model"]["prior_" + key]), key
+    with pytest.raises(ConfigError, match="encoder_epochs"):
+        train(snap, config("recvae", encoder_epochs=0), tmp_path / "bad")
