@@ -76,6 +76,7 @@ ML1M_MODELS = {  # kind of bench/parity_ml1m.paper_config -> (row label, REF_ML1
     "vae": ("Mult-VAE, paper's literal 200,000 anneal steps (β stays ≤ 0.009 on this data)", "vae"),
     "dae": ("Mult-DAE, reference notebook (I-200-I, L2 0.01 / batch)", "dae"),
     "dae600": ("Mult-DAE, I-600-200-600-I, no L2", "dae"),
+    "recvae": ("RecVAE, its published settings (composite prior, alternating updates; bf16 autocast)", None),
 }
 ML1M_BASELINES = {"ease": "EASE", "als": "ALS (implicit)", "popularity": "Popularity"}
 # LightGCN (He et al., SIGIR 2020), Table 3 / its Mult-VAE row, Gowalla; and REFERENCE.md's runs on this split
@@ -617,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: few epochs, small grids, fewer users")
     p.add_argument("--reuse", action="store_true",
                    help="ml-1m-pro-sg: take parity_ml1m.json / baselines_ml1m.json when they are fresh results of this code")
-    p.add_argument("--models", default="vae_scaled,vae,dae", help="ml-1m-pro-sg: bench/parity_ml1m.py kinds to train")
+    p.add_argument("--models", default="vae_scaled,vae,dae,recvae", help="ml-1m-pro-sg: bench/parity_ml1m.py kinds to train")
     p.add_argument("--budget-min", type=float, default=None,
                    help="gowalla: stop Mult-VAE before an epoch that would end after this many minutes")
     p.add_argument("--ease-lam", type=float, default=500.0, help="gowalla: EASE λ (when its memory fits)")

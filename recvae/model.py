@@ -327,7 +327,10 @@ class RecVAE(nn.Module):
         self.reset_parameters()
 
     model_args = MultVAE.model_args
-    kind = property(lambda self: "recvae")
+
+    @property
+    def kind(self) -> str:
+        return "recvae"
 
     def reset_parameters(self) -> None:
         """Xavier weights and small biases as Mult-VAE; layer norms at identity; the prior copies the encoder."""

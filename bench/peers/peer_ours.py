@@ -1,16 +1,22 @@
 """Our side of the peer comparison, run in the project venv (/work/main/.venv).
 
 `train`: recvae.train.train on the exported snapshot, then the test users' fold-in rows scored through the
-Recommender contract (`scores`). `scoring`: batch top-N users/s of ours against `implicit` ALS
-`recommend(userids, user_items, N, filter_already_liked_items=True)` on the same users.
+Recommender contract (`scores`). `--amp bf16` trains (and scores) with train.amp=bf16, CPU autocast to bfloat16.
+`scoring`: batch top-N users/s of one or more of our saved models (`--model NAME=DIR`, repeatable) against
+`implicit` ALS `recommend(userids, user_items, N, filter_already_liked_items=True)` on the same users.
+`profile`: where an epoch's time goes: recvae.train.fit_model under torch.profiler (1 warm-up epoch, then
+PROFILE_EPOCHS profiled ones), aten ops' self CPU time grouped into categories (see `classify`).
 Writes the same result.json / scores.npy as the peer scripts (see peer_common.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,10 @@ import peer_common as pc  # noqa: E402
 
 logger = logging.getLogger(__name__)
 SCORE_BATCH = 2_000
+PROFILE_WARMUP_EPOCHS = 1
+PROFILE_EPOCHS = 2
+AMP_NOTE = ("trains and scores with bf16 autocast (train.amp=bf16): the dense matmuls run in bfloat16; "
+            "the weights, the log-softmax likelihood (logits cast back to float32) and the fused Adam update stay float32")
 
 
 def _config(args: Any):
@@ -46,6 +56,7 @@ def _config(args: Any):
             "train.seed": args.seed,
             "train.device": "cpu",
             "train.num_threads": args.threads,
+            "train.amp": args.amp,
         },
     ).validate()
 
@@ -75,6 +86,8 @@ def train_task(args: Any) -> None:
         writer.add(rec.scores(block).numpy(), block)
     score_s = time.perf_counter() - t2
     notes = ["scored through the Recommender contract: rec.scores(fold-in rows), the mean of q(z|x) decoded"]
+    if args.amp != "none":
+        notes.insert(0, AMP_NOTE if args.amp == "bf16" else f"train.amp={args.amp}")
     if select_on is None:
         notes.append("weights of the last epoch (no epoch selection), as for the peers")
     else:
@@ -82,8 +95,9 @@ def train_task(args: Any) -> None:
     pc.write_result(
         args.out,
         {
-            "system": "ours",
+            "system": "ours" if args.amp == "none" else f"ours-{args.amp}",
             "library": f"recvae {getattr(recvae, '__version__', '')} MultVAE".replace("  ", " "),
+            "amp": args.amp,
             "torch": torch.__version__,
             "numpy": np.__version__,
             "threads": torch.get_num_threads(),
@@ -117,8 +131,23 @@ def _timed(fn, repeat: int) -> tuple[float, Any]:
     return best, value
 
 
+def _models(specs: list[str]) -> dict[str, Path]:
+    """`--model NAME=DIR` (or a bare DIR, named `ours`) -> {name: dir}, in the order given."""
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = "ours", spec
+        if name in out:
+            raise SystemExit(f"--model {spec}: {name!r} given twice")
+        out[name] = Path(path)
+    if not out:
+        raise SystemExit("--task scoring needs at least one --model [NAME=]DIR")
+    return out
+
+
 def scoring_task(args: Any) -> None:
-    """Users/s of ours vs implicit ALS recommend (N=args.topk, seen items filtered) on the same users."""
+    """Users/s of each of our models vs implicit ALS recommend (N=args.topk, seen items filtered) on the same users."""
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
@@ -127,7 +156,7 @@ def scoring_task(args: Any) -> None:
 
     torch.set_num_threads(args.threads)
     snapshot = Snapshot.load(args.data, verify=False)
-    rec = load_recommender(args.model)
+    recs = {name: load_recommender(path) for name, path in _models(args.model).items()}
     train = snapshot.train.tocsr()
     test_tr, _ = snapshot.heldout("test")
     rng = np.random.default_rng(args.seed)
@@ -151,12 +180,12 @@ def scoring_task(args: Any) -> None:
         ):
             als_s, _ = _timed(lambda: als.recommend(ids, X, N=n, filter_already_liked_items=True,
                                                    recalculate_user=recalc), args.repeat)
-            ours_s, _ = _timed(lambda: _ours_topn(rec, X, n), args.repeat)
-            rows.append({
-                "users": users, "n_users": int(X.shape[0]), "N": n,
-                "als_s": als_s, "als_users_per_s": X.shape[0] / als_s,
-                "ours_s": ours_s, "ours_users_per_s": X.shape[0] / ours_s,
-            })
+            row: dict[str, Any] = {"users": users, "n_users": int(X.shape[0]), "N": n,
+                                   "als_s": als_s, "als_users_per_s": X.shape[0] / als_s, "models": {}}
+            for name, rec in recs.items():
+                s, _ = _timed(lambda: _ours_topn(rec, X, n), args.repeat)
+                row["models"][name] = {"s": s, "users_per_s": X.shape[0] / s}
+            rows.append(row)
     ours_path = f"recvae.recommend.iter_topn, chunks of {SCORE_BATCH} users"
     pc.write_result(
         args.out,
@@ -164,6 +193,8 @@ def scoring_task(args: Any) -> None:
             "system": "scoring",
             "implicit_als": {"factors": args.als_factors, "iterations": args.als_iterations, "fit_s": als_fit_s},
             "ours_path": ours_path,
+            "models": {name: {"path": str(path), "amp": recs[name].train_config.amp}
+                       for name, path in _models(args.model).items()},
             "threads": args.threads,
             "repeat": args.repeat,
             "rows": rows,
@@ -171,11 +202,209 @@ def scoring_task(args: Any) -> None:
     )
 
 
+# ------------------------------------------------------------------------------------------------ profile
+
+# Categories of the profile, in report order. How an op is classified (see `classify`):
+#  1. scopes: the op runs inside a record_function scope that `_scoped` wraps around a library function for
+#     the profile only (the training loop itself is recvae.train.fit_model, unchanged), or inside the optimizer's
+#     own "Optimizer.step#..." / "Optimizer.zero_grad#..." scope;
+#  2. backward: an autograd node ("autograd::engine::evaluate_function: XBackward0") takes the scope of the
+#     forward op that created it, matched by the autograd sequence number;
+#  3. names, for the rest: the nearest enclosing aten::to / _to_copy (casts) or mm / addmm / bmm / matmul /
+#     linear (dense matmuls), then a plain copy_ / clone (casts/copies), randperm (data batching), else other.
+CATEGORIES = (
+    "dense matmuls",
+    "sparse first layer",
+    "log-softmax likelihood",
+    "optimizer",
+    "data batching",
+    "casts/copies",
+    "other aten ops",
+    "outside aten ops (Python)",
+)
+SCOPES = {  # record_function name -> category
+    "bench::data_batching": "data batching",  # recvae.model.SparseRows.batch
+    "bench::sparse_first_layer": "sparse first layer",  # normalized_dropout (L2 norm, index_add_) + SparseLinear (embedding_bag)
+    "bench::likelihood": "log-softmax likelihood",  # recvae.model.multinomial_nll: logsumexp, picked logits, sub
+}
+DENSE_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear", "aten::addmv", "aten::mv"}
+CAST_OPS = {"aten::to", "aten::_to_copy"}
+COPY_OPS = {"aten::copy_", "aten::clone"}
+BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
+
+
+def _scoped(fn: Any, name: str) -> Any:
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **k: Any) -> Any:
+        with torch.profiler.record_function(name):
+            return fn(*a, **k)
+    return wrapper
+
+
+@contextlib.contextmanager
+def _profile_scopes():
+    """record_function scopes around the library functions whose ops are otherwise ambiguous by name (index, sub...).
+
+    Wrappers only: each calls the original function unchanged, and everything is restored on exit.
+    """
+    import recvae.model as m
+
+    patches = [
+        (m.SparseRows, "batch", "bench::data_batching"),
+        (m, "normalized_dropout", "bench::sparse_first_layer"),
+        (m.SparseLinear, "forward", "bench::sparse_first_layer"),
+        (m, "multinomial_nll", "bench::likelihood"),
+    ]
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patches]
+    try:
+        for obj, attr, name in patches:
+            setattr(obj, attr, _scoped(getattr(obj, attr), name))
+        yield
+    finally:
+        for obj, attr, fn in saved:
+            setattr(obj, attr, fn)
+
+
+def _scope_of(e: Any, fwd_scope: dict[int, str]) -> tuple[str | None, list[Any]]:
+    """The category that a scope enclosing event `e` imposes (or None), and the chain of events below that scope."""
+    chain = []
+    x = e
+    while x is not None and not x.name.startswith("ProfilerStep"):
+        if x.name.startswith("Optimizer."):
+            return "optimizer", chain
+        if x.name in SCOPES:
+            return SCOPES[x.name], chain
+        if x.name.startswith(BACKWARD_PREFIX) and x.sequence_nr in fwd_scope:
+            return fwd_scope[x.sequence_nr], chain
+        chain.append(x)
+        x = x.cpu_parent
+    return None, chain
+
+
+def _in_backward(e: Any) -> bool:
+    x = e.cpu_parent
+    while x is not None:
+        if x.name.startswith(BACKWARD_PREFIX):
+            return True
+        x = x.cpu_parent
+    return False
+
+
+def classify(e: Any, fwd_scope: dict[int, str]) -> str:
+    """The category of event `e`'s self time (see CATEGORIES)."""
+    if e.name.startswith("ProfilerStep"):
+        return "outside aten ops (Python)"
+    scope, chain = _scope_of(e, fwd_scope)
+    if scope is not None:
+        return scope
+    for x in chain:
+        if x.name in CAST_OPS:
+            return "casts/copies"
+        if x.name in DENSE_OPS:
+            return "dense matmuls"
+    if e.name in COPY_OPS:
+        return "casts/copies"
+    if e.name == "aten::randperm":
+        return "data batching"
+    return "other aten ops"
+
+
+def profile_breakdown(events: Any) -> dict[str, Any]:
+    """Self CPU time of every event inside the ProfilerStep windows, summed by category."""
+    steps = [e for e in events if e.name.startswith("ProfilerStep")]
+    if not steps:
+        raise RuntimeError("the profile holds no ProfilerStep window")
+
+    def in_step(e: Any) -> bool:
+        x = e
+        while x is not None:
+            if x.name.startswith("ProfilerStep"):
+                return True
+            x = x.cpu_parent
+        return False
+
+    inside = sorted((e for e in events if in_step(e)), key=lambda e: e.time_range.start)
+    # The backward node numbered N was created by a forward op that recorded N. Every op run with grad enabled
+    # records the counter's current value, node-creating or not (the data batching's index ops too), and only
+    # creating a node moves it on: so node N's creator is the LAST op, in start order, that recorded N.
+    last_scope: dict[int, str | None] = {}
+    for e in inside:
+        if e.sequence_nr >= 0 and not e.name.startswith(BACKWARD_PREFIX) and not _in_backward(e):
+            last_scope[e.sequence_nr] = _scope_of(e, {})[0]
+    fwd_scope = {k: v for k, v in last_scope.items() if v is not None and v != "optimizer"}
+    us: dict[str, float] = defaultdict(float)
+    ops: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for e in inside:
+        cat = classify(e, fwd_scope)
+        us[cat] += e.self_cpu_time_total
+        ops[cat][e.name] += e.self_cpu_time_total
+    wall_us = sum(e.cpu_time_total for e in steps)
+    n = len(steps)
+    return {
+        "profiled_epochs": n,
+        "epoch_wall_s": wall_us / n / 1e6,
+        "outside_windows_events": len(events) - len(inside),
+        "categories": {c: {"s_per_epoch": us.get(c, 0.0) / n / 1e6, "share": us.get(c, 0.0) / wall_us} for c in CATEGORIES},
+        # the biggest ops of each category (self time, s per epoch): to check the classification by eye
+        "top_ops": {c: {k: v / n / 1e6 for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:6]} for c, d in ops.items()},
+    }
+
+
+def profile_task(args: Any) -> None:
+    """fit_model under torch.profiler: PROFILE_WARMUP_EPOCHS unrecorded, then PROFILE_EPOCHS recorded epochs.
+
+    One fit of warm-up + profiled epochs; the profiler's schedule (one step per epoch, stepped by fit_model's
+    on_epoch_end callback) records only the later epochs, so module construction, the first epoch and the
+    final weight copy are not in the windows. A window runs from the end of one epoch to the end of the next:
+    the training loop plus fit_model's per-epoch bookkeeping (a clone of the weights kept as the best state).
+    """
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    from recvae.snapshot import Snapshot
+    from recvae.train import fit_model
+
+    snapshot = Snapshot.load(args.data, verify=False)
+    args.epochs = PROFILE_WARMUP_EPOCHS + PROFILE_EPOCHS
+    config = _config(args)
+    got: dict[str, Any] = {}
+
+    def ready(prof: Any) -> None:
+        got["events"] = prof.events()
+
+    sched = schedule(wait=max(PROFILE_WARMUP_EPOCHS - 1, 0), warmup=min(PROFILE_WARMUP_EPOCHS, 1), active=PROFILE_EPOCHS, repeat=1)
+    t = time.perf_counter()
+    with _profile_scopes(), profile(activities=[ProfilerActivity.CPU], schedule=sched, on_trace_ready=ready) as prof:
+        result = fit_model(snapshot.train, None, config, select_on=None, on_epoch_end=lambda epoch, record: prof.step())
+    wall = time.perf_counter() - t
+    if "events" not in got:
+        raise RuntimeError("the profiler produced no trace")
+    breakdown = profile_breakdown(got["events"])
+    times = [float(h["epoch_time_s"]) for h in result.history]
+    pc.write_result(
+        args.out,
+        {
+            "system": "profile",
+            "amp": args.amp,
+            "torch": torch.__version__,
+            "threads": config.train.num_threads,
+            "warmup_epochs": PROFILE_WARMUP_EPOCHS,
+            "epoch_times_s": times,  # fit_model's own epoch_time_s (training loop only), profiler on from the start
+            "profiled_loop_s": float(np.mean(times[PROFILE_WARMUP_EPOCHS:])),
+            "fit_wall_s": wall,
+            "how": "torch.profiler.profile(activities=[CPU]) around recvae.train.fit_model(train, None, config, select_on=None); "
+                   "self CPU time of each event in the profiled epochs, summed by category",
+            **breakdown,
+        },
+    )
+
+
 def main() -> None:
     p = pc.parser(__doc__)
-    p.add_argument("--task", choices=("train", "scoring"), default="train")
+    p.add_argument("--task", choices=("train", "scoring", "profile"), default="train")
     p.add_argument("--select-on", choices=("none", "validation"), default="none")
-    p.add_argument("--model", type=Path, help="scoring: a saved recommender directory")
+    p.add_argument("--amp", choices=("none", "bf16"), default="none", help="train.amp: none (float32) or bf16 (CPU autocast)")
+    p.add_argument("--model", action="append", default=[], metavar="[NAME=]DIR",
+                   help="scoring: a saved recommender directory, repeatable (a bare DIR is named 'ours')")
     p.add_argument("--scoring-users", type=int, default=10_000)
     p.add_argument("--als-factors", type=int, default=200)
     p.add_argument("--als-iterations", type=int, default=15)
@@ -186,6 +415,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.task == "train":
         train_task(args)
+    elif args.task == "profile":
+        profile_task(args)
     else:
         scoring_task(args)
 

@@ -1,5 +1,6 @@
 """Peer comparison: our Mult-VAE against RecBole's MultiVAE and Cornac's VAECF (training speed, memory,
-quality on the same split, scored by recvae.metrics), and our batch top-N against implicit ALS `recommend`.
+quality on the same split, scored by recvae.metrics), our batch top-N against implicit ALS `recommend`, and
+a torch.profiler breakdown of where our epoch's time goes (float32 and bf16 autocast).
 
 Run with the project venv from the repository root:
 
@@ -50,9 +51,13 @@ PEERS = {
     "recbole": ("peer_recbole.py", ".venv-recbole", "requirements-recbole.txt"),
     "cornac": ("peer_cornac.py", ".venv-cornac", "requirements-cornac.txt"),
 }
-SYSTEMS = ("ours", "recbole", "cornac")
+OURS = {"ours": "none", "ours-bf16": "bf16"}  # our systems -> their train.amp (peer_ours.py --amp)
+SYSTEMS = ("ours", "ours-bf16", "recbole", "cornac")
 DATASETS = ("ml-1m-pro-sg", "synthetic-ml20m")
-LABELS = {"ours": "ours (recvae MultVAE)", "recbole": "RecBole MultiVAE", "cornac": "Cornac VAECF"}
+LABELS = {"ours": "ours (recvae MultVAE)", "ours-bf16": "ours (recvae MultVAE, bf16 autocast)",
+          "recbole": "RecBole MultiVAE", "cornac": "Cornac VAECF"}
+PEAK_DTYPE = {"none": "float32", "bf16": "bfloat16"}  # train.amp -> the dtype of the matmul peak it is compared with
+PROFILE_DATASET = "ml-1m-pro-sg"
 VENV_STAMP = ".peers-installed.json"
 
 
@@ -109,12 +114,12 @@ def _git_commit() -> str | None:
         return None
 
 
-def matmul_peak(threads: int, n: int = 4096, repeat: int = 5) -> dict[str, Any]:
-    """Measured float32 GEMM rate of torch.matmul (n x n) on `threads` threads: the machine's practical peak."""
+def matmul_peak(threads: int, n: int = 4096, repeat: int = 5, dtype: str = "float32") -> dict[str, Any]:
+    """Measured GEMM rate of torch.matmul (n x n, `dtype`) on `threads` threads: the machine's practical peak."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
         torch.matmul(a, b)  # warm-up
         best = float("inf")
         for _ in range(repeat):
@@ -123,7 +128,7 @@ def matmul_peak(threads: int, n: int = 4096, repeat: int = 5) -> dict[str, Any]:
             best = min(best, time.perf_counter() - t)
     finally:
         torch.set_num_threads(old)
-    return {"n": n, "threads": threads, "best_s": best, "gflops": 2 * n**3 / best / 1e9}
+    return {"n": n, "dtype": dtype, "threads": threads, "best_s": best, "gflops": 2 * n**3 / best / 1e9}
 
 
 def epoch_flops(n_users: int, n_items: int, nnz: int, hidden: int, latent: int) -> dict[str, float]:
@@ -335,9 +340,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- threads per system: {report['settings']['threads']}; load average at start {', '.join(f'{x:.2f}' for x in m['load_avg_start'])}, "
         f"at end {', '.join(f'{x:.2f}' for x in report.get('load_avg_end', []))} (above the core count means the timings are noisy)",
     ]
-    if report.get("matmul_peak"):
-        p = report["matmul_peak"]
-        lines.append(f"- measured peak: torch.matmul {p['n']}x{p['n']} float32 on {p['threads']} threads = {p['gflops']:.1f} GFLOP/s")
+    for key in ("matmul_peak", "matmul_peak_bf16"):
+        if report.get(key):
+            p = report[key]
+            lines.append(f"- measured peak: torch.matmul {p['n']}x{p['n']} {p.get('dtype', 'float32')} on {p['threads']} threads "
+                         f"= {p['gflops']:.1f} GFLOP/s (best of 5)")
     s = report["settings"]
     lines += [
         "",
@@ -367,27 +374,12 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {LABELS.get(name, name)} | {_f(e.get('median_s'), 2)} | {_f(e.get('first_s'), 2)} | {_f(r.get('setup_s'), 1)} | "
                 f"{_f(r.get('peak_rss_mb'), 0)} | {_f(q.get('ndcg@100'))} | {_f(q.get('recall@20'))} | {_f(q.get('recall@50'))} | {r.get('foldin', '')} |"
             )
-        if ds.get("flops"):
-            fl = ds["flops"]
-            lines += ["", f"Ours, one training epoch: {fl['dense_equivalent'] / 1e9:.1f} GFLOP dense-equivalent "
-                      f"({fl['sparse_input'] / 1e9:.1f} GFLOP counting the sparse first layer's non-zeros only); at the median "
-                      f"{_f(fl.get('epoch_s'), 2)} s/epoch that is {_f(fl.get('dense_gflops'), 1)} GFLOP/s dense-equivalent = "
-                      f"{_f(fl.get('dense_ratio'), 2)} of the measured matmul peak ({_f(fl.get('sparse_gflops'), 1)} GFLOP/s = "
-                      f"{_f(fl.get('sparse_ratio'), 2)} counting useful work only)."]
+        lines += _render_flops(ds)
         notes = [f"{LABELS.get(n, n)}: {x}" for n, r in ds["systems"].items() for x in r.get("notes", [])]
         if notes:
             lines += ["", "Notes:", ""] + [f"- {x}" for x in notes]
-        if ds.get("scoring"):
-            sc = ds["scoring"]
-            if sc.get("ok"):
-                als = sc["implicit_als"]
-                lines += ["", f"Top-{sc['rows'][0]['N']} scoring, seen items filtered, {sc['threads']} threads, OPENBLAS_NUM_THREADS=1 "
-                          f"(implicit ALS {als['factors']} factors, fit {als['fit_s']:.1f}s; ours: {sc['ours_path']}):", "",
-                          "| users | n | implicit ALS recommend users/s | ours users/s |", "|---|---|---|---|"]
-                for row in sc["rows"]:
-                    lines.append(f"| {row['users']} | {row['n_users']:,} | {row['als_users_per_s']:,.0f} | {row['ours_users_per_s']:,.0f} |")
-            else:
-                lines += ["", f"Scoring comparison failed: {sc.get('error')}"]
+        lines += _render_scoring(ds)
+        lines += _render_profile(ds)
     if report.get("venvs"):
         lines += ["", "## Peer environments", "", "| peer | venv | install s | size MB | installed in this run |", "|---|---|---|---|---|"]
         for name, v in report["venvs"].items():
@@ -396,6 +388,70 @@ def render_markdown(report: dict[str, Any]) -> str:
             else:
                 lines.append(f"| {name} | `{v['venv']}` ({v['requirements']}) | {v['install_s']} | {v['size_mb']} | {v['installed_now']} |")
     return "\n".join(lines) + "\n"
+
+
+def _render_flops(ds: dict[str, Any]) -> list[str]:
+    """One sentence per our system: GFLOP per epoch and the share of the matmul peak of its precision."""
+    lines: list[str] = []
+    for system, fl in (ds.get("flops") or {}).items():
+        peak = f"the measured {fl['peak_dtype']} matmul peak" if fl.get("peak_dtype") else "the matmul peak (not measured)"
+        lines += ["", f"{LABELS.get(system, system)}, one training epoch: {fl['dense_equivalent'] / 1e9:.1f} GFLOP dense-equivalent "
+                  f"({fl['sparse_input'] / 1e9:.1f} GFLOP counting the sparse first layer's non-zeros only); at the median "
+                  f"{_f(fl.get('epoch_s'), 2)} s/epoch that is {_f(fl.get('dense_gflops'), 1)} GFLOP/s dense-equivalent = "
+                  f"{_f(fl.get('dense_ratio'), 2)} of {peak} ({_f(fl.get('sparse_gflops'), 1)} GFLOP/s = "
+                  f"{_f(fl.get('sparse_ratio'), 2)} counting useful work only)."]
+    return lines
+
+
+def _render_scoring(ds: dict[str, Any]) -> list[str]:
+    """implicit ALS recommend against each of our trained models, one column each, on the same users."""
+    sc = ds.get("scoring")
+    if not sc:
+        return []
+    if not sc.get("ok"):
+        return ["", f"Scoring comparison failed: {sc.get('error')}"]
+    als = sc["implicit_als"]
+    names = list(sc["rows"][0].get("models", {}))
+    lines = ["", f"Top-{sc['rows'][0]['N']} scoring, seen items filtered, {sc['threads']} threads, OPENBLAS_NUM_THREADS=1, best of "
+             f"{sc.get('repeat', '?')} (implicit ALS {als['factors']} factors, fit {als['fit_s']:.1f}s; ours: {sc['ours_path']}, "
+             "each model scoring at its training precision):", "",
+             "| users | n | implicit ALS recommend users/s | " + " | ".join(f"{n} users/s" for n in names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
+    for row in sc["rows"]:
+        cells = [f"{row['models'][n]['users_per_s']:,.0f}" for n in names]
+        lines.append(f"| {row['users']} | {row['n_users']:,} | {row['als_users_per_s']:,.0f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _render_profile(ds: dict[str, Any]) -> list[str]:
+    """Where an epoch's time goes, float32 and bf16 side by side (peer_ours.py --task profile)."""
+    prof = ds.get("profile")
+    if not prof:
+        return []
+    lines = ["", f"### Where the time goes (ours, {ds['name']}, torch.profiler)", ""]
+    good = {s: r for s, r in prof.items() if r.get("ok")}
+    for s, r in prof.items():
+        if not r.get("ok"):
+            lines.append(f"- profile of {LABELS.get(s, s)} failed: {r.get('error')}")
+    if not good:
+        return lines
+    first = next(iter(good.values()))
+    lines += [f"`recvae.train.fit_model` under `torch.profiler.profile(activities=[CPU])`, {first['threads']} threads: "
+              f"{first['warmup_epochs']} warm-up epoch, then the self CPU time of every op over {first['profiled_epochs']} "
+              "profiled epochs, by category (classification in bench/peers/README.md). The profiler slows the epoch "
+              "somewhat: compare the epoch row with the unprofiled s/epoch above.", ""]
+    names = list(good)
+    lines += ["| category | " + " | ".join(f"{n} s/epoch | {n} share" for n in names) + " |",
+              "|---|" + "---|---|" * len(names)]
+    cats = list(first["categories"])
+    for c in cats:
+        cells = []
+        for n in names:
+            v = good[n]["categories"].get(c, {})
+            cells += [_f(v.get("s_per_epoch"), 3), f"{100 * v.get('share', 0.0):.1f}%"]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    lines.append("| **epoch (profiled window)** | " + " | ".join(f"**{_f(good[n]['epoch_wall_s'], 3)}** | 100%" for n in names) + " |")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -425,7 +481,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-scoring", action="store_true", help="skip the implicit ALS recommend comparison")
     p.add_argument("--scoring-users", type=int, default=10_000)
     p.add_argument("--als-iterations", type=int, default=15)
-    p.add_argument("--no-peak", action="store_true", help="skip the matmul peak / FLOP/s ratio")
+    p.add_argument("--no-peak", action="store_true", help="skip the matmul peaks (float32, bfloat16) / FLOP/s ratios")
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
+                   help=f"on {PROFILE_DATASET}: where ours' epoch time goes, float32 and bf16 (torch.profiler, "
+                        "1 warm-up + 2 profiled epochs each); --no-profile skips it")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per system run")
     p.add_argument("--reinstall", action="store_true", help="recreate the peers' venvs")
     args = p.parse_args(argv)
@@ -447,8 +506,8 @@ def data_summary(snapshot: Snapshot, source: str) -> dict[str, Any]:
             "test_foldin_nnz": int(foldin.nnz), "test_heldout_nnz": int(heldout.nnz)}
 
 
-def run_dataset(name: str, args: argparse.Namespace, work: Path, venvs: dict[str, Any], peak: dict[str, Any] | None) -> dict[str, Any]:
-    """Export the split, run every system on it, score their outputs, compare scoring speed."""
+def run_dataset(name: str, args: argparse.Namespace, work: Path, venvs: dict[str, Any], peaks: dict[str, Any]) -> dict[str, Any]:
+    """Export the split, run every system on it, score their outputs, compare scoring speed, profile ours."""
     t = time.perf_counter()
     if name == "ml-1m-pro-sg":
         folder = args.data_home / "ml-1m" / "pro_sg"
@@ -468,12 +527,12 @@ def run_dataset(name: str, args: argparse.Namespace, work: Path, venvs: dict[str
               "--output", output]
     for system in args.systems:
         out = work / name / system
-        if system != "ours" and name != "ml-1m-pro-sg" and args.skip_peers_on_synthetic:
+        if system not in OURS and name != "ml-1m-pro-sg" and args.skip_peers_on_synthetic:
             ds["systems"][system] = {"ok": False, "skipped": "--skip-peers-on-synthetic"}
             continue
-        if system == "ours":
-            cmd = [sys.executable, str(HERE / "peer_ours.py"), "--task", "train", "--select-on", args.ours_select,
-                   "--out", str(out), *common]
+        if system in OURS:
+            cmd = [sys.executable, str(HERE / "peer_ours.py"), "--task", "train", "--amp", OURS[system],
+                   "--select-on", args.ours_select, "--out", str(out), *common]
         else:
             if "error" in venvs.get(system, {}):
                 ds["systems"][system] = {"ok": False, "error": f"venv: {venvs[system]['error'][:300]}"}
@@ -487,23 +546,39 @@ def run_dataset(name: str, args: argparse.Namespace, work: Path, venvs: dict[str
             logger.error("%s on %s failed: %s\n%s", system, name, result["error"], result["log_tail"])
         ds["systems"][system] = result
         logger.info("%s on %s: %s", system, name, _one_line(result))
-    ours = ds["systems"].get("ours", {})
-    if ours.get("ok") and ours["epochs"].get("median_s"):
+    ours_ok = [s for s in args.systems if s in OURS and ds["systems"].get(s, {}).get("ok")]
+    for system in ours_ok:
+        median = ds["systems"][system]["epochs"].get("median_s")
+        if not median:
+            continue
         fl = epoch_flops(snapshot.train.shape[0], snapshot.n_items, snapshot.train.nnz, 600, 200)
-        fl["epoch_s"] = ours["epochs"]["median_s"]
+        fl["epoch_s"] = median
         fl["dense_gflops"] = fl["dense_equivalent"] / fl["epoch_s"] / 1e9
         fl["sparse_gflops"] = fl["sparse_input"] / fl["epoch_s"] / 1e9
+        peak = peaks.get(PEAK_DTYPE[OURS[system]])
         if peak:
+            fl["peak_dtype"] = peak["dtype"]
+            fl["peak_gflops"] = peak["gflops"]
             fl["dense_ratio"] = fl["dense_gflops"] / peak["gflops"]
             fl["sparse_ratio"] = fl["sparse_gflops"] / peak["gflops"]
-        ds["flops"] = fl
-    if not args.no_scoring and ours.get("ok"):
+        ds.setdefault("flops", {})[system] = fl
+    if not args.no_scoring and ours_ok:
         out = work / name / "scoring"
-        cmd = [sys.executable, str(HERE / "peer_ours.py"), "--task", "scoring", "--out", str(out), "--model", str(work / name / "ours" / "model"),
+        models = [f"--model={s}={work / name / s / 'model'}" for s in ours_ok]
+        cmd = [sys.executable, str(HERE / "peer_ours.py"), "--task", "scoring", "--out", str(out), *models,
                "--topk", "100", "--scoring-users", str(args.scoring_users), "--als-iterations", str(args.als_iterations), *common]
         ds["scoring"] = run_system(cmd, out, env, args.timeout, cwd=out.parent)
         if not ds["scoring"].get("ok"):
             logger.error("scoring comparison failed: %s\n%s", ds["scoring"]["error"], ds["scoring"]["log_tail"])
+    if args.profile and name == PROFILE_DATASET and any(s in OURS for s in args.systems):  # both precisions, side by side
+        ds["profile"] = {}
+        for system, amp in OURS.items():
+            out = work / name / f"profile-{system}"
+            cmd = [sys.executable, str(HERE / "peer_ours.py"), "--task", "profile", "--amp", amp, "--out", str(out), *common]
+            result = run_system(cmd, out, env, args.timeout, cwd=out.parent)
+            if not result.get("ok"):
+                logger.error("profile of %s failed: %s\n%s", system, result["error"], result["log_tail"])
+            ds["profile"][system] = result
     return ds
 
 
@@ -531,12 +606,17 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             logger.error("%s venv: %s", peer, exc)
             report["venvs"][peer] = {"error": str(exc)}
-    peak = None if args.no_peak else matmul_peak(args.threads)
-    report["matmul_peak"] = peak
+    peaks: dict[str, Any] = {}
+    if not args.no_peak:
+        peaks["float32"] = matmul_peak(args.threads)
+        if "ours-bf16" in args.systems:
+            peaks["bfloat16"] = matmul_peak(args.threads, dtype="bfloat16")
+    report["matmul_peak"] = peaks.get("float32")
+    report["matmul_peak_bf16"] = peaks.get("bfloat16")
     work = args.work or Path(tempfile.mkdtemp(prefix="recvae-peers-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        report["datasets"] = [run_dataset(name, args, work, report["venvs"], peak) for name in args.datasets]
+        report["datasets"] = [run_dataset(name, args, work, report["venvs"], peaks) for name in args.datasets]
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -547,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / "peers.md").write_text(render_markdown(report))
     logger.info("wrote %s and %s", args.results / "peers.json", args.results / "peers.md")
     ok = all(r.get("ok") or r.get("skipped") for ds in report["datasets"] for r in ds["systems"].values())
+    ok = ok and all(r.get("ok") for ds in report["datasets"] for r in ds.get("profile", {}).values())
     return 0 if ok else 1
 
 
