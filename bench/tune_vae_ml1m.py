@@ -1,4 +1,4 @@
-"""Mult-VAE hyperparameter search on ML-1M pro_sg, chosen on validation users only; test reported for the pick.
+"""Mult-VAE / RecVAE hyperparameter search on ML-1M pro_sg, chosen on validation users only; test reported for the pick.
 
 Usage:
   .venv/bin/python bench/tune_vae_ml1m.py run NAME [--kind recvae] [--set SECTION.FIELD=VALUE ...]   # -> bench/out/vae_tuning/NAME.json
@@ -122,14 +122,30 @@ def _fmt_test(r: dict, metric: str) -> str:
     return f"{r['test']['mean'][metric]:.4f} ± {r['test']['stderr'][metric]:.4f}"
 
 
+def single_line(runs: list[dict]) -> str:
+    """The best single (non-ensemble) run on validation, against EASE."""
+    singles = [r for r in runs if r["config"] is not None]
+    if not singles:
+        return ""
+    best = singles[0]
+    test = best["test"]["mean"]["ndcg@100"]
+    return (f"The best single model on validation, `{best['name']}`, reaches test NDCG@100 {test:.4f} ± "
+            f"{best['test']['stderr']['ndcg@100']:.4f} ({test - EASE_TEST_NDCG:+.4f} against EASE, well inside one "
+            f"standard error)." if abs(test - EASE_TEST_NDCG) < best["test"]["stderr"]["ndcg@100"] else
+            f"The best single model on validation, `{best['name']}`, reaches test NDCG@100 {test:.4f} ± "
+            f"{best['test']['stderr']['ndcg@100']:.4f} ({test - EASE_TEST_NDCG:+.4f} against EASE).")
+
+
 def to_markdown(res: dict) -> str:
     runs, pick = res["runs"], res["runs"][0]
     reaches = pick["test"]["mean"]["ndcg@100"] >= EASE_TEST_NDCG
     lines = [
-        "# Mult-VAE tuning on ML-1M pro_sg (chosen on validation users only)",
+        "# Mult-VAE and RecVAE tuning on ML-1M pro_sg (chosen on validation users only)",
         "",
-        "Command per config: `.venv/bin/python bench/tune_vae_ml1m.py run NAME --set ...` (overrides below, on top of the",
-        "paper's Mult-VAE with the project-default scaled anneal and `train.patience=20`), then",
+        "Command per config: `.venv/bin/python bench/tune_vae_ml1m.py run NAME [--kind recvae] --set ...` (overrides",
+        "below, on top of the paper's Mult-VAE with the project-default scaled anneal, or with `--kind recvae` on top of",
+        "RecVAE's published settings `recvae.config.PRESETS['recvae']` for 200 epochs; `train.patience=20` for both),",
+        "`.venv/bin/python bench/tune_vae_ml1m.py ensemble NAME ...` for the mean softmax of saved runs, then",
         "`.venv/bin/python bench/tune_vae_ml1m.py report`. 1 torch thread per run, 2 runs at a time on a shared 2-core CPU.",
         "",
         f"Configs are sorted by validation NDCG@100 (best epoch). The pick is the first row: **{pick['name']}**.",
@@ -143,8 +159,9 @@ def to_markdown(res: dict) -> str:
         beta = "–" if r["best_beta"] is None else f"{r['best_beta']:.3f}"
         epoch = "–" if r["best_epoch"] is None else f"{r['best_epoch']} ({r['epochs_run']})"
         name = f"**{r['name']}**" if r is pick else r["name"]
+        base = "RecVAE preset " if (r.get("config") or {}).get("model", {}).get("kind") == "recvae" else ""
         lines.append(
-            f"| {name} | `{' '.join(r['overrides']) or '(paper)'}` | {epoch} | {beta} | "
+            f"| {name} | `{base}{' '.join(r['overrides']) or '(paper)'}` | {epoch} | {beta} | "
             f"{r['validation_at_best']['ndcg@100']:.4f} | {_fmt_test(r, 'ndcg@100')} | {_fmt_test(r, 'recall@20')} | "
             f"{_fmt_test(r, 'recall@50')} | {r['wall_s']:.0f} |"
         )
@@ -162,8 +179,14 @@ def to_markdown(res: dict) -> str:
         + ("it reaches EASE's 0.4038." if reaches else f"it does NOT reach EASE's {EASE_TEST_NDCG}.")
         + (f" It is {'above' if pick['test']['mean']['ndcg@100'] > ALS_TEST_NDCG else 'not above'} ALS's {ALS_TEST_NDCG}."),
         "",
+        single_line(runs),
+        "",
         "## Reading the figures",
         "",
+        "- RecVAE (`--kind recvae`: composite prior, alternating encoder/decoder passes, KL weight 0.005 x the user's",
+        "  item count, densely connected 5 x 600 swish + layer-norm encoder, one-layer decoder) is what moved the",
+        "  needle: validation 0.407-0.409 for single runs against 0.389-0.394 for every Mult-VAE variant, and its",
+        "  ensembles add ~+0.006 on validation. Seeds alone move a single run's test NDCG@100 by ~0.002.",
         "- Every Mult-VAE here lands at validation NDCG@100 0.389-0.394; the spread between configs (≤ 0.005) is below",
         "  one validation standard error (~0.0055), so the ranking among them is not reliable, and no config is close",
         "  to the Mult-DAE I-200-I with L2 of bench/results/parity_ml1m.md (validation 0.4018, test 0.3995) or EASE",

@@ -141,6 +141,14 @@ class Loss(NamedTuple):
     kl: torch.Tensor
 
 
+def multinomial_nll(logits: torch.Tensor, x: CSRBatch) -> torch.Tensor:
+    """-sum_i x_ui log softmax(logits_u)_i averaged over users, gathered at the non-zeros only."""
+    lse = torch.logsumexp(logits, dim=1)
+    picked = logits[x.rows, x.indices]
+    ll = torch.sum(x.values * (picked - lse[x.rows]))
+    return -ll / max(x.n_rows, 1)
+
+
 class MultVAE(nn.Module):
     """Mult-VAE^PR: encoder [I-600-200] tanh to a Gaussian q(z|x), decoder [200-600-I], multinomial likelihood.
 
@@ -149,6 +157,7 @@ class MultVAE(nn.Module):
     """
 
     variational = True
+    nll = staticmethod(multinomial_nll)  # an attribute, so that training can swap in a compiled one
 
     def __init__(
         self,
@@ -246,7 +255,7 @@ class MultVAE(nn.Module):
         `Loss.kl` is the plain per-user mean KL either way.
         """
         logits, kl = self(x)
-        neg_ll = multinomial_nll(logits.float(), x)
+        neg_ll = self.nll(logits.float(), x)
         kl = kl.float()
         if beta_per_item:
             counts = torch.zeros(x.n_rows, device=kl.device).index_add_(0, x.rows, x.values.float())
@@ -362,6 +371,7 @@ class RecVAE(nn.Module):
 
     sample = MultVAE.sample
     loss = MultVAE.loss
+    nll = MultVAE.nll
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Unnormalised logits over all items."""
@@ -392,14 +402,6 @@ class RecVAE(nn.Module):
         mu, logvar, z = mu.float(), logvar.float(), z.float()
         kl = (log_normal(z, mu, logvar) - self.log_prior(x, z)).sum(dim=1)
         return logits, kl
-
-
-def multinomial_nll(logits: torch.Tensor, x: CSRBatch) -> torch.Tensor:
-    """-sum_i x_ui log softmax(logits_u)_i averaged over users, gathered at the non-zeros only."""
-    lse = torch.logsumexp(logits, dim=1)
-    picked = logits[x.rows, x.indices]
-    ll = torch.sum(x.values * (picked - lse[x.rows]))
-    return -ll / max(x.n_rows, 1)
 
 
 def build_module(n_items: int, model_config: ModelConfig) -> MultVAE | RecVAE:

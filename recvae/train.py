@@ -31,6 +31,7 @@ from recvae.model import (
     autocast,
     build_module,
     load_state_file,
+    multinomial_nll,
 )
 from recvae.snapshot import Snapshot
 
@@ -45,7 +46,7 @@ SELECT_METRIC = "ndcg@100"
 EPOCH_METRICS = {"ndcg@100": "val_ndcg@100", "recall@20": "val_recall@20", "recall@50": "val_recall@50"}
 # TrainConfig fields that may change between a run and its resumption: they do not alter the trajectory
 # (epochs and patience only say when to stop; a new device continues, though not bit for bit).
-RESUME_MAY_CHANGE = frozenset({"epochs", "patience", "eval_batch_size", "num_threads", "device"})
+RESUME_MAY_CHANGE = frozenset({"epochs", "patience", "eval_batch_size", "num_threads", "device", "compile"})
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 
@@ -220,6 +221,10 @@ def _fit(
 
     rows = SparseRows(train_matrix, device)
     weights = module.weights()
+    if tc.compile:
+        # instance attributes shadow the class's: removed again below, so the returned module is a plain one
+        module.forward = torch.compile(module.forward, dynamic=True)
+        module.nll = torch.compile(multinomial_nll, dynamic=True)
     # passes over the training users per epoch: one updating everything, or RecVAE's alternating phases
     phases: list[str | None] = (["encoder"] * tc.encoder_epochs + ["decoder"] * tc.decoder_epochs
                                 if getattr(module, "alternating", False) else [None])
@@ -306,6 +311,8 @@ def _fit(
                 on_epoch_end(epoch, dict(record))
     finally:
         bar.close()
+        if tc.compile:
+            del module.forward, module.nll
 
     if state.best_state is None:  # resumed a run that had already finished, or zero epochs left
         state.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}

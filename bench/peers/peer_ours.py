@@ -57,6 +57,7 @@ def _config(args: Any):
             "train.device": "cpu",
             "train.num_threads": args.threads,
             "train.amp": args.amp,
+            "train.compile": args.compile,
         },
     ).validate()
 
@@ -88,6 +89,9 @@ def train_task(args: Any) -> None:
     notes = ["scored through the Recommender contract: rec.scores(fold-in rows), the mean of q(z|x) decoded"]
     if args.amp != "none":
         notes.insert(0, AMP_NOTE if args.amp == "bf16" else f"train.amp={args.amp}")
+    if args.compile:
+        notes.insert(0, "train.compile=true: the forward pass and the likelihood go through torch.compile "
+                        "(dynamic shapes); the first epoch includes the compilation")
     if select_on is None:
         notes.append("weights of the last epoch (no epoch selection), as for the peers")
     else:
@@ -95,7 +99,7 @@ def train_task(args: Any) -> None:
     pc.write_result(
         args.out,
         {
-            "system": "ours" if args.amp == "none" else f"ours-{args.amp}",
+            "system": ("ours" if args.amp == "none" else f"ours-{args.amp}") + ("-compile" if args.compile else ""),
             "library": f"recvae {getattr(recvae, '__version__', '')} MultVAE".replace("  ", " "),
             "amp": args.amp,
             "torch": torch.__version__,
@@ -403,6 +407,7 @@ def main() -> None:
     p.add_argument("--task", choices=("train", "scoring", "profile"), default="train")
     p.add_argument("--select-on", choices=("none", "validation"), default="none")
     p.add_argument("--amp", choices=("none", "bf16"), default="none", help="train.amp: none (float32) or bf16 (CPU autocast)")
+    p.add_argument("--compile", action="store_true", help="train.compile: torch.compile the forward pass and likelihood")
     p.add_argument("--model", action="append", default=[], metavar="[NAME=]DIR",
                    help="scoring: a saved recommender directory, repeatable (a bare DIR is named 'ours')")
     p.add_argument("--scoring-users", type=int, default=10_000)

@@ -51,10 +51,12 @@ PEERS = {
     "recbole": ("peer_recbole.py", ".venv-recbole", "requirements-recbole.txt"),
     "cornac": ("peer_cornac.py", ".venv-cornac", "requirements-cornac.txt"),
 }
-OURS = {"ours": "none", "ours-bf16": "bf16"}  # our systems -> their train.amp (peer_ours.py --amp)
-SYSTEMS = ("ours", "ours-bf16", "recbole", "cornac")
+# our systems -> (train.amp, train.compile), passed as peer_ours.py --amp / --compile
+OURS = {"ours": ("none", False), "ours-bf16": ("bf16", False), "ours-bf16-compile": ("bf16", True)}
+SYSTEMS = ("ours", "ours-bf16", "ours-bf16-compile", "recbole", "cornac")
 DATASETS = ("ml-1m-pro-sg", "synthetic-ml20m")
 LABELS = {"ours": "ours (recvae MultVAE)", "ours-bf16": "ours (recvae MultVAE, bf16 autocast)",
+          "ours-bf16-compile": "ours (recvae MultVAE, bf16 autocast, torch.compile)",
           "recbole": "RecBole MultiVAE", "cornac": "Cornac VAECF"}
 PEAK_DTYPE = {"none": "float32", "bf16": "bfloat16"}  # train.amp -> the dtype of the matmul peak it is compared with
 PROFILE_DATASET = "ml-1m-pro-sg"
@@ -531,7 +533,8 @@ def run_dataset(name: str, args: argparse.Namespace, work: Path, venvs: dict[str
             ds["systems"][system] = {"ok": False, "skipped": "--skip-peers-on-synthetic"}
             continue
         if system in OURS:
-            cmd = [sys.executable, str(HERE / "peer_ours.py"), "--task", "train", "--amp", OURS[system],
+            amp, compiled = OURS[system]
+            cmd = [sys.executable, str(HERE / "peer_ours.py"), "--task", "train", "--amp", amp, *(["--compile"] * compiled),
                    "--select-on", args.ours_select, "--out", str(out), *common]
         else:
             if "error" in venvs.get(system, {}):
@@ -555,7 +558,7 @@ def run_dataset(name: str, args: argparse.Namespace, work: Path, venvs: dict[str
         fl["epoch_s"] = median
         fl["dense_gflops"] = fl["dense_equivalent"] / fl["epoch_s"] / 1e9
         fl["sparse_gflops"] = fl["sparse_input"] / fl["epoch_s"] / 1e9
-        peak = peaks.get(PEAK_DTYPE[OURS[system]])
+        peak = peaks.get(PEAK_DTYPE[OURS[system][0]])
         if peak:
             fl["peak_dtype"] = peak["dtype"]
             fl["peak_gflops"] = peak["gflops"]
@@ -572,7 +575,9 @@ def run_dataset(name: str, args: argparse.Namespace, work: Path, venvs: dict[str
             logger.error("scoring comparison failed: %s\n%s", ds["scoring"]["error"], ds["scoring"]["log_tail"])
     if args.profile and name == PROFILE_DATASET and any(s in OURS for s in args.systems):  # both precisions, side by side
         ds["profile"] = {}
-        for system, amp in OURS.items():
+        for system, (amp, compiled) in OURS.items():
+            if compiled:  # the profiler would mostly show the compiler's own work
+                continue
             out = work / name / f"profile-{system}"
             cmd = [sys.executable, str(HERE / "peer_ours.py"), "--task", "profile", "--amp", amp, "--out", str(out), *common]
             result = run_system(cmd, out, env, args.timeout, cwd=out.parent)
@@ -609,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     peaks: dict[str, Any] = {}
     if not args.no_peak:
         peaks["float32"] = matmul_peak(args.threads)
-        if "ours-bf16" in args.systems:
+        if any(OURS.get(s, ("none",))[0] == "bf16" for s in args.systems):
             peaks["bfloat16"] = matmul_peak(args.threads, dtype="bfloat16")
     report["matmul_peak"] = peaks.get("float32")
     report["matmul_peak_bf16"] = peaks.get("bfloat16")
