@@ -92,6 +92,10 @@ class Popularity(Recommender):
         X = _as_csr(X, self.n_items)
         return torch.from_numpy(counts).unsqueeze(0).repeat(X.shape[0], 1)
 
+    def ranking_scores(self, X: sp.csr_matrix) -> torch.Tensor:
+        """`scores(X)`: always a new tensor."""
+        return self.scores(X)
+
     def params(self) -> dict[str, Any]:
         """No hyperparameters."""
         return {}
@@ -186,6 +190,10 @@ class EASE(Recommender):
         B = _require_fitted(self, "B")
         X = _as_csr(X, self.n_items)
         return torch.from_numpy(np.ascontiguousarray(X @ B, dtype=np.float32))
+
+    def ranking_scores(self, X: sp.csr_matrix) -> torch.Tensor:
+        """`scores(X)`: always a new tensor."""
+        return self.scores(X)
 
     def params(self) -> dict[str, Any]:
         """{'lam': lambda}."""
@@ -330,6 +338,10 @@ class ALS(Recommender):
         """U V^T for fold-in users `X`, shape (X.shape[0], n_items), float32."""
         U = self.user_factors(X)
         return torch.from_numpy(U) @ torch.from_numpy(self.item_factors).T
+
+    def ranking_scores(self, X: sp.csr_matrix) -> torch.Tensor:
+        """`scores(X)`: always a new tensor."""
+        return self.scores(X)
 
     def params(self) -> dict[str, Any]:
         """factors, regularization, alpha, iterations, random_state."""

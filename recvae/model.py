@@ -371,7 +371,7 @@ class RecVAE(nn.Module):
 
     sample = MultVAE.sample
     loss = MultVAE.loss
-    nll = MultVAE.nll
+    nll = staticmethod(multinomial_nll)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Unnormalised logits over all items."""
@@ -497,6 +497,13 @@ class MultVAERecommender(Recommender):
 
     def scores(self, X: sp.csr_matrix) -> torch.Tensor:
         """(X.shape[0], n_items) float32 logits on the CPU; the mean of q(z|x) is decoded (no sampling)."""
+        return self._logits(X).float()
+
+    def ranking_scores(self, X: sp.csr_matrix) -> torch.Tensor:
+        """The logits in the precision they were computed in (bfloat16 with train.amp=bf16), a new tensor."""
+        return self._logits(X)
+
+    def _logits(self, X: sp.csr_matrix) -> torch.Tensor:
         module = self._require_module()
         if X.shape[1] != self.n_items:
             raise ValueError(f"input has {X.shape[1]} item columns; the model was trained on {self.n_items} items")
@@ -509,7 +516,7 @@ class MultVAERecommender(Recommender):
             with torch.no_grad(), autocast(self.device, amp):
                 for start in range(0, X.shape[0], self.train_config.eval_batch_size):
                     batch = CSRBatch.from_scipy(X[start : start + self.train_config.eval_batch_size], self.device)
-                    out.append(module.predict(batch).float().cpu())
+                    out.append(module.predict(batch).cpu())
         finally:
             module.train(was_training)
         if len(out) == 1:

@@ -83,12 +83,12 @@ def iter_topn(
         idx = rows[start : start + chunk_size]
         X = history[idx]
         with torch.no_grad():
-            s = recommender.scores(X)
+            s = recommender.ranking_scores(X)  # ours to overwrite: the mask below writes in place
         if not isinstance(s, torch.Tensor) or tuple(s.shape) != (len(idx), n_items):
             shape = tuple(s.shape) if hasattr(s, "shape") else type(s).__name__
             raise ValueError(f"{type(recommender).__name__}.scores returned {shape}; expected ({len(idx)}, {n_items})")
-        # A copy: the mask below writes in place and the model may hand out a view of its own state.
-        s = s.to(device=dev if dev is not None else s.device, dtype=torch.float32, copy=True)
+        if dev is not None:
+            s = s.to(dev)
         user_of_entry = np.repeat(np.arange(len(idx)), np.diff(X.indptr))
         seen_rows = torch.from_numpy(user_of_entry).to(s.device)
         seen_cols = torch.from_numpy(X.indices.astype(np.int64)).to(s.device)
@@ -105,7 +105,7 @@ def iter_topn(
         yield TopN(
             rows=idx,
             items=items.cpu().numpy().astype(np.int64, copy=False),
-            scores=vals.cpu().numpy(),
+            scores=vals.float().cpu().numpy(),
             counts=valid.sum(dim=1).cpu().numpy().astype(np.int64),
         )
 

@@ -39,7 +39,13 @@ class Recommender(ABC):
 
     @abstractmethod
     def scores(self, X: sp.csr_matrix) -> torch.Tensor:
-        """(X.shape[0], n_items) unnormalised scores; seen items are not masked here."""
+        """(X.shape[0], n_items) unnormalised float32 scores; seen items are not masked here."""
+
+    def ranking_scores(self, X: sp.csr_matrix) -> torch.Tensor:
+        """Scores to rank by (batch top-N): a tensor the caller owns and may overwrite, in float32 or the lower
+        precision the model computed in. The default copies `scores(X)`; models that always build a new tensor
+        return it as it is."""
+        return self.scores(X).clone()
 
     @abstractmethod
     def params(self) -> dict[str, Any]:

@@ -125,6 +125,14 @@ class RecommenderContract:
         assert tuple(fitted.scores(planted.foldin[:1]).shape) == (1, n_items)
         assert tuple(fitted.scores(planted.foldin[:0]).shape) == (0, n_items)
 
+    def test_ranking_scores_rank_as_scores_and_are_the_callers(self, fitted: Recommender, planted: Planted) -> None:
+        s = fitted.scores(planted.foldin)
+        r = fitted.ranking_scores(planted.foldin)
+        assert tuple(r.shape) == tuple(s.shape) and r.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        torch.testing.assert_close(r.float(), s, rtol=1e-2, atol=1e-2 * float(s.abs().max()))
+        r.fill_(float("-inf"))  # top-N masks seen items in place: that must not reach the model
+        torch.testing.assert_close(fitted.scores(planted.foldin), s)
+
     def test_scores_do_not_depend_on_batch(self, fitted: Recommender, planted: Planted) -> None:
         whole = fitted.scores(planted.foldin)
         rows = torch.cat([fitted.scores(planted.foldin[i : i + 1]) for i in range(5)])

@@ -84,9 +84,10 @@ def test_retrain_then_score_on_movielens(airflow_db, data_home, stack):
     assert len(per_user) == snapshot["n_users"]  # every user of the snapshot got a list
     assert set(per_user.values()) == {10}
 
-    # A worse challenger (barely trained) is evaluated but does not replace the champion.
+    # A worse challenger (barely trained; a RecVAE this time, through the DAG's `model` param) is evaluated but
+    # does not replace the champion.
     worse = {**FAST, "train.epochs": 1, "train.lr": 1e-6}
-    again = run_dag_test(_dag("recvae_retrain"), dataset="ml-100k", config=worse, baselines=["popularity"])
+    again = run_dag_test(_dag("recvae_retrain"), dataset="ml-100k", model="recvae", config=worse, baselines=["popularity"])
     assert again.state == "success", again.task_states
     rejected = again.xcom("promote")
     assert not rejected["promoted"]
@@ -96,8 +97,10 @@ def test_retrain_then_score_on_movielens(airflow_db, data_home, stack):
 
     import mlflow
 
+    assert again.xcom("train_challenger")["kind"] == "recvae"
     run = mlflow.get_run(again.xcom("train_challenger")["run_id"])
     assert run.data.tags["recvae.promotion"] == "rejected"
+    assert run.data.params["model.kind"] == "recvae"
 
 
 def test_failed_shard_keeps_published_batch_and_retry_completes(airflow_db, stack, monkeypatch):
