@@ -386,6 +386,7 @@ def _add_pipeline(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="PATH", help="an interactions file instead of --dataset")
     p.add_argument("--format", help="format of --input")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.add_argument("--model", choices=["vae", "dae", "recvae"], default="vae", help="the challenger (default: Mult-VAE)")
     p.add_argument("--baselines", default="popularity,als,ease", help="comma separated; '' for none")
     p.add_argument("--margin", type=float, default=0.0, help="NDCG@100 margin the challenger must win by")
     p.add_argument("--top-n", type=int, default=100)
@@ -401,7 +402,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     result = pipeline.run_pipeline(
         dataset=args.dataset, input_path=args.input, input_format=args.format, overrides=args.overrides,
         baselines=[b for b in args.baselines.split(",") if b.strip()], margin=args.margin, top_n=args.top_n,
-        db_url=args.db, experiment=args.experiment, model_name=args.name,
+        db_url=args.db, experiment=args.experiment, model_name=args.name, kind=args.model,
     )
     print(format_table(result["models"]))
     print(result["decision"]["reason"])

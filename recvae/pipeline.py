@@ -468,8 +468,10 @@ def run_pipeline(
     db_url: str | None = None,
     experiment: str = "recvae",
     model_name: str = "recvae",
+    kind: str = "vae",
 ) -> dict[str, Any]:
-    """prepare -> train the challenger and the baselines -> promote -> score every user -> publish, in one process."""
+    """prepare -> train the challenger (`kind`: vae, dae or recvae) and the baselines -> promote -> score every user
+    -> publish, in one process."""
     import uuid
 
     from recvae.store import default_db_url
@@ -477,8 +479,8 @@ def run_pipeline(
     db_url = db_url or default_db_url()
     key = uuid.uuid4().hex[:12]
     snap = prepare_step(dataset=dataset, input_path=input_path, input_format=input_format, overrides=overrides)
-    challenger = train_step(snap["snapshot_dir"], overrides=overrides, experiment=experiment, model_name=model_name,
-                            run_key=f"pipeline-{key}-vae")
+    challenger = train_step(snap["snapshot_dir"], overrides=overrides, kind=kind, experiment=experiment,
+                            model_name=model_name, run_key=f"pipeline-{key}-{kind}")
     fitted = [baseline_step(kind, snap["snapshot_dir"], experiment=experiment, run_key=f"pipeline-{key}-{kind}")
               for kind in baselines]
     decision = promote_step(challenger, fitted, snapshot_dir=snap["snapshot_dir"], model_name=model_name, margin=margin)

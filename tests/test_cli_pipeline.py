@@ -65,8 +65,8 @@ def test_pipeline_trains_promotes_and_publishes(home, capsys):
 
 def test_recommend_for_new_users_writes_csv_not_the_tables(home, tmp_path, capsys):
     db = f"sqlite:///{home / 'recs.db'}"
-    assert main(["pipeline", *FAST, "--baselines", "", "--top-n", "5", "--db", db]) == 0
-    capsys.readouterr()
+    assert main(["pipeline", *FAST, "--model", "dae", "--baselines", "", "--top-n", "5", "--db", db]) == 0
+    assert "multdae" in capsys.readouterr().out  # the challenger kind chosen on the command line
     from recvae.store import RecommendationStore
 
     with RecommendationStore(db) as store:
