@@ -150,10 +150,25 @@ def run_ml1m(args: argparse.Namespace) -> dict[str, Any]:
             "Liang et al. publish no ML-1M figures.",
             "The paper's total_anneal_steps = 200,000 is an ML-20M constant (234 updates per epoch); pro_sg has 9, "
             "so the literal value keeps β near 0. 'paper settings' scales it so β reaches 0.2 at the same epoch.",
-        ] + ([f"Reused: {v}" for v in reused.values()] if reused else []),
+        ] + _tuning_note() + ([f"Reused: {v}" for v in reused.values()] if reused else []),
         "details": {"snapshot_id": snap.snapshot_id, "prepare": prep, "epochs": epochs, "models": models,
                     "baselines": base, "reused": reused},
     }
+
+
+def _tuning_note() -> list[str]:
+    """One line on bench/tune_vae_ml1m.py's validation-chosen pick, when its report exists."""
+    path = RESULTS / "vae_tuning.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    pick = next((r for r in data["runs"] if r["name"] == data["pick"]), None)
+    if pick is None:
+        return []
+    t = pick["test"]
+    return [f"Hyperparameter search on validation users ({_rel(path)}, `bench/tune_vae_ml1m.py`): its pick "
+            f"`{pick['name']}` reaches test NDCG@100 {t['mean']['ndcg@100']:.4f} ± {t['stderr']['ndcg@100']:.4f}, "
+            f"Recall@20 {t['mean']['recall@20']:.4f}, Recall@50 {t['mean']['recall@50']:.4f}."]
 
 
 def train_paper_model(snap: Snapshot, kind: str, epochs: int, args: argparse.Namespace) -> dict[str, Any]:
