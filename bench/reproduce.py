@@ -292,8 +292,12 @@ def run_gowalla(args: argparse.Namespace) -> dict[str, Any]:
     vae = train_lightgcn_protocol(snap, config, foldin, heldout, args.budget_min * 60 if args.budget_min else None)
     best = vae["best"]
     tc = config.train
-    label = (f"Mult-VAE (β → {tc.anneal_cap} within {tc.total_anneal_steps:,} steps, dropout {config.model.dropout}; "
-             f"{vae['epochs_run']} epoch{'s' * (vae['epochs_run'] != 1)})")
+    epochs_run = f"{vae['epochs_run']} epoch{'s' * (vae['epochs_run'] != 1)}"
+    if config.model.kind == "recvae":
+        label = f"RecVAE (KL weight {tc.beta} x items, lr {tc.lr}, dropout {config.model.dropout}; {epochs_run})"
+    else:
+        label = (f"Mult-VAE (β → {tc.anneal_cap} within {tc.total_anneal_steps:,} steps, dropout {config.model.dropout}; "
+                 f"{epochs_run})")
     if best is None:
         rows.append(row(label, {}, {}, LIGHTGCN_VAE, "no epoch finished"))
     else:
