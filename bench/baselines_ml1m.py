@@ -14,6 +14,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -21,6 +22,7 @@ sys.path.insert(0, str(REPO))
 from recvae.baselines import fit_baseline, tune  # noqa: E402
 from recvae.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
 from recvae.readers import read_pro_sg  # noqa: E402
+from recvae.snapshot import Snapshot  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
@@ -54,33 +56,35 @@ def machine() -> str:
     return describe()
 
 
+def tuned_baseline(snap: Snapshot, kind: str, grid: dict[str, list[Any]]) -> dict[str, Any]:
+    """A baseline tuned on validation users, refitted with the winner and scored once on the test users."""
+    t = time.perf_counter()
+    best, table = tune(kind, snap, grid)
+    tune_s = time.perf_counter() - t
+    t = time.perf_counter()
+    model = fit_baseline(kind, snap.train, items=snap.items, **best)
+    fit_s = time.perf_counter() - t
+    t = time.perf_counter()
+    res = evaluate(model.scores, *snap.heldout("test"), DEFAULT_METRICS)
+    eval_s = time.perf_counter() - t
+    best_row = next(r for r in table if all(r[k] == v for k, v in best.items()))
+    logger.info("%s %s: test %s", kind, best, {m: round(v, 4) for m, v in res.means.items()})
+    return {
+        "params": model.params(),
+        "validation_ndcg@100": best_row["ndcg@100"],
+        "test": {m: res.means[m] for m in DEFAULT_METRICS},
+        "test_stderr": {m: res.stderr[m] for m in DEFAULT_METRICS},
+        "test_users": res.n_users,
+        "tuning_table": table,
+        "seconds": {"tune": round(tune_s, 2), "fit": round(fit_s, 2), "test_eval": round(eval_s, 2)},
+    }
+
+
 def run(data: Path, grids: dict) -> dict:
     t0 = time.perf_counter()
     snap = read_pro_sg(data)
     logger.info("loaded %s: %s", data, snap.summary())
-    test_tr, test_te = snap.heldout("test")
-    results = {}
-    for kind, grid in grids.items():
-        t = time.perf_counter()
-        best, table = tune(kind, snap, grid)
-        tune_s = time.perf_counter() - t
-        t = time.perf_counter()
-        model = fit_baseline(kind, snap.train, items=snap.items, **best)
-        fit_s = time.perf_counter() - t
-        t = time.perf_counter()
-        res = evaluate(model.scores, test_tr, test_te, DEFAULT_METRICS)
-        eval_s = time.perf_counter() - t
-        best_row = next(r for r in table if all(r[k] == v for k, v in best.items()))
-        results[kind] = {
-            "params": model.params(),
-            "validation_ndcg@100": best_row["ndcg@100"],
-            "test": {m: res.means[m] for m in DEFAULT_METRICS},
-            "test_stderr": {m: res.stderr[m] for m in DEFAULT_METRICS},
-            "test_users": res.n_users,
-            "tuning_table": table,
-            "seconds": {"tune": round(tune_s, 2), "fit": round(fit_s, 2), "test_eval": round(eval_s, 2)},
-        }
-        logger.info("%s %s: test %s", kind, best, {m: round(v, 4) for m, v in res.means.items()})
+    results = {kind: tuned_baseline(snap, kind, grid) for kind, grid in grids.items()}
     return {
         "data": str(data),
         "snapshot_id": snap.snapshot_id,

@@ -46,7 +46,7 @@ import torch  # noqa: E402
 import baselines_ml1m  # noqa: E402  (bench/baselines_ml1m.py: grids and reference of the tuned baselines)
 import parity_ml1m  # noqa: E402  (bench/parity_ml1m.py: paper settings of Mult-VAE / Mult-DAE on pro_sg)
 from recvae import datasets  # noqa: E402
-from recvae.baselines import EASE, fit_baseline, param_grid, tune  # noqa: E402
+from recvae.baselines import EASE, fit_baseline, param_grid  # noqa: E402
 from recvae.config import Config, TrainConfig, apply_overrides  # noqa: E402
 from recvae.log import setup_logging  # noqa: E402
 from recvae.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
@@ -111,7 +111,7 @@ def run_ml1m(args: argparse.Namespace) -> dict[str, Any]:
         models = {kind: train_paper_model(snap, kind, epochs, args) for kind in kinds}
     base = _reuse_baselines(snap, grids, reused) if args.reuse else None
     if base is None:
-        base = {kind: tuned_baseline(snap, kind, grid) for kind, grid in grids.items()}
+        base = {kind: baselines_ml1m.tuned_baseline(snap, kind, grid) for kind, grid in grids.items()}
 
     rows = []
     for kind, m in models.items():
@@ -194,22 +194,6 @@ def train_paper_model(snap: Snapshot, kind: str, epochs: int, args: argparse.Nam
         "final_beta": result.history[-1]["beta"],
         "val_ndcg_curve": [round(h["val_ndcg@100"], 5) for h in result.history],
     }
-
-
-def tuned_baseline(snap: Snapshot, kind: str, grid: dict[str, list[Any]]) -> dict[str, Any]:
-    """A baseline tuned on validation users, refitted with the winner and scored once on test users."""
-    t = time.perf_counter()
-    best, tuning = tune(kind, snap, grid)
-    tune_s = time.perf_counter() - t
-    t = time.perf_counter()
-    model = fit_baseline(kind, snap.train, items=snap.items, **best)
-    fit_s = time.perf_counter() - t
-    res = evaluate(model.scores, *snap.heldout("test"), DEFAULT_METRICS)
-    chosen = next(r for r in tuning if all(r[k] == v for k, v in best.items()))
-    logger.info("%s %s: test %s", kind, best, {m: round(v, 4) for m, v in res.means.items()})
-    return {"params": model.params(), "validation_ndcg@100": chosen["ndcg@100"], "test": res.means,
-            "test_stderr": res.stderr, "test_users": res.n_users, "tuning_table": tuning,
-            "seconds": {"tune": round(tune_s, 2), "fit": round(fit_s, 2)}}
 
 
 def _reuse_parity(snap: Snapshot, kinds: list[str], epochs: int, args: argparse.Namespace,
