@@ -129,11 +129,10 @@ def single_line(runs: list[dict]) -> str:
         return ""
     best = singles[0]
     test = best["test"]["mean"]["ndcg@100"]
+    stderr = best["test"]["stderr"]["ndcg@100"]
+    close = ", well inside one standard error" if abs(test - EASE_TEST_NDCG) < stderr else ""
     return (f"The best single model on validation, `{best['name']}`, reaches test NDCG@100 {test:.4f} ± "
-            f"{best['test']['stderr']['ndcg@100']:.4f} ({test - EASE_TEST_NDCG:+.4f} against EASE, well inside one "
-            f"standard error)." if abs(test - EASE_TEST_NDCG) < best["test"]["stderr"]["ndcg@100"] else
-            f"The best single model on validation, `{best['name']}`, reaches test NDCG@100 {test:.4f} ± "
-            f"{best['test']['stderr']['ndcg@100']:.4f} ({test - EASE_TEST_NDCG:+.4f} against EASE).")
+            f"{stderr:.4f} ({test - EASE_TEST_NDCG:+.4f} against EASE{close}).")
 
 
 def to_markdown(res: dict) -> str:

@@ -149,6 +149,18 @@ def multinomial_nll(logits: torch.Tensor, x: CSRBatch) -> torch.Tensor:
     return -ll / max(x.n_rows, 1)
 
 
+def _store_args(module: nn.Module, n_items: int, hidden_dims: Any, latent_dim: int, activation: str,
+                dropout: float) -> None:
+    """Check and keep the constructor arguments that `model_args` returns (shared by MultVAE and RecVAE)."""
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1; got {n_items}")
+    module.n_items = int(n_items)
+    module.hidden_dims = tuple(int(h) for h in hidden_dims)
+    module.latent_dim = int(latent_dim)
+    module.activation = activation
+    module.dropout = float(dropout)
+
+
 class MultVAE(nn.Module):
     """Mult-VAE^PR: encoder [I-600-200] tanh to a Gaussian q(z|x), decoder [200-600-I], multinomial likelihood.
 
@@ -168,13 +180,7 @@ class MultVAE(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        if n_items < 1:
-            raise ValueError(f"n_items must be >= 1; got {n_items}")
-        self.n_items = int(n_items)
-        self.hidden_dims = tuple(int(h) for h in hidden_dims)
-        self.latent_dim = int(latent_dim)
-        self.activation = activation
-        self.dropout = float(dropout)
+        _store_args(self, n_items, hidden_dims, latent_dim, activation, dropout)
         self.act = ACTIVATIONS[activation]
         q_dims = [self.n_items, *self.hidden_dims, self.latent_dim]
         p_dims = q_dims[::-1]
@@ -319,15 +325,9 @@ class RecVAE(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        if n_items < 1:
-            raise ValueError(f"n_items must be >= 1; got {n_items}")
-        self.n_items = int(n_items)
-        self.hidden_dims = tuple(int(h) for h in hidden_dims)
+        _store_args(self, n_items, hidden_dims, latent_dim, activation, dropout)
         if not self.hidden_dims or len(set(self.hidden_dims)) != 1:
             raise ValueError(f"RecVAE's encoder layers must share one width; got {list(self.hidden_dims)}")
-        self.latent_dim = int(latent_dim)
-        self.activation = activation
-        self.dropout = float(dropout)
         args = (self.n_items, self.hidden_dims[0], len(self.hidden_dims), self.latent_dim, activation)
         self.encoder = DenseEncoder(*args)
         self.prior_encoder = DenseEncoder(*args).requires_grad_(False)
