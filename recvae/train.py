@@ -45,7 +45,8 @@ SELECT_METRIC = "ndcg@100"
 # metric computed each epoch -> its key in the history
 EPOCH_METRICS = {"ndcg@100": "val_ndcg@100", "recall@20": "val_recall@20", "recall@50": "val_recall@50"}
 # TrainConfig fields that may change between a run and its resumption: they do not alter the trajectory
-# (epochs and patience only say when to stop; a new device continues, though not bit for bit).
+# (epochs and patience only say when to stop, unless the lr schedule spans the epochs; a new device continues,
+# though not bit for bit).
 RESUME_MAY_CHANGE = frozenset({"epochs", "patience", "eval_batch_size", "num_threads", "device", "compile"})
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
@@ -64,6 +65,13 @@ def beta_at(step: int, config: TrainConfig) -> float:
         return float(config.beta)
     cap = 1.0 if config.beta_schedule == "anneal_to_1" else config.anneal_cap
     return float(min(cap, step / config.total_anneal_steps))
+
+
+def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Learning rate of update number `step` (0-based) of `total_steps`: constant, or cosine from lr to 0."""
+    if config.lr_schedule == "constant":
+        return float(config.lr)
+    return float(0.5 * config.lr * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
 
 
 def paper_equivalent_anneal_steps(n_train_users: int, batch_size: int = 500, paper_steps: int = 200_000) -> int:
@@ -228,6 +236,7 @@ def _fit(
     # passes over the training users per epoch: one updating everything, or RecVAE's alternating phases
     phases: list[str | None] = (["encoder"] * tc.encoder_epochs + ["decoder"] * tc.decoder_epochs
                                 if getattr(module, "alternating", False) else [None])
+    total_steps = tc.epochs * len(phases) * math.ceil(n_users / tc.batch_size)
     stopped_early = False
     bar = _progress_bar(tc.epochs, state.epoch, f"train {mc.kind.upper()}")
     try:
@@ -239,7 +248,7 @@ def _fit(
             t0 = time.perf_counter()
             module.train()
             sums = torch.zeros(3, device=device)
-            beta = 0.0
+            beta, lr = 0.0, tc.lr
             for phase in phases:
                 if phase == "decoder" and module.phase == "encoder":
                     module.update_prior()  # RecVAE: the prior follows the encoder after each encoder phase
@@ -249,6 +258,9 @@ def _fit(
                 for start in range(0, n_users, tc.batch_size):
                     batch = rows.batch(perm[start : start + tc.batch_size])
                     beta = beta_at(state.step, anneal)
+                    lr = lr_at(state.step, total_steps, tc)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
                     with autocast(device, amp_dtype):
                         parts = module.loss(batch, beta, tc.beta_per_item)
                     loss = parts.loss
@@ -276,6 +288,7 @@ def _fit(
                 "neg_ll": nll_v,
                 "kl": kl_v,
                 "beta": beta,
+                "lr": lr,
                 "step": state.step,
                 "epoch_time_s": train_time,
             }
@@ -448,7 +461,8 @@ def seed_everything(seed: int) -> None:
 
 def _fingerprint(config: Config, snapshot_id: str | None, select_on: str | None, shape: tuple[int, int]) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed."""
-    train = {k: v for k, v in dataclasses.asdict(config.train).items() if k not in RESUME_MAY_CHANGE}
+    may_change = RESUME_MAY_CHANGE - ({"epochs"} if config.train.lr_schedule != "constant" else set())
+    train = {k: v for k, v in dataclasses.asdict(config.train).items() if k not in may_change}
     model = dataclasses.asdict(config.model)
     return {
         "snapshot_id": snapshot_id,

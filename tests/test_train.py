@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,11 @@ from recvae.train import (
     paper_equivalent_anneal_steps,
     load_best,
     load_checkpoint,
+    lr_at,
     train,
 )
 
-HISTORY_KEYS = {"epoch", "loss", "neg_ll", "kl", "beta", "step", "epoch_time_s", "val_ndcg@100", "val_recall@20", "val_recall@50"}
+HISTORY_KEYS = {"epoch", "loss", "neg_ll", "kl", "beta", "lr", "step", "epoch_time_s", "val_ndcg@100", "val_recall@20", "val_recall@50"}
 TIME_KEYS = {"epoch_time_s", "eval_time_s"}
 
 
@@ -92,6 +94,28 @@ def test_beta_schedules() -> None:
     assert beta_at(5_000, to_one) == 1.0
     constant = TrainConfig(beta_schedule="constant", beta=0.3)
     assert beta_at(0, constant) == beta_at(10**6, constant) == 0.3
+
+
+def test_lr_schedules() -> None:
+    assert lr_at(0, 100, TrainConfig(lr=1e-3)) == lr_at(99, 100, TrainConfig(lr=1e-3)) == 1e-3
+    cosine = TrainConfig(lr=1e-3, lr_schedule="cosine")
+    assert lr_at(0, 100, cosine) == pytest.approx(1e-3)
+    assert lr_at(50, 100, cosine) == pytest.approx(5e-4)
+    assert lr_at(25, 100, cosine) == pytest.approx(1e-3 * (1 + math.cos(math.pi / 4)) / 2)
+    assert lr_at(100, 100, cosine) == pytest.approx(0.0, abs=1e-12)
+    values = [lr_at(s, 100, cosine) for s in range(101)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+
+
+def test_cosine_lr_is_applied_per_update_and_logged(snap: Snapshot, tmp_path: Path) -> None:
+    # 8 updates an epoch, 3 epochs: the last update of epoch e is step 8e - 1 of 24
+    c = config(epochs=3, lr_schedule="cosine")
+    res = train(snap, c, tmp_path)
+    assert [h["lr"] for h in res.history] == [pytest.approx(lr_at(8 * e - 1, 24, c.train)) for e in (1, 2, 3)]
+    assert res.history[-1]["lr"] < 1e-4 < res.history[0]["lr"]
+    constant = train(snap, config(epochs=3), tmp_path / "constant")
+    assert [h["lr"] for h in constant.history] == [c.train.lr] * 3
+    assert without_times(constant.history) != without_times(res.history)
 
 
 def test_paper_equivalent_anneal_steps() -> None:
@@ -220,6 +244,18 @@ def test_resume_can_extend_the_epochs(snap: Snapshot, tmp_path: Path) -> None:
     assert more.history[-1]["step"] == 24
 
 
+def test_resume_with_cosine_lr_is_exact_and_keeps_its_epochs(snap: Snapshot, tmp_path: Path) -> None:
+    c = config(epochs=3, lr_schedule="cosine")
+    full = train(snap, c, tmp_path / "full")
+    with pytest.raises(Killed):
+        train(snap, c, tmp_path / "cut", on_epoch_end=kill_after(1))
+    resumed = train(snap, c, tmp_path / "cut", resume=True)
+    assert without_times(resumed.history) == without_times(full.history)
+    # the schedule spans the epochs, so changing them would change the trajectory already run
+    with pytest.raises(CheckpointMismatchError, match=r"train\.epochs"):
+        train(snap, config(epochs=4, lr_schedule="cosine"), tmp_path / "cut", resume=True)
+
+
 def test_resume_refuses_another_snapshot(planted: Planted, snap: Snapshot, tmp_path: Path) -> None:
     train(snap, config(epochs=1), tmp_path)
     other = make_snapshot(planted, drop_one=True)
@@ -260,6 +296,7 @@ def test_checkpoints_load_without_pickle(snap: Snapshot, tmp_path: Path) -> None
         (lambda c: setattr(c.model, "latent_dim", 0), "layer sizes"),
         (lambda c: setattr(c.train, "anneal_cap", 1.5), "anneal_cap"),
         (lambda c: setattr(c.train, "beta_schedule", "cyclic"), "beta_schedule"),
+        (lambda c: setattr(c.train, "lr_schedule", "step"), "lr_schedule"),
     ],
 )
 def test_config_errors_before_any_work(snap: Snapshot, tmp_path: Path, mutate, message: str) -> None:
