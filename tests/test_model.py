@@ -21,6 +21,7 @@ from recvae.model import (
     MultVAE,
     MultVAERecommender,
     RecVAE,
+    SparseLinear,
     SparseRows,
     build_module,
     log_normal,
@@ -85,6 +86,33 @@ def test_sparse_first_layer_equals_dense_computation(rng) -> None:
     norm = F.normalize(dense, dim=1)[x.rows, x.indices]
     torch.testing.assert_close(values[kept], 2.0 * norm[kept])  # inverted dropout scaling 1 / (1 - p)
     torch.testing.assert_close(model.input_layer(x, values), dropped @ model.input_layer.weight + model.input_layer.bias)
+
+
+@pytest.mark.parametrize("n_items", [N_ITEMS, 70_000])  # 70,000 > 2^16: the torch.argsort path of the backward
+def test_sparse_first_layer_gradient_equals_dense_gradient(rng, n_items: int) -> None:
+    X = random_csr(rng, 9, n_items=n_items, density=0.2 if n_items == N_ITEMS else 0.001)
+    x = CSRBatch.from_scipy(X)
+    torch.manual_seed(4)
+    values = normalized_dropout(x, 0.5, training=True)
+    assert (values == 0).any()  # entries dropped out: left out of the sparse product and of its gradient
+    dropped = torch.zeros(9, n_items).index_put_((x.rows, x.indices), values)
+    grad_out = torch.randn(9, 5)
+    grads = []
+    for sparse_backward in (True, False):
+        layer = SparseLinear(n_items, 5)
+        layer.sparse_backward = sparse_backward
+        torch.nn.init.normal_(layer.weight, generator=torch.Generator().manual_seed(5))
+        torch.nn.init.zeros_(layer.bias)
+        out = layer(x, values)
+        torch.testing.assert_close(out, dropped @ layer.weight.detach())
+        out.backward(grad_out)
+        grads.append(layer.weight.grad)
+    expected = dropped.T @ grad_out
+    torch.testing.assert_close(grads[0], expected, rtol=1e-5, atol=1e-6)  # x^T @ grad (the training path)
+    torch.testing.assert_close(grads[1], expected, rtol=1e-5, atol=1e-6)  # embedding_bag's own backward
+    untouched = torch.ones(n_items, dtype=torch.bool)
+    untouched[x.indices[values != 0]] = False
+    assert (grads[0][untouched] == 0).all()
 
 
 def test_multinomial_nll_equals_dense_log_softmax(rng) -> None:
