@@ -106,8 +106,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     amp: str = "none"  # "none" | "bf16" (CPU or CUDA autocast) | "fp16" (CUDA only)
     num_threads: int | None = None
-    # torch.compile the training forward pass and likelihood: ~13 % faster epochs on CPU after a first epoch
-    # that pays the compilation (3-16 s here; bench/results/train_speed.md), so it pays off on long runs only
+    # torch.compile the training forward pass and likelihood: 4-10 % faster epochs on CPU after a first epoch
+    # that pays the compilation (about 4 s here; bench/results/train_speed.md), so it pays off on long runs only
     compile: bool = False
 
     def validate(self) -> None:
