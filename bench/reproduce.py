@@ -386,6 +386,7 @@ def train_lightgcn_protocol(snap: Snapshot, config: Config, foldin: Any, heldout
         "s_per_epoch": float(np.median([c["epoch_time_s"] for c in curve])) if curve else math.nan,
         "eval_s": float(np.median([c["eval_time_s"] for c in evaluated])) if evaluated else math.nan,
         "best": best,
+        "last_evaluated": evaluated[-1] if evaluated else None,
         "curve": curve,
         "device": str(resolve_device(config.train)),
     }
@@ -393,10 +394,9 @@ def train_lightgcn_protocol(snap: Snapshot, config: Config, foldin: Any, heldout
 
 def _last_epoch_note(vae: dict[str, Any]) -> str:
     """The last evaluated epoch's figures: the model a run without any epoch selection would ship."""
-    evaluated = [c for c in vae["curve"] if c["mean"] is not None]
-    if not evaluated:
+    last = vae["last_evaluated"]
+    if last is None:
         return "No epoch was evaluated."
-    last = evaluated[-1]
     figures = ", ".join(f"{LABELS[m]} {last['mean'][m]:.4f} ± {last['stderr'][m]:.4f}" for m in LIGHTGCN_METRICS)
     return f"Last evaluated epoch ({last['epoch']}), no selection on test: {figures}."
 

@@ -101,6 +101,12 @@ def normalized_dropout(x: CSRBatch, p: float, training: bool) -> torch.Tensor:
     return F.dropout(values, p=p, training=training)
 
 
+def _bag_starts(keys: torch.Tensor, n_bags: int) -> torch.Tensor:
+    """embedding_bag offsets for entries ordered by `keys` (in 0..n_bags-1): where each key's bag starts."""
+    counts = torch.bincount(keys, minlength=n_bags)
+    return counts.cumsum(0) - counts
+
+
 class _SparseMatmul(torch.autograd.Function):
     """`x @ weight` for the non-zeros of a CSR batch on the CPU, with a faster weight gradient than embedding_bag's
     own dense backward: x^T @ grad, itself an embedding_bag over grad's rows with the non-zeros grouped by item
@@ -121,9 +127,7 @@ class _SparseMatmul(torch.autograd.Function):
             order = torch.from_numpy(np.argsort(indices.numpy().astype(np.uint16), kind="stable"))
         else:
             order = torch.argsort(indices, stable=True)
-        starts = torch.zeros(n_in, dtype=torch.int64)
-        starts[1:] = torch.bincount(indices, minlength=n_in).cumsum(0)[:-1]
-        grad_weight = F.embedding_bag(rows[order], grad.to(values.dtype), starts, mode="sum",
+        grad_weight = F.embedding_bag(rows[order], grad.to(values.dtype), _bag_starts(indices, n_in), mode="sum",
                                       per_sample_weights=values[order])
         return grad_weight, None, None, None, None
 
@@ -133,9 +137,7 @@ def _sparse_matmul_nonzero(weight: torch.Tensor, x: CSRBatch, values: torch.Tens
     """`x @ weight` over the entries whose value is non-zero (dropout zeroes add nothing to sum or gradient)."""
     keep = values != 0
     rows = x.rows[keep]
-    offsets = torch.zeros(x.n_rows, dtype=torch.int64, device=rows.device)
-    offsets[1:] = torch.bincount(rows, minlength=x.n_rows).cumsum(0)[:-1]
-    return _SparseMatmul.apply(weight, x.indices[keep], offsets, rows, values[keep])
+    return _SparseMatmul.apply(weight, x.indices[keep], _bag_starts(rows, x.n_rows), rows, values[keep])
 
 
 class SparseLinear(nn.Module):
