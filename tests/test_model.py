@@ -123,6 +123,21 @@ def test_multinomial_nll_equals_dense_log_softmax(rng) -> None:
     torch.testing.assert_close(multinomial_nll(logits, CSRBatch.from_scipy(X)), expected)
 
 
+def test_multinomial_nll_of_bfloat16_logits_is_float32_with_a_bfloat16_gradient(rng) -> None:
+    X = random_csr(rng, 8)
+    x = CSRBatch.from_scipy(X)
+    logits = torch.randn(8, N_ITEMS).bfloat16()
+    low = logits.clone().requires_grad_(True)
+    high = logits.float().requires_grad_(True)  # the same values, in float32 all the way
+    loss_low, loss_high = multinomial_nll(low, x), multinomial_nll(high, x)
+    assert loss_low.dtype == torch.float32
+    torch.testing.assert_close(loss_low, loss_high)  # the softmax itself runs in float32
+    loss_low.backward()
+    loss_high.backward()
+    assert low.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(low.grad.float(), high.grad, rtol=1e-2, atol=1e-3)
+
+
 def test_kl_matches_closed_form(rng) -> None:
     x = CSRBatch.from_scipy(random_csr(rng, 6))
     model = MultVAE(N_ITEMS, hidden_dims=(20,), latent_dim=8).eval()
