@@ -199,6 +199,28 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_ensemble(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("ensemble", help="combine trained models (e.g. seeds of one config) into one, logged to MLflow",
+                              description="Average the members' softmax over the items, evaluate the ensemble on the "
+                              "snapshot's validation and test users, log it as its own run and register a version "
+                              "(alias 'challenger').")
+    p.add_argument("--model", dest="models", action="append", required=True, metavar="URI",
+                   help="a member: models:/NAME/VERSION, runs:/RUN_ID/model or a model folder (at least 2)")
+    p.add_argument("--snapshot", metavar="DIR", help="snapshot folder (default: the latest built by the pipeline)")
+    p.add_argument("--experiment", default="recvae", help="MLflow experiment (default: recvae)")
+    p.add_argument("--name", default="recvae", help="registered model name (default: recvae); 'none' to not register")
+    return p
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from recvae import pipeline
+
+    name = None if args.name.lower() == "none" else args.name
+    out = pipeline.ensemble_step(args.models, args.snapshot, experiment=args.experiment, model_name=name)
+    print(format_table([out]))
+    return 0
+
+
 def _add_evaluate(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("evaluate", help="evaluate a registered or logged model on a snapshot's held-out users")
     p.add_argument("--model", required=True, metavar="URI",
@@ -433,6 +455,7 @@ COMMANDS: list[Command] = [
     (_add_prepare, cmd_prepare),
     (_add_train, cmd_train),
     (_add_baseline, cmd_baseline),
+    (_add_ensemble, cmd_ensemble),
     (_add_evaluate, cmd_evaluate),
     (_add_compare, cmd_compare),
     (_add_promote, cmd_promote),

@@ -197,7 +197,7 @@ def multinomial_nll(logits: torch.Tensor, x: CSRBatch) -> torch.Tensor:
 
 
 def _store_args(module: nn.Module, n_items: int, hidden_dims: Any, latent_dim: int, activation: str,
-                dropout: float) -> None:
+                dropout: float, latent_activation: bool = False) -> None:
     """Check and keep the constructor arguments that `model_args` returns (shared by MultVAE and RecVAE)."""
     if n_items < 1:
         raise ValueError(f"n_items must be >= 1; got {n_items}")
@@ -206,6 +206,7 @@ def _store_args(module: nn.Module, n_items: int, hidden_dims: Any, latent_dim: i
     module.latent_dim = int(latent_dim)
     module.activation = activation
     module.dropout = float(dropout)
+    module.latent_activation = bool(latent_activation)
 
 
 class MultVAE(nn.Module):
@@ -213,6 +214,7 @@ class MultVAE(nn.Module):
 
     Training maximises E_q[log p(x|z)] - beta * KL(q(z|x) || N(0, I)) with a reparameterized sample of z;
     at inference z is the mean of q. The input row is L2-normalized and dropped out (rate `dropout`).
+    With `latent_activation` (not in the paper) the decoder reads activation(z), as the Mult-DAE's reads its code.
     """
 
     variational = True
@@ -225,9 +227,10 @@ class MultVAE(nn.Module):
         latent_dim: int = 200,
         activation: str = "tanh",
         dropout: float = 0.5,
+        latent_activation: bool = False,
     ) -> None:
         super().__init__()
-        _store_args(self, n_items, hidden_dims, latent_dim, activation, dropout)
+        _store_args(self, n_items, hidden_dims, latent_dim, activation, dropout, latent_activation)
         self.act = ACTIVATIONS[activation]
         q_dims = [self.n_items, *self.hidden_dims, self.latent_dim]
         p_dims = q_dims[::-1]
@@ -246,6 +249,7 @@ class MultVAE(nn.Module):
             "latent_dim": self.latent_dim,
             "activation": self.activation,
             "dropout": self.dropout,
+            "latent_activation": self.latent_activation,
         }
 
     @property
@@ -279,7 +283,7 @@ class MultVAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Unnormalised logits over all items; softmax of them is the multinomial pi(z)."""
-        h = z
+        h = self.act(z) if self.latent_activation else z
         for i, layer in enumerate(self.decoder):
             h = layer(h)
             if i < len(self.decoder) - 1:
@@ -455,7 +459,10 @@ def build_module(n_items: int, model_config: ModelConfig) -> MultVAE | RecVAE:
     """MultVAE, MultDAE or RecVAE from a validated ModelConfig."""
     model_config.validate()
     cls = {"vae": MultVAE, "dae": MultDAE, "recvae": RecVAE}[model_config.kind]
-    return cls(n_items, model_config.hidden_dims, model_config.latent_dim, model_config.activation, model_config.dropout)
+    args = (n_items, model_config.hidden_dims, model_config.latent_dim, model_config.activation, model_config.dropout)
+    if model_config.kind == "recvae":
+        return RecVAE(*args)
+    return cls(*args, latent_activation=model_config.latent_activation)
 
 
 # ------------------------------------------------------------------------------------------- recommender
@@ -608,7 +615,9 @@ class MultVAERecommender(Recommender):
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{source}: not a Mult-VAE state ({exc})") from exc
         expect = {"hidden_dims": list(model_config.hidden_dims), "latent_dim": model_config.latent_dim,
-                  "activation": model_config.activation, "dropout": model_config.dropout}
+                  "activation": model_config.activation, "dropout": model_config.dropout,
+                  "latent_activation": model_config.latent_activation}
+        args.setdefault("latent_activation", False)  # saved before the option existed
         differ = [k for k, v in expect.items() if args.get(k) != v]
         if differ:
             raise ModelLoadError(f"{source}: model_args and model_config disagree on {', '.join(differ)}")

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from recvae.config import RECOMMENDER_KINDS, Config, apply_overrides, preset
+from recvae.config import RECOMMENDER_KINDS, Config, ConfigError, apply_overrides, preset
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +242,56 @@ def baseline_step(
         tracking.log_recommender(rec, extra_meta={"snapshot_id": snap.snapshot_id})
         run_id = run.info.run_id
     return _run_summary(mlflow.get_run(run_id), kind)
+
+
+def ensemble_step(
+    model_uris: list[str],
+    snapshot_dir: str | Path | None,
+    *,
+    experiment: str = "recvae",
+    model_name: str | None = "recvae",
+) -> dict[str, Any]:
+    """Combine trained models (e.g. one config's seeds) into an `Ensemble`, evaluate it, log it as its own run,
+    register a version and point `challenger` at it."""
+    import mlflow
+
+    from recvae import tracking
+    from recvae.ensemble import Ensemble
+    from recvae.metrics import evaluate
+
+    if len(model_uris) < 2:
+        raise ConfigError(f"an ensemble needs at least 2 models; got {len(model_uris)}")
+    snap = _load_snapshot(snapshot_dir)
+    members, described = [], []
+    for uri in model_uris:
+        rec, info = tracking.load_recommender_from_uri(uri)
+        if info.snapshot_id not in (None, snap.snapshot_id):
+            raise ConfigError(f"{uri} was trained on snapshot {info.snapshot_id}, not on {snap.snapshot_id}")
+        members.append(rec)
+        described.append({"uri": uri, "run_id": info.run_id, "kind": info.kind})
+    try:
+        ens = Ensemble(members)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    scorer = aligned_scorer(ens, snap.items)
+    with tracking.start_run(experiment, run_name="ensemble", tags={TAG_ROLE: CHALLENGER}) as run:
+        mlflow.log_params({"n_members": len(members), "members": ", ".join(model_uris)[:6000]})
+        mlflow.log_dict({"members": described}, "members.json")
+        tracking.log_snapshot(snap)
+        if snap.has("validation"):
+            tracking.log_test_metrics(evaluate(scorer, *snap.heldout("validation")), prefix="val_")
+        if snap.has("test"):
+            tracking.log_test_metrics(evaluate(scorer, *snap.heldout("test")))
+        info = tracking.log_recommender(ens, registered_model_name=model_name,
+                                        extra_meta={"snapshot_id": snap.snapshot_id})
+        version = str(info.registered_model_version) if model_name and info.registered_model_version else None
+        if version:
+            mlflow.set_tag("recvae.model_version", version)
+            tracking.set_alias(model_name, CHALLENGER, version)
+        run_id = run.info.run_id
+    out = _run_summary(mlflow.get_run(run_id), ens.kind)
+    out["model_uri"] = f"models:/{model_name}/{version}" if version else f"runs:/{run_id}/model"
+    return out
 
 
 # ------------------------------------------------------------------------------------------ promotion

@@ -22,6 +22,7 @@ KINDS: dict[str, str] = {
     "popularity": "recvae.baselines:Popularity",
     "ease": "recvae.baselines:EASE",
     "als": "recvae.baselines:ALS",
+    "ensemble": "recvae.ensemble:Ensemble",
 }
 
 

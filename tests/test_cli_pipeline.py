@@ -115,3 +115,35 @@ def test_train_recvae_registers_a_model_that_serves(home, tmp_path, capsys):
     run = mlflow.get_run(mlflow.MlflowClient().get_model_version_by_alias("recvae", "challenger").run_id)
     assert run.data.params["model.kind"] == "recvae" and run.data.params["train.beta_per_item"] == "True"
     assert run.data.params["model.hidden_dims"] == "[32, 32]"
+
+
+def test_ensemble_of_two_seeds_is_logged_registered_and_serves(home, tmp_path, capsys):
+    """`recvae ensemble` combines registered runs into one model: its own MLflow run, version and challenger alias."""
+    import mlflow
+
+    snap = str(tmp_path / "snap")
+    assert main(["prepare", "--dataset", "synthetic", "--out", snap]) == 0
+    for seed in (1, 2):
+        assert main(["train", "--snapshot", snap, *FAST, "--set", f"train.seed={seed}", "--set", "model.hidden_dims=32",
+                     "--set", "model.latent_dim=16"]) == 0
+    capsys.readouterr()
+    assert main(["ensemble", "--model", "models:/recvae/1", "--model", "models:/recvae/2", "--snapshot", snap]) == 0
+    assert "ensemble" in capsys.readouterr().out
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias("recvae", "challenger")
+    assert str(version.version) == "3"
+    run = mlflow.get_run(version.run_id)
+    assert run.data.params["n_members"] == "2" and run.data.tags["model_kind"] == "ensemble"
+    assert {"val_ndcg_at_100", "test_ndcg_at_100", "test_recall_at_20"} <= set(run.data.metrics)
+    assert main(["evaluate", "--model", "models:/recvae@challenger", "--snapshot", snap, "--split", "test"]) == 0
+    assert f"{run.data.metrics['test_ndcg_at_100']:.4f}" in capsys.readouterr().out  # the logged figure, reproduced
+    history = tmp_path / "new.csv"
+    history.write_text("user,item\nnew-a,0\nnew-a,1\n")
+    out = tmp_path / "lists.csv"
+    assert main(["recommend", "--model", "models:/recvae@challenger", "--users", str(history), "--top-n", "3",
+                 "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 3 and not {r["item"] for r in rows} & {"0", "1"}
+    # one member is not an ensemble; the error is one line, exit 2
+    assert main(["ensemble", "--model", "models:/recvae/1", "--snapshot", snap]) == 2
+    assert "at least 2" in capsys.readouterr().err

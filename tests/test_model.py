@@ -176,6 +176,27 @@ def test_dae_has_no_kl_and_no_sampling(rng) -> None:
     assert model.encoder[-1].out_features == 8 and MultVAE(N_ITEMS, (20,), 8).encoder[-1].out_features == 16
 
 
+def test_latent_activation_decodes_the_activated_code(rng) -> None:
+    x = CSRBatch.from_scipy(random_csr(rng, 6))
+    torch.manual_seed(0)
+    plain = MultVAE(N_ITEMS, hidden_dims=(), latent_dim=8).eval()
+    squashed = MultVAE(N_ITEMS, hidden_dims=(), latent_dim=8, latent_activation=True).eval()
+    squashed.load_state_dict(plain.state_dict())  # the option adds no parameters
+    z = 3 * torch.randn(6, 8)
+    torch.testing.assert_close(squashed.decode(z), plain.decode(torch.tanh(z)))
+    assert not torch.allclose(squashed.decode(z), plain.decode(z))
+    mu, logvar = squashed.encode(x)  # the posterior and its KL are on z itself
+    torch.testing.assert_close(squashed(x)[1], plain(x)[1])
+    assert squashed.model_args()["latent_activation"] and not plain.model_args()["latent_activation"]
+
+
+def test_latent_activation_is_refused_outside_the_vae() -> None:
+    ModelConfig(kind="vae", latent_activation=True).validate()
+    for kind in ("dae", "recvae"):
+        with pytest.raises(ConfigError, match="latent_activation"):
+            ModelConfig(kind=kind, latent_activation=True).validate()
+
+
 def test_init_as_reference() -> None:
     torch.manual_seed(0)
     model = MultVAE(2000, hidden_dims=(600,), latent_dim=200)
@@ -271,6 +292,26 @@ def test_save_load_round_trip(fitted, tmp_path: Path) -> None:
     assert isinstance(loaded, MultVAERecommender) and loaded.kind == "multvae"
     assert loaded.params() == rec.params() and loaded.params()["model"]["hidden_dims"] == [32]
     assert torch.equal(loaded.scores(X), rec.scores(X))
+
+
+def test_latent_activation_survives_save_and_load_and_older_states_load(tmp_path: Path) -> None:
+    X = random_csr(np.random.default_rng(2), 40)
+    c = small_config("vae", epochs=1)
+    c.model.latent_activation = True
+    rec = MultVAERecommender().fit(X, config=c)
+    rec.save(tmp_path / "m")
+    loaded = load_recommender(tmp_path / "m")
+    assert loaded.module.latent_activation and loaded.params()["model"]["latent_activation"] is True
+    assert torch.equal(loaded.scores(X), rec.scores(X))
+    # a model saved before the option existed has neither key: it loads as the plain Mult-VAE it is
+    plain = MultVAERecommender().fit(X, config=small_config("vae", epochs=1))
+    plain.save(tmp_path / "old")
+    state = torch.load(tmp_path / "old" / STATE_FILE, weights_only=True)
+    del state["model_args"]["latent_activation"], state["model_config"]["latent_activation"]
+    _rewrite_state(tmp_path / "old", state)
+    old = load_recommender(tmp_path / "old")
+    assert not old.module.latent_activation
+    assert torch.equal(old.scores(X), plain.scores(X))
 
 
 def test_load_refuses_tampered_file(fitted, tmp_path: Path) -> None:
