@@ -152,17 +152,25 @@ def _add_train(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field, e.g. train.epochs=50 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the same configuration from its last checkpoint")
+    return _add_registry_args(p)
+
+
+def _add_registry_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--experiment and --name, for commands that log a model and register it."""
     p.add_argument("--experiment", default="recvae", help="MLflow experiment (default: recvae)")
     p.add_argument("--name", default="recvae", help="registered model name (default: recvae); 'none' to not register")
     return p
 
 
+def _registered_name(args: argparse.Namespace) -> str | None:
+    return None if args.name.lower() == "none" else args.name
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from recvae import pipeline
 
-    name = None if args.name.lower() == "none" else args.name
     out = pipeline.train_step(args.snapshot, overrides=args.overrides, kind=args.model, experiment=args.experiment,
-                              model_name=name, resume=args.resume, reuse_finished=False)
+                              model_name=_registered_name(args), resume=args.resume, reuse_finished=False)
     print(format_table([out]))
     return 0
 
@@ -207,16 +215,14 @@ def _add_ensemble(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", dest="models", action="append", required=True, metavar="URI",
                    help="a member: models:/NAME/VERSION, runs:/RUN_ID/model or a model folder (at least 2)")
     p.add_argument("--snapshot", metavar="DIR", help="snapshot folder (default: the latest built by the pipeline)")
-    p.add_argument("--experiment", default="recvae", help="MLflow experiment (default: recvae)")
-    p.add_argument("--name", default="recvae", help="registered model name (default: recvae); 'none' to not register")
-    return p
+    return _add_registry_args(p)
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from recvae import pipeline
 
-    name = None if args.name.lower() == "none" else args.name
-    out = pipeline.ensemble_step(args.models, args.snapshot, experiment=args.experiment, model_name=name)
+    out = pipeline.ensemble_step(args.models, args.snapshot, experiment=args.experiment,
+                                 model_name=_registered_name(args))
     print(format_table([out]))
     return 0
 

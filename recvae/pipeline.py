@@ -193,15 +193,30 @@ def train_step(
         if snap.has("test"):
             tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("test")))
         tracking.plot_history(result.history)
-        info = tracking.log_recommender(
-            rec, registered_model_name=model_name, extra_meta={"snapshot_id": snap.snapshot_id}
-        )
-        version = str(info.registered_model_version) if model_name and info.registered_model_version else None
-        if version:
-            mlflow.set_tag("recvae.model_version", version)
-            tracking.set_alias(model_name, CHALLENGER, version)
+        version = _log_challenger(rec, snap.snapshot_id, model_name)
         run_id = run.info.run_id
-    out = _run_summary(mlflow.get_run(run_id), rec.kind)
+    return _challenger_summary(run_id, rec.kind, model_name, version)
+
+
+def _log_challenger(rec: Any, snapshot_id: str, model_name: str | None) -> str | None:
+    """Log `rec` in the active run and, with a `model_name`, register it and point `challenger` at the version."""
+    import mlflow
+
+    from recvae import tracking
+
+    info = tracking.log_recommender(rec, registered_model_name=model_name, extra_meta={"snapshot_id": snapshot_id})
+    version = str(info.registered_model_version) if model_name and info.registered_model_version else None
+    if version:
+        mlflow.set_tag("recvae.model_version", version)
+        tracking.set_alias(model_name, CHALLENGER, version)
+    return version
+
+
+def _challenger_summary(run_id: str, kind: str, model_name: str | None, version: str | None) -> dict[str, Any]:
+    """`_run_summary` plus the URI to load the model by: its registered version, or the run's artifact."""
+    import mlflow
+
+    out = _run_summary(mlflow.get_run(run_id), kind)
     out["model_uri"] = f"models:/{model_name}/{version}" if version else f"runs:/{run_id}/model"
     return out
 
@@ -282,16 +297,9 @@ def ensemble_step(
             tracking.log_test_metrics(evaluate(scorer, *snap.heldout("validation")), prefix="val_")
         if snap.has("test"):
             tracking.log_test_metrics(evaluate(scorer, *snap.heldout("test")))
-        info = tracking.log_recommender(ens, registered_model_name=model_name,
-                                        extra_meta={"snapshot_id": snap.snapshot_id})
-        version = str(info.registered_model_version) if model_name and info.registered_model_version else None
-        if version:
-            mlflow.set_tag("recvae.model_version", version)
-            tracking.set_alias(model_name, CHALLENGER, version)
+        version = _log_challenger(ens, snap.snapshot_id, model_name)
         run_id = run.info.run_id
-    out = _run_summary(mlflow.get_run(run_id), ens.kind)
-    out["model_uri"] = f"models:/{model_name}/{version}" if version else f"runs:/{run_id}/model"
-    return out
+    return _challenger_summary(run_id, ens.kind, model_name, version)
 
 
 # ------------------------------------------------------------------------------------------ promotion

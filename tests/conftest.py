@@ -35,3 +35,15 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """Root handlers as they were: a command's handler bound to one test's captured stream must not outlive it."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -13,15 +13,6 @@ from recvae.log import progress, progress_disabled, setup_logging
 from recvae.validate import DataValidationError
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def manifest(path):
     return json.loads((path / "manifest.json").read_text())
 

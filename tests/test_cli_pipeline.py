@@ -91,6 +91,16 @@ def test_bad_input_exits_2_with_one_line(home, capsys):
     assert "unknown query" in capsys.readouterr().err
 
 
+def assert_new_user_gets_unseen_items(tmp_path, model_uri: str) -> None:
+    """`recommend --users` folds a new user's history into `model_uri` and lists 3 items they have not seen."""
+    history = tmp_path / "new.csv"
+    history.write_text("user,item\nnew-a,0\nnew-a,1\n")
+    out = tmp_path / "lists.csv"
+    assert main(["recommend", "--model", model_uri, "--users", str(history), "--top-n", "3", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 3 and not {r["item"] for r in rows} & {"0", "1"}
+
+
 def test_train_recvae_registers_a_model_that_serves(home, tmp_path, capsys):
     """`train --model recvae` starts from RecVAE's preset; the registered model evaluates and folds in new users."""
     snap = str(tmp_path / "snap")
@@ -102,13 +112,7 @@ def test_train_recvae_registers_a_model_that_serves(home, tmp_path, capsys):
     assert "ndcg@100" in capsys.readouterr().out
     assert main(["compare"]) == 0
     assert "recvae" in capsys.readouterr().out
-    history = tmp_path / "new.csv"
-    history.write_text("user,item\nnew-a,0\nnew-a,1\n")
-    out = tmp_path / "lists.csv"
-    assert main(["recommend", "--model", "models:/recvae@challenger", "--users", str(history), "--top-n", "3",
-                 "--out", str(out)]) == 0
-    rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 3 and not {r["item"] for r in rows} & {"0", "1"}
+    assert_new_user_gets_unseen_items(tmp_path, "models:/recvae@challenger")
 
     import mlflow
 
@@ -137,13 +141,7 @@ def test_ensemble_of_two_seeds_is_logged_registered_and_serves(home, tmp_path, c
     assert {"val_ndcg_at_100", "test_ndcg_at_100", "test_recall_at_20"} <= set(run.data.metrics)
     assert main(["evaluate", "--model", "models:/recvae@challenger", "--snapshot", snap, "--split", "test"]) == 0
     assert f"{run.data.metrics['test_ndcg_at_100']:.4f}" in capsys.readouterr().out  # the logged figure, reproduced
-    history = tmp_path / "new.csv"
-    history.write_text("user,item\nnew-a,0\nnew-a,1\n")
-    out = tmp_path / "lists.csv"
-    assert main(["recommend", "--model", "models:/recvae@challenger", "--users", str(history), "--top-n", "3",
-                 "--out", str(out)]) == 0
-    rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 3 and not {r["item"] for r in rows} & {"0", "1"}
+    assert_new_user_gets_unseen_items(tmp_path, "models:/recvae@challenger")
     # one member is not an ensemble; the error is one line, exit 2
     assert main(["ensemble", "--model", "models:/recvae/1", "--snapshot", snap]) == 2
     assert "at least 2" in capsys.readouterr().err

@@ -40,7 +40,7 @@ def _config(args: Any):
     """The project Config with the benchmark's shared hyperparameters."""
     from recvae.config import Config, apply_overrides
 
-    return apply_overrides(
+    config = apply_overrides(
         Config(),
         {
             "model.kind": "vae",
@@ -60,7 +60,8 @@ def _config(args: Any):
             "train.amp": args.amp,
             "train.compile": args.compile,
         },
-    ).validate()
+    )
+    return apply_overrides(config, args.overrides).validate()  # --set, after the shared settings
 
 
 def train_task(args: Any) -> None:
@@ -415,6 +416,8 @@ def main() -> None:
     p.add_argument("--select-on", choices=("none", "validation"), default="none")
     p.add_argument("--amp", choices=("none", "bf16"), default="none", help="train.amp: none (float32) or bf16 (CPU autocast)")
     p.add_argument("--compile", action="store_true", help="train.compile: torch.compile the forward pass and likelihood")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="train/profile: override the shared settings of ours (run.py --ours-set)")
     p.add_argument("--model", action="append", default=[], metavar="[NAME=]DIR",
                    help="scoring: a saved recommender directory, repeatable (a bare DIR is named 'ours')")
     p.add_argument("--scoring-users", type=int, default=10_000)

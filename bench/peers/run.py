@@ -356,7 +356,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Adam lr {s['lr']}, beta annealed linearly to {s['anneal_cap']} over {s['total_anneal_steps']} updates, seed {s['seed']}; "
         "every system's LAST epoch is evaluated (no epoch selection"
         + ("" if s.get("ours_select", "none") == "none" else "; ours: best epoch on validation NDCG@100, see notes")
-        + ") by `recvae.metrics` on the test users' held-out items, scored from their fold-in rows with fold-in items excluded.",
+        + ") by `recvae.metrics` on the test users' held-out items, scored from their fold-in rows with fold-in items excluded."
+        + (f" Ours with `{' '.join(s['ours_set'])}` on top (`--ours-set`): not the peers' architecture."
+           if s.get("ours_set") else ""),
     ]
     for ds in report["datasets"]:
         lines += ["", f"## {ds['name']}", ""]
@@ -480,6 +482,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synthetic-heldout", type=int, default=10_000, help="validation and test users each")
     p.add_argument("--ours-select", choices=("none", "validation"), default="none",
                    help="ours: last epoch (none, as the peers) or the best epoch on validation NDCG@100")
+    p.add_argument("--ours-set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override ours' config (e.g. model.hidden_dims= for the one-layer model); the peers keep the "
+                        "paper's architecture, so use it for ours-against-ALS scoring, not the peer table")
     p.add_argument("--no-scoring", action="store_true", help="skip the implicit ALS recommend comparison")
     p.add_argument("--scoring-users", type=int, default=10_000)
     p.add_argument("--als-iterations", type=int, default=15)
@@ -506,6 +511,11 @@ def data_summary(snapshot: Snapshot, source: str) -> dict[str, Any]:
     return {"source": source, "train_users": int(snapshot.train.shape[0]), "n_items": snapshot.n_items,
             "train_nnz": int(snapshot.train.nnz), "test_users": int(foldin.shape[0]),
             "test_foldin_nnz": int(foldin.nnz), "test_heldout_nnz": int(heldout.nnz)}
+
+
+def _ours_set(args: argparse.Namespace) -> list[str]:
+    """peer_ours.py arguments for --ours-set."""
+    return [arg for override in args.ours_set for arg in ("--set", override)]
 
 
 def run_dataset(name: str, args: argparse.Namespace, work: Path, venvs: dict[str, Any], peaks: dict[str, Any]) -> dict[str, Any]:
@@ -535,7 +545,7 @@ def run_dataset(name: str, args: argparse.Namespace, work: Path, venvs: dict[str
         if system in OURS:
             amp, compiled = OURS[system]
             cmd = [sys.executable, str(HERE / "peer_ours.py"), "--task", "train", "--amp", amp, *(["--compile"] * compiled),
-                   "--select-on", args.ours_select, "--out", str(out), *common]
+                   "--select-on", args.ours_select, "--out", str(out), *common, *_ours_set(args)]
         else:
             if "error" in venvs.get(system, {}):
                 ds["systems"][system] = {"ok": False, "error": f"venv: {venvs[system]['error'][:300]}"}
@@ -552,7 +562,7 @@ def run_dataset(name: str, args: argparse.Namespace, work: Path, venvs: dict[str
     ours_ok = [s for s in args.systems if s in OURS and ds["systems"].get(s, {}).get("ok")]
     for system in ours_ok:
         median = ds["systems"][system]["epochs"].get("median_s")
-        if not median:
+        if not median or args.ours_set:  # the FLOP count is the paper architecture's
             continue
         fl = epoch_flops(snapshot.train.shape[0], snapshot.n_items, snapshot.train.nnz, 600, 200)
         fl["epoch_s"] = median
@@ -579,7 +589,8 @@ def run_dataset(name: str, args: argparse.Namespace, work: Path, venvs: dict[str
             if compiled:  # the profiler would mostly show the compiler's own work
                 continue
             out = work / name / f"profile-{system}"
-            cmd = [sys.executable, str(HERE / "peer_ours.py"), "--task", "profile", "--amp", amp, "--out", str(out), *common]
+            cmd = [sys.executable, str(HERE / "peer_ours.py"), "--task", "profile", "--amp", amp, "--out", str(out), *common,
+                   *_ours_set(args)]
             result = run_system(cmd, out, env, args.timeout, cwd=out.parent)
             if not result.get("ok"):
                 logger.error("profile of %s failed: %s\n%s", system, result["error"], result["log_tail"])
@@ -604,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     report["settings"] = {"threads": args.threads, "batch_size": args.batch_size, "lr": args.lr, "hidden": 600, "latent": 200,
                           "dropout": 0.5, "anneal_cap": args.anneal_cap, "total_anneal_steps": args.total_anneal_steps,
                           "seed": args.seed, "epochs": args.epochs, "synthetic_epochs": args.synthetic_epochs,
-                          "ours_select": args.ours_select}
+                          "ours_select": args.ours_select, "ours_set": args.ours_set}
     for peer in (s for s in args.systems if s in PEERS):
         try:
             report["venvs"][peer] = ensure_venv(peer, args.reinstall)
