@@ -261,8 +261,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from recvae import tracking
 
     df = tracking.compare_runs(args.experiment, metric=args.metric)
-    wanted = ["run_id", "run_name", "model_kind", "status", "snapshot_id", "val_ndcg_at_100", "test_ndcg_at_100",
-              "test_recall_at_20", "test_recall_at_50", "best_epoch"]
+    # the validation score of the model each run kept (a trained run's best epoch), which ranks the table
+    wanted = ["run_id", "run_name", "model_kind", "status", "snapshot_id", f"model_{tracking.metric_key(args.metric)}",
+              "test_ndcg_at_100", "test_recall_at_20", "test_recall_at_50", "best_epoch"]
     df = df[[c for c in wanted if c in df.columns]].head(args.limit)
     if "run_id" in df:
         df = df.assign(run_id=df["run_id"].str[:8])

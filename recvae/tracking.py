@@ -569,7 +569,10 @@ def promote(name: str, version: str | int, alias: str = CHAMPION) -> str | None:
 
 
 def compare_runs(experiment: str, metric: str = "val_ndcg_at_100", max_results: int = 1000) -> pd.DataFrame:
-    """One row per (non-deleted) run of `experiment`: name, kind, status, latest metrics and params; best first."""
+    """One row per (non-deleted) run of `experiment`: name, kind, status, latest metrics and params; best first.
+
+    Runs are ranked by `model_<metric>`: the metric of the model a run logged, which for a trained run is its best
+    epoch's (`best_<metric>`), not the last epoch's, and for a baseline or an ensemble its only value."""
     configure_if_needed()
     exp = MlflowClient().get_experiment_by_name(experiment)
     if exp is None:
@@ -597,8 +600,11 @@ def compare_runs(experiment: str, metric: str = "val_ndcg_at_100", max_results: 
     params = params.rename(columns=lambda c: c[len("params.") :])
     out = pd.concat([out, metrics.reindex(sorted(metrics.columns), axis=1), params.reindex(sorted(params.columns), axis=1)], axis=1)
     key = metric_key(metric)
-    if key in out.columns:
-        out = out.sort_values(key, ascending=False, na_position="last", kind="stable")
+    if key in out.columns or f"best_{key}" in out.columns:
+        latest = out[key] if key in out.columns else pd.Series(np.nan, index=out.index)
+        best = out[f"best_{key}"] if f"best_{key}" in out.columns else pd.Series(np.nan, index=out.index)
+        out.insert(len(out.columns) - len(params.columns), f"model_{key}", best.fillna(latest))
+        out = out.sort_values(f"model_{key}", ascending=False, na_position="last", kind="stable")
     else:
         logger.warning("no run of experiment %r has metric %r; sorted by start time", experiment, key)
         out = out.sort_values("start_time", ascending=False, kind="stable")

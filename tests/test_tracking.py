@@ -412,3 +412,20 @@ def test_compare_runs_table(store):
     assert table["train.lr"].iloc[0] == "0.0003" and pd.isna(table["train.lr"].iloc[2])
     with pytest.raises(tracking.ModelNotFoundError, match="no experiment 'missing'"):
         tracking.compare_runs("missing")
+
+
+def test_compare_ranks_trained_runs_by_the_epoch_they_kept(store):
+    """An early-stopped run's last epoch is worse than the epoch its model comes from: the table ranks the model."""
+    import mlflow
+
+    with tracking.start_run("exp-kept", "stopped-early", tags={"model_kind": "multvae"}):
+        cb = tracking.EpochLogger()
+        for epoch, ndcg in enumerate([0.30, 0.45, 0.38], start=1):
+            cb(epoch, {"val_ndcg@100": ndcg})
+        mlflow.log_metric("best_val_ndcg_at_100", 0.45)  # as pipeline.train_step logs it
+    with tracking.start_run("exp-kept", "ease", tags={"model_kind": "ease"}):
+        mlflow.log_metric("val_ndcg_at_100", 0.40)
+    table = tracking.compare_runs("exp-kept")
+    assert table["run_name"].tolist() == ["stopped-early", "ease"]
+    assert table["model_val_ndcg_at_100"].tolist() == pytest.approx([0.45, 0.40])
+    assert table["val_ndcg_at_100"].tolist() == pytest.approx([0.38, 0.40])  # the latest values stay as logged
