@@ -18,8 +18,9 @@ MEMBERS_DIR = "members"
 class Ensemble(Recommender):
     """Scores log(mean_k softmax(scores_k)): the mixture of the members' multinomial distributions.
 
-    Members must score the same item columns (the same snapshot's items). For Mult-VAE runs that differ only in their
-    seed this is the usual seed ensemble; `bench/results/vae_tuning.md` measures what it adds on ML-1M.
+    Members must score the same item columns (the same snapshot's items). It is meant for models whose scores are
+    logits of a multinomial (Mult-VAE, Mult-DAE, RecVAE); for Mult-VAE runs that differ only in their seed it is the
+    usual seed ensemble, and `bench/results/vae_tuning.md` measures what it adds on ML-1M.
     """
 
     kind = "ensemble"

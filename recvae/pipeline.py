@@ -288,6 +288,10 @@ def ensemble_step(
         ens = Ensemble(members)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    not_logits = sorted({m.kind for m in members} - set(RECOMMENDER_KINDS.values()))
+    if not_logits:
+        logger.warning("ensemble members of kind %s do not score with logits: the softmax of their scores is a ranking "
+                       "device, not their distribution, and their scale weighs them", ", ".join(not_logits))
     scorer = aligned_scorer(ens, snap.items)
     with tracking.start_run(experiment, run_name="ensemble", tags={TAG_ROLE: CHALLENGER}) as run:
         mlflow.log_params({"n_members": len(members), "members": ", ".join(model_uris)[:6000]})
