@@ -3,6 +3,7 @@
 Usage:
   .venv/bin/python bench/tune_vae_ml1m.py run NAME [--kind recvae] [--set SECTION.FIELD=VALUE ...]   # -> bench/out/vae_tuning/NAME.json
   .venv/bin/python bench/tune_vae_ml1m.py ensemble NAME1 NAME2 ...                   # mean softmax of saved runs
+  .venv/bin/python bench/tune_vae_ml1m.py paired NAME ...                           # per-user test NDCG@100 minus EASE's
   .venv/bin/python bench/tune_vae_ml1m.py report                                    # all runs -> bench/results/vae_tuning.json/.md
 Every run starts from the paper's Mult-VAE (bench/parity_ml1m.paper_config 'vae_scaled') with patience 20.
 Test metrics are computed for every run but only the config with the best VALIDATION NDCG@100 is the pick.
@@ -13,12 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,6 +39,8 @@ logger = logging.getLogger("bench.tune_vae_ml1m")
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "bench" / "out" / "vae_tuning"
 EASE_TEST_NDCG = 0.4038
+EASE_LAMBDA = 700.0  # chosen on validation users (bench/results/baselines_ml1m.md)
+PAIRED = RUNS / "paired" / "vs_ease.json"  # not in RUNS itself, whose *.json are the runs
 ALS_TEST_NDCG = 0.4008
 # runs stopped by hand (no test figures: they were clearly behind on validation and the time box was short)
 STOPPED = [
@@ -102,6 +107,29 @@ def ensemble(names: list[str], data_home: Path) -> dict:
     }
 
 
+def paired(names: list[str], data_home: Path) -> dict:
+    """Per test user, NDCG@100 of each saved run (or `ens_a+b+...`) minus EASE's: the mean difference and its
+    standard error, which the shared users make far smaller than either model's own."""
+    from recvae.baselines import EASE
+
+    snap = load_pro_sg(data_home / "ml-1m" / "pro_sg")
+    foldin, heldout = snap.heldout("test")
+    ease = evaluate(EASE(lam=EASE_LAMBDA).fit(snap.train).scores, foldin, heldout, ("ndcg@100",)).per_user["ndcg@100"]
+    out = json.loads(PAIRED.read_text()) if PAIRED.exists() else {}
+    for name in names:
+        members = [load_recommender(RUNS / m) for m in name.removeprefix("ens_").split("+")]
+        rec = members[0] if len(members) == 1 else Ensemble(members)
+        diff = evaluate(rec.scores, foldin, heldout, ("ndcg@100",)).per_user["ndcg@100"] - ease
+        diff = diff[np.isfinite(diff)]
+        out[name] = {"ease_ndcg@100": float(np.nanmean(ease)), "mean_diff": float(diff.mean()),
+                     "stderr": float(diff.std(ddof=1) / math.sqrt(len(diff))), "better": int((diff > 0).sum()),
+                     "worse": int((diff < 0).sum()), "n_users": int(len(diff))}
+        logger.info("%s vs EASE: %+.4f ± %.4f", name, out[name]["mean_diff"], out[name]["stderr"])
+    PAIRED.parent.mkdir(parents=True, exist_ok=True)
+    PAIRED.write_text(json.dumps(out, indent=1))
+    return out
+
+
 def report(out: Path) -> dict:
     """Collect every run, pick the best on validation NDCG@100, write vae_tuning.json / .md."""
     runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
@@ -109,7 +137,8 @@ def report(out: Path) -> dict:
         raise SystemExit(f"no runs in {RUNS}")
     runs.sort(key=lambda r: -r["validation_at_best"]["ndcg@100"])
     pick = runs[0]
-    res = {"machine": machine(), "pick": pick["name"], "ease_test_ndcg@100": EASE_TEST_NDCG, "runs": runs}
+    res = {"machine": machine(), "pick": pick["name"], "ease_test_ndcg@100": EASE_TEST_NDCG, "runs": runs,
+           "paired_vs_ease": json.loads(PAIRED.read_text()) if PAIRED.exists() else {}}
     (out / "vae_tuning.json").write_text(json.dumps(res, indent=1))
     (out / "vae_tuning.md").write_text(to_markdown(res))
     return res
@@ -155,6 +184,18 @@ def vae_line(runs: list[dict]) -> str:
                          f"{best['validation_at_best']['ndcg@100']:.4f}), reaches test NDCG@100 {test:.4f} ± {err:.4f} "
                          f"({test - EASE_TEST_NDCG:+.4f} against EASE)")
     return ("Among Mult-VAE runs only (model kind `vae`), " + "; ".join(parts) + ".") if parts else ""
+
+
+def paired_lines(pairs: dict) -> list[str]:
+    """The paired comparison with EASE, as a table (nothing when `paired` was not run)."""
+    if not pairs:
+        return []
+    lines = ["", f"Paired against EASE (λ={EASE_LAMBDA:g}) on the same test users (`tune_vae_ml1m.py paired NAME ...`): "
+             "the per-user NDCG@100 difference, its mean and standard error, and how many users each side wins.", "",
+             "| config | NDCG@100 minus EASE's | users better | users worse |", "|---|---|---|---|"]
+    for name, r in pairs.items():
+        lines.append(f"| {name} | {r['mean_diff']:+.4f} ± {r['stderr']:.4f} | {r['better']} | {r['worse']} |")
+    return lines
 
 
 def to_markdown(res: dict) -> str:
@@ -203,6 +244,7 @@ def to_markdown(res: dict) -> str:
         single_line(runs),
         "",
         vae_line(runs),
+        *paired_lines(res.get("paired_vs_ease", {})),
         "",
         "## Reading the figures",
         "",
@@ -241,7 +283,7 @@ def to_markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("action", choices=("run", "ensemble", "report"))
+    p.add_argument("action", choices=("run", "ensemble", "paired", "report"))
     p.add_argument("name", nargs="*")
     p.add_argument("--data-home", type=Path, default=Path(os.environ.get("RECVAE_DATA_HOME", REPO.parent / "shared" / "data")))
     p.add_argument("--threads", type=int, default=1)
@@ -256,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     RUNS.mkdir(parents=True, exist_ok=True)
+    if args.action == "paired":
+        paired(args.name, args.data_home)
+        return 0
     if args.action == "ensemble":
         if len(args.name) < 2:
             p.error("ensemble needs two or more run NAMEs")
