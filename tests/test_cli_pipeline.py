@@ -145,3 +145,22 @@ def test_ensemble_of_two_seeds_is_logged_registered_and_serves(home, tmp_path, c
     # one member is not an ensemble; the error is one line, exit 2
     assert main(["ensemble", "--model", "models:/recvae/1", "--snapshot", snap]) == 2
     assert "at least 2" in capsys.readouterr().err
+
+
+def test_ensemble_refuses_models_of_another_snapshot(home, tmp_path, capsys):
+    """Members must come from the snapshot the ensemble is evaluated on: otherwise one line, exit 2, nothing logged."""
+    import mlflow
+
+    uris = []
+    for seed in (1, 2):
+        snap = str(tmp_path / f"snap{seed}")
+        assert main(["prepare", "--dataset", "synthetic", "--seed", str(seed), "--out", snap]) == 0
+        assert main(["baseline", "popularity", "--snapshot", snap]) == 0
+        uris.append(f"runs:/{mlflow.last_active_run().info.run_id}/model")
+    capsys.readouterr()
+    n_runs = len(mlflow.search_runs(search_all_experiments=True))
+    assert main(["ensemble", "--model", uris[0], "--model", uris[1], "--snapshot", str(tmp_path / "snap2"),
+                 "--name", "none"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the INFO lines of the loads
+    assert last.startswith("recvae ensemble: error:") and "was trained on snapshot" in last
+    assert len(mlflow.search_runs(search_all_experiments=True)) == n_runs
