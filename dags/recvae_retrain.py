@@ -1,6 +1,7 @@
 """Weekly retraining: ingest and validate interactions, build a snapshot, train the Mult-VAE challenger and the
 baselines in parallel, evaluate them on the same validation users, and promote the challenger to `champion`
-only when it beats the champion and every baseline by the configured margin.
+only when it beats the champion and every baseline by the configured margin. With `seeds` > 1 the challenger is
+trained once per seed, in parallel, and their ensemble (the mean of their softmax) is what competes.
 
 Thin on purpose: only the light `recvae.airflow_common` is imported at parse time; each task imports the package
 inside its body and holds no logic of its own.
@@ -29,6 +30,8 @@ from recvae.airflow_common import CHAMPION, DEFAULT_ARGS, SNAPSHOT, START_DATE
         "model": Param("vae", type="string", enum=["vae", "dae", "recvae"],
                        description="challenger: Mult-VAE, Mult-DAE or RecVAE (from its published settings)"),
         "config": Param({}, type="object", description='overrides, e.g. {"train.epochs": 50, "train.anneal_cap": 0.2}'),
+        "seeds": Param(1, type="integer", minimum=1, maximum=16,
+                       description="challenger runs (train.seed, +1, ...); above 1 their ensemble is the challenger"),
         "baselines": Param(["popularity", "als", "ease"], type="array", description="baselines to train beside the VAE"),
         "promote_margin": Param(0.0, type="number", minimum=0, description="NDCG@100 margin the challenger must beat"),
         "model_name": Param("recvae", type="string", description="MLflow registered model name"),
@@ -58,6 +61,38 @@ def recvae_retrain():
         return pipeline.train_step(
             snapshot["snapshot_dir"], overrides=p["config"], kind=p["model"], experiment=p["experiment"],
             model_name=p["model_name"], run_key=f"{context['run_id']}:challenger",
+        )
+
+    @task
+    def extra_seeds(**context) -> list[int]:
+        """Seeds of the challenger's other runs (none unless the `seeds` param is above 1)."""
+        from recvae import pipeline
+
+        p = context["params"]
+        return pipeline.challenger_seeds(p["model"], p["config"], int(p["seeds"]))
+
+    @task(map_index_template="seed {{ task.op_kwargs['seed'] }}")
+    def train_seed(snapshot: dict, seed: int, **context) -> dict:
+        """Train the challenger's configuration again with another seed, logged and registered like it."""
+        from recvae import pipeline
+
+        pipeline.use_airflow_variables()
+        p = context["params"]
+        return pipeline.train_step(
+            snapshot["snapshot_dir"], overrides={**p["config"], "train.seed": seed}, kind=p["model"],
+            experiment=p["experiment"], model_name=p["model_name"], run_key=f"{context['run_id']}:challenger:{seed}",
+        )
+
+    @task(trigger_rule="none_failed")  # runs with one seed too (an empty mapping is "skipped")
+    def combine_seeds(snapshot: dict, first: dict, others: list[dict], **context) -> dict:
+        """The challenger to promote: the one run, or the ensemble of every seed's run."""
+        from recvae import pipeline
+
+        pipeline.use_airflow_variables()
+        p = context["params"]
+        return pipeline.combine_challengers(
+            first, [others[i] for i in range(len(others))] if others else [], snapshot["snapshot_dir"],
+            experiment=p["experiment"], model_name=p["model_name"], run_key=f"{context['run_id']}:ensemble",
         )
 
     @task
@@ -99,7 +134,9 @@ def recvae_retrain():
         return {"model_uri": decision["model_uri"], "version": decision["version"]}
 
     snapshot = build_snapshot()
-    challenger = train_challenger(snapshot)
+    first = train_challenger(snapshot)
+    others = train_seed.partial(snapshot=snapshot).expand(seed=extra_seeds())
+    challenger = combine_seeds(snapshot, first, others)
     baselines = train_baseline.partial(snapshot=snapshot).expand(kind=baseline_kinds())
     decision = promote(snapshot, challenger, baselines)
     champion_changed(decision) >> announce_champion(decision)

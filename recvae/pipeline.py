@@ -259,15 +259,41 @@ def baseline_step(
     return _run_summary(mlflow.get_run(run_id), kind)
 
 
+def challenger_seeds(kind: str, overrides: dict[str, Any] | list[str] | None, n_runs: int) -> list[int]:
+    """Seeds of the challenger's extra runs: the configured train.seed + 1, ..., + n_runs - 1."""
+    if n_runs < 1:
+        raise ConfigError(f"seeds must be >= 1; got {n_runs}")
+    base = apply_overrides(preset(kind), overrides or {}).train.seed
+    return [base + i for i in range(1, n_runs)]
+
+
+def combine_challengers(
+    first: dict[str, Any],
+    extra: list[dict[str, Any]],
+    snapshot_dir: str | Path | None,
+    *,
+    experiment: str = "recvae",
+    model_name: str | None = "recvae",
+    run_key: str | None = None,
+) -> dict[str, Any]:
+    """The challenger to promote: the one trained run, or with `extra` runs (other seeds) the ensemble of all."""
+    if not extra:
+        return first
+    uris = [f"models:/{model_name}/{m['model_version']}" if model_name and m.get("model_version")
+            else f"runs:/{m['run_id']}/model" for m in [first, *extra]]
+    return ensemble_step(uris, snapshot_dir, experiment=experiment, model_name=model_name, run_key=run_key)
+
+
 def ensemble_step(
     model_uris: list[str],
     snapshot_dir: str | Path | None,
     *,
     experiment: str = "recvae",
     model_name: str | None = "recvae",
+    run_key: str | None = None,
 ) -> dict[str, Any]:
     """Combine trained models (e.g. one config's seeds) into an `Ensemble`, evaluate it, log it as its own run,
-    register a version and point `challenger` at it."""
+    register a version and point `challenger` at it (a run already finished for `run_key` is returned instead)."""
     import mlflow
 
     from recvae import tracking
@@ -276,6 +302,10 @@ def ensemble_step(
 
     if len(model_uris) < 2:
         raise ConfigError(f"an ensemble needs at least 2 models; got {len(model_uris)}")
+    done = _finished_run(experiment, run_key)
+    if done is not None:
+        logger.info("run key %s already combined as MLflow run %s; reusing it", run_key, done.info.run_id)
+        return _run_summary(done, Ensemble.kind)
     snap = _load_snapshot(snapshot_dir)
     members, described = [], []
     for uri in model_uris:
@@ -293,7 +323,7 @@ def ensemble_step(
         logger.warning("ensemble members of kind %s do not score with logits: the softmax of their scores is a ranking "
                        "device, not their distribution, and their scale weighs them", ", ".join(not_logits))
     scorer = aligned_scorer(ens, snap.items)
-    with tracking.start_run(experiment, run_name="ensemble", tags={TAG_ROLE: CHALLENGER}) as run:
+    with tracking.start_run(experiment, run_name="ensemble", tags={TAG_RUN_KEY: run_key or "", TAG_ROLE: CHALLENGER}) as run:
         mlflow.log_params({"n_members": len(members), "members": ", ".join(model_uris)[:6000]})
         mlflow.log_dict({"members": described}, "members.json")
         tracking.log_snapshot(snap)

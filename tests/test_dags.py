@@ -165,3 +165,25 @@ def test_transient_shard_failure_is_retried_by_airflow(airflow_db, stack, monkey
     assert result.state == "success", result.task_states
     assert calls.count(1) == 2
     assert set(_rows_per_user(stack["db"]).values()) == {5}
+
+
+def test_two_seeds_promote_their_ensemble_and_score_it(airflow_db, stack):
+    """`seeds=2`: the challenger is trained twice in parallel, their ensemble competes, wins, and is scored."""
+    import mlflow
+
+    retrain = run_dag_test(_dag("recvae_retrain"), dataset="synthetic", config=FAST, baselines=[], seeds=2)
+    assert retrain.state == "success", retrain.task_states
+    first, other = retrain.xcom("train_challenger"), retrain.xcom("train_seed", map_index=0)
+    seeds = {mlflow.get_run(r["run_id"]).data.params["train.seed"] for r in (first, other)}
+    assert seeds == {"98765", "98766"}
+    combined = retrain.xcom("combine_seeds")
+    assert combined["kind"] == "ensemble" and combined["model_version"] not in (first["model_version"], other["model_version"])
+    decision = retrain.xcom("promote")
+    assert decision["promoted"] and _champion() == combined["model_version"] == decision["version"]
+    members = mlflow.artifacts.load_dict(f"runs:/{combined['run_id']}/members.json")["members"]
+    assert [m["run_id"] for m in members] == [first["run_id"], other["run_id"]]
+
+    score = run_dag_test(_dag("recvae_score"), top_n=5, n_shards=2)
+    assert score.state == "success", score.task_states
+    per_user = _rows_per_user(stack["db"])
+    assert per_user and set(per_user.values()) == {5}
