@@ -40,28 +40,41 @@ def _discounts(k: int, device: torch.device) -> torch.Tensor:
     return 1.0 / torch.log2(torch.arange(2, k + 2, device=device, dtype=torch.float64))
 
 
+def _ndcg_from_hits(hits: torch.Tensor, n_pos: torch.Tensor, k: int) -> torch.Tensor:
+    """NDCG@k from the hit flags of each user's top-k in rank order, and their numbers of held-out items."""
+    disc = _discounts(k, hits.device)
+    dcg = (hits[:, :k].to(torch.float64) * disc).sum(dim=1)
+    idcg = torch.cumsum(disc, 0)[(n_pos.clamp(max=k) - 1).clamp(min=0)]
+    return torch.where(n_pos > 0, dcg / idcg, torch.full_like(dcg, math.nan))
+
+
+def _recall_from_hits(hits: torch.Tensor, n_pos: torch.Tensor, k: int, denominator: str) -> torch.Tensor:
+    """Recall@k from the same hit flags: / min(k, n) (paper) or / n (LightGCN)."""
+    if denominator not in ("min", "all"):
+        raise ValueError(f"denominator must be 'min' or 'all'; got {denominator!r}")
+    found = hits[:, :k].sum(dim=1).to(torch.float64)
+    n = n_pos.to(torch.float64)
+    denom = torch.clamp(n, max=k) if denominator == "min" else n
+    return torch.where(n > 0, found / denom.clamp(min=1), torch.full_like(found, math.nan))
+
+
+def _ranked_hits(scores: torch.Tensor, heldout: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hit flags of each user's top-k items in rank order, number of held-out items per user)."""
+    top = torch.topk(scores, k, dim=1, sorted=True).indices
+    return torch.gather(heldout, 1, top) > 0, (heldout > 0).sum(dim=1)
+
+
 def ndcg_at_k(scores: torch.Tensor, heldout: torch.Tensor, k: int) -> torch.Tensor:
     """Per-user NDCG@k with binary relevance; NaN for users with no held-out items."""
     k = min(k, scores.shape[1])
-    top = torch.topk(scores, k, dim=1).indices
-    hits = torch.gather(heldout, 1, top) > 0
-    disc = _discounts(k, scores.device)
-    dcg = (hits.to(torch.float64) * disc).sum(dim=1)
-    n_pos = (heldout > 0).sum(dim=1).clamp(max=k)
-    idcg = torch.cumsum(disc, 0)[(n_pos - 1).clamp(min=0)]
-    return torch.where(n_pos > 0, dcg / idcg, torch.full_like(dcg, math.nan))
+    return _ndcg_from_hits(*_ranked_hits(scores, heldout, k), k)
 
 
 def recall_at_k(scores: torch.Tensor, heldout: torch.Tensor, k: int, denominator: str = "min") -> torch.Tensor:
     """Per-user Recall@k: hits / min(k, |held-out|) (paper) or hits / |held-out| (LightGCN); NaN if none."""
     k = min(k, scores.shape[1])
-    top = torch.topk(scores, k, dim=1).indices
-    hits = (torch.gather(heldout, 1, top) > 0).sum(dim=1).to(torch.float64)
-    n_pos = (heldout > 0).sum(dim=1).to(torch.float64)
-    denom = torch.clamp(n_pos, max=k) if denominator == "min" else n_pos
-    if denominator not in ("min", "all"):
-        raise ValueError(f"denominator must be 'min' or 'all'; got {denominator!r}")
-    return torch.where(n_pos > 0, hits / denom.clamp(min=1), torch.full_like(hits, math.nan))
+    hits, n_pos = _ranked_hits(scores, heldout, k)
+    return _recall_from_hits(hits, n_pos, k, denominator)
 
 
 def _parse(name: str) -> tuple[str, int]:
@@ -73,13 +86,19 @@ def _parse(name: str) -> tuple[str, int]:
 
 def per_user_metrics(scores: torch.Tensor, heldout: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
     """Per-user values of each metric name (e.g. 'ndcg@100', 'recall@20', 'recall_all@20')."""
+    parsed = {name: _parse(name) for name in names}
+    if not parsed:
+        return {}
+    # one sorted top-K for the largest K: every smaller k's top-k is its prefix
+    k_max = min(max(k for _, k in parsed.values()), scores.shape[1])
+    hits, n_pos = _ranked_hits(scores, heldout, k_max)
     out = {}
-    for name in names:
-        metric, k = _parse(name)
+    for name, (metric, k) in parsed.items():
+        k = min(k, k_max)
         if metric == "ndcg":
-            out[name] = ndcg_at_k(scores, heldout, k)
+            out[name] = _ndcg_from_hits(hits, n_pos, k)
         else:
-            out[name] = recall_at_k(scores, heldout, k, "min" if metric == "recall" else "all")
+            out[name] = _recall_from_hits(hits, n_pos, k, "min" if metric == "recall" else "all")
     return out
 
 

@@ -56,6 +56,26 @@ def test_ndcg_and_recall_match_loops(rng, k: int) -> None:
         assert rec_all[u] == pytest.approx(recall_loop(scores[u].tolist(), rel, kk, "all"), abs=1e-12)
 
 
+def test_several_metrics_from_one_ranking_match_the_plain_loops(rng) -> None:
+    """per_user_metrics ranks once for the largest k and reads smaller k from its prefix."""
+    scores, held = random_case(rng)
+    s, h = torch.from_numpy(scores), torch.from_numpy(held.astype(np.float32))
+    names = ["recall@5", "ndcg@100", "recall_all@20", "ndcg@3", "recall@50"]
+    out = {name: v.numpy() for name, v in per_user_metrics(s, h, names).items()}
+    assert list(out) == names
+    for u in range(scores.shape[0]):
+        rel = set(np.flatnonzero(held[u]).tolist())
+        if not rel:
+            assert all(np.isnan(v[u]) for v in out.values())
+            continue
+        row = scores[u].tolist()
+        assert out["ndcg@100"][u] == pytest.approx(ndcg_loop(row, rel, 60), abs=1e-9)  # k above the item count
+        assert out["ndcg@3"][u] == pytest.approx(ndcg_loop(row, rel, 3), abs=1e-9)
+        assert out["recall@5"][u] == pytest.approx(recall_loop(row, rel, 5, "min"), abs=1e-12)
+        assert out["recall@50"][u] == pytest.approx(recall_loop(row, rel, 50, "min"), abs=1e-12)
+        assert out["recall_all@20"][u] == pytest.approx(recall_loop(row, rel, 20, "all"), abs=1e-12)
+
+
 def test_recall_denominators_differ_only_when_more_relevant_than_k(rng) -> None:
     scores, held = random_case(rng)
     s, h = torch.from_numpy(scores), torch.from_numpy(held.astype(np.float32))
