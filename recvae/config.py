@@ -112,8 +112,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     amp: str = "none"  # "none" | "bf16" (CPU or CUDA autocast) | "fp16" (CUDA only)
     num_threads: int | None = None
-    # torch.compile the training forward pass and likelihood: 4-10 % faster epochs on CPU after a first epoch
-    # that pays the compilation (about 4 s here; bench/results/train_speed.md), so it pays off on long runs only
+    # torch.compile the training forward pass and likelihood; its first epoch pays the compilation (about 3 s on
+    # ML-1M here). It gained 4-10 % on this CPU before the likelihood became one log_softmax kernel and no longer
+    # does (bench/results/train_speed.md): measure it on your machine (and on a GPU) before turning it on
     compile: bool = False
 
     def validate(self) -> None:
