@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,7 +28,7 @@ from parity_ml1m import METRICS, load_pro_sg, machine, paper_config, test_metric
 from recvae.config import apply_overrides, preset  # noqa: E402
 from recvae.ensemble import Ensemble  # noqa: E402
 from recvae.log import setup_logging  # noqa: E402
-from recvae.metrics import evaluate  # noqa: E402
+from recvae.metrics import EvalResult, evaluate  # noqa: E402
 from recvae.recommender import load_recommender  # noqa: E402
 from recvae.train import train  # noqa: E402
 
@@ -107,6 +105,11 @@ def ensemble(names: list[str], data_home: Path) -> dict:
     }
 
 
+def _member_names(name: str) -> list[str]:
+    """The saved runs behind a run name: itself, or the members of `ens_a+b+...` (as `ensemble` names them)."""
+    return name.removeprefix("ens_").split("+")
+
+
 def paired(names: list[str], data_home: Path) -> dict:
     """Per test user, NDCG@100 of each saved run (or `ens_a+b+...`) minus EASE's: the mean difference and its
     standard error, which the shared users make far smaller than either model's own."""
@@ -114,16 +117,17 @@ def paired(names: list[str], data_home: Path) -> dict:
 
     snap = load_pro_sg(data_home / "ml-1m" / "pro_sg")
     foldin, heldout = snap.heldout("test")
-    ease = evaluate(EASE(lam=EASE_LAMBDA).fit(snap.train).scores, foldin, heldout, ("ndcg@100",)).per_user["ndcg@100"]
+    ease = evaluate(EASE(lam=EASE_LAMBDA).fit(snap.train).scores, foldin, heldout, ("ndcg@100",))
     out = json.loads(PAIRED.read_text()) if PAIRED.exists() else {}
     for name in names:
-        members = [load_recommender(RUNS / m) for m in name.removeprefix("ens_").split("+")]
+        members = [load_recommender(RUNS / m) for m in _member_names(name)]
         rec = members[0] if len(members) == 1 else Ensemble(members)
-        diff = evaluate(rec.scores, foldin, heldout, ("ndcg@100",)).per_user["ndcg@100"] - ease
-        diff = diff[np.isfinite(diff)]
-        out[name] = {"ease_ndcg@100": float(np.nanmean(ease)), "mean_diff": float(diff.mean()),
-                     "stderr": float(diff.std(ddof=1) / math.sqrt(len(diff))), "better": int((diff > 0).sum()),
-                     "worse": int((diff < 0).sum()), "n_users": int(len(diff))}
+        ours = evaluate(rec.scores, foldin, heldout, ("ndcg@100",)).per_user["ndcg@100"]
+        diff = EvalResult({"diff": ours - ease.per_user["ndcg@100"]})  # NaN (no held-out items) is left out
+        d = diff.per_user["diff"]
+        out[name] = {"ease_ndcg@100": ease.means["ndcg@100"], "mean_diff": diff.means["diff"],
+                     "stderr": diff.stderr["diff"], "better": int((d > 0).sum()), "worse": int((d < 0).sum()),
+                     "n_users": diff.n_users}
         logger.info("%s vs EASE: %+.4f ± %.4f", name, out[name]["mean_diff"], out[name]["stderr"])
     PAIRED.parent.mkdir(parents=True, exist_ok=True)
     PAIRED.write_text(json.dumps(out, indent=1))
@@ -165,7 +169,7 @@ def _kind(run: dict, by_name: dict[str, dict]) -> str:
     """'vae', 'recvae' (...) of a run; an ensemble has its members' kind, or 'mixed'."""
     if run["config"] is not None:
         return run["config"]["model"]["kind"]
-    members = run.get("members") or run["name"].removeprefix("ens_").split("+")
+    members = run.get("members") or _member_names(run["name"])
     kinds = {_kind(by_name[m], by_name) for m in members if m in by_name}
     return kinds.pop() if len(kinds) == 1 else "mixed"
 

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 
@@ -37,8 +36,7 @@ class Ensemble(Recommender):
         if len(n_items) != 1:
             raise ValueError(f"ensemble members score different numbers of items: {sorted(n_items)}")
         with_ids = [m.items for m in self.members if m.items is not None]
-        if with_ids and (len(with_ids) != len(self.members)
-                         or any(not np.array_equal(ids.raw_ids, with_ids[0].raw_ids) for ids in with_ids[1:])):
+        if with_ids and (len(with_ids) != len(self.members) or any(ids != with_ids[0] for ids in with_ids[1:])):
             raise ValueError("ensemble members were trained on different item columns (different snapshots); "
                              "retrain them on one snapshot")
         self.n_items = n_items.pop()
