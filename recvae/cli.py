@@ -314,7 +314,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     from recvae import pipeline, tracking
     from recvae.recommend import recommend_to_store
-    from recvae.store import RecommendationStore, default_db_url
+    from recvae.paths import default_db_url
+    from recvae.store import RecommendationStore
 
     if args.top_n < 1:
         raise ConfigError("--top-n must be >= 1")
@@ -359,7 +360,8 @@ def _add_db(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from recvae.store import RecommendationStore, default_db_url, query_names, schema_sql
+    from recvae.paths import default_db_url
+    from recvae.store import RecommendationStore, query_names, schema_sql
 
     url = args.db or default_db_url()
     with RecommendationStore(url) as store:

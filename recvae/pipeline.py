@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from recvae import paths
 from recvae.config import RECOMMENDER_KINDS, Config, ConfigError, apply_overrides, preset
 
 logger = logging.getLogger(__name__)
@@ -25,32 +26,20 @@ DEFAULT_BASELINE_GRIDS: dict[str, dict[str, list[Any]]] = {
 }
 
 
-def home() -> Path:
-    """Where the embedded defaults live: $RECVAE_HOME, else ./.recvae (snapshots, runs, MLflow, SQLite)."""
-    from recvae.tracking import recvae_home
-
-    return recvae_home()
-
-
-def snapshots_dir() -> Path:
-    """Folder of the dataset snapshots, one sub-folder per snapshot id."""
-    return home() / "snapshots"
-
-
 def latest_snapshot() -> Path | None:
     """The most recently built snapshot (its id maps seed the next build so item indices stay stable)."""
-    pointer = snapshots_dir() / "LATEST"
+    pointer = paths.snapshots_dir() / "LATEST"
     if pointer.exists():
-        path = snapshots_dir() / pointer.read_text().strip()
+        path = paths.snapshots_dir() / pointer.read_text().strip()
         if (path / "manifest.json").exists():
             return path
     return None
 
 
 def _mark_latest(path: Path) -> None:
-    tmp = snapshots_dir() / ".LATEST.tmp"
+    tmp = paths.snapshots_dir() / ".LATEST.tmp"
     tmp.write_text(path.name)
-    os.replace(tmp, snapshots_dir() / "LATEST")
+    os.replace(tmp, paths.snapshots_dir() / "LATEST")
 
 
 def _config(overrides: dict[str, Any] | list[str] | None) -> Config:
@@ -75,14 +64,14 @@ def prepare_step(
     overrides: dict[str, Any] | list[str] | None = None,
     run_key: str | None = None,
 ) -> dict[str, Any]:
-    """Ingest, validate and split into a snapshot under `snapshots_dir()`; the same data gives the same snapshot."""
+    """Ingest, validate and split into a snapshot under `paths.snapshots_dir()`; the same data gives the same snapshot."""
     from recvae.prepare import Source, prepare
 
     config = _config(overrides)
     source = Source(dataset=None if input_path else dataset, path=input_path, format=input_format)
     previous = latest_snapshot()
     snap = prepare(source, None, config, previous=previous)
-    out = snapshots_dir() / snap.snapshot_id
+    out = paths.snapshots_dir() / snap.snapshot_id
     snap.save(out)
     _mark_latest(out)
     logger.info("snapshot %s at %s (run %s)", snap.snapshot_id, out, run_key)
@@ -94,7 +83,7 @@ def _load_snapshot(snapshot_dir: str | Path | None):
 
     path = Path(snapshot_dir) if snapshot_dir else latest_snapshot()
     if path is None:
-        raise SnapshotError(f"no snapshot given and none built yet under {snapshots_dir()}; run `recvae prepare` first")
+        raise SnapshotError(f"no snapshot given and none built yet under {paths.snapshots_dir()}; run `recvae prepare` first")
     return Snapshot.load(path)
 
 
@@ -176,7 +165,7 @@ def train_step(
     if done is not None:
         logger.info("run key %s already trained as MLflow run %s; reusing it", run_key, done.info.run_id)
         return _run_summary(done, RECOMMENDER_KINDS[kind])
-    work = home() / "runs" / _safe(run_key)
+    work = paths.runs_dir() / _safe(run_key)
     resume = resume and (work / "last.pt").exists()
     tags = {TAG_RUN_KEY: run_key, TAG_ROLE: CHALLENGER}
     with tracking.start_run(experiment, run_name=RUN_NAMES[kind], tags=tags) as run:
@@ -422,7 +411,7 @@ def promote_step(
 # ------------------------------------------------------------------------------------------ scoring
 
 
-AIRFLOW_VARIABLES = {"recvae_home": "RECVAE_HOME", "recvae_mlflow_tracking_uri": "MLFLOW_TRACKING_URI"}
+AIRFLOW_VARIABLES = {"recvae_home": paths.HOME_ENV, "recvae_mlflow_tracking_uri": paths.TRACKING_URI_ENV}
 
 
 def use_airflow_variables() -> dict[str, str]:
@@ -444,7 +433,7 @@ def use_airflow_variables() -> dict[str, str]:
 
 
 def db_url_from_connection(conn_id: str | None = "recvae_db") -> str:
-    """The recommendations DB URL: an Airflow Connection, else $RECVAE_DB_URL, else SQLite under `home()`."""
+    """The recommendations DB URL: an Airflow Connection, else $RECVAE_DB_URL, else SQLite under the local home."""
     if conn_id:
         try:
             from airflow.sdk import Connection
@@ -456,9 +445,7 @@ def db_url_from_connection(conn_id: str | None = "recvae_db") -> str:
             return url
         except Exception as exc:  # no Airflow context or no such connection: fall back to the embedded default
             logger.info("connection %r not available (%s); using the default database", conn_id, type(exc).__name__)
-    from recvae.store import default_db_url
-
-    return default_db_url()
+    return paths.default_db_url()
 
 
 def begin_score_step(
@@ -566,9 +553,7 @@ def run_pipeline(
     -> publish, in one process."""
     import uuid
 
-    from recvae.store import default_db_url
-
-    db_url = db_url or default_db_url()
+    db_url = db_url or paths.default_db_url()
     key = uuid.uuid4().hex[:12]
     snap = prepare_step(dataset=dataset, input_path=input_path, input_format=input_format, overrides=overrides)
     challenger = train_step(snap["snapshot_dir"], overrides=overrides, kind=kind, experiment=experiment,

@@ -20,13 +20,14 @@ from sqlalchemy import bindparam, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
+from recvae import paths
+
 logger = logging.getLogger(__name__)
 
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 STATUSES = ("staging", "published", "superseded", "failed", "expired")
 DONE_STATUSES = ("published", "superseded", "expired")  # a batch key in one of these is never rewritten
 SQL_DIR_ENV = "RECVAE_SQL_DIR"
-DB_URL_ENV = "RECVAE_DB_URL"
 DIALECTS = ("sqlite", "postgresql")
 _REC_COLUMNS = "batch_id, user_id, rank, item_id, score, shard"
 _PASSWORD_KEYS = {"password", "passwd", "pwd", "pass", "sslpassword"}
@@ -125,14 +126,6 @@ def _scrub(message: str, url: URL) -> str:
                 if val:
                     message = message.replace(str(val), "***")
     return message
-
-
-def default_db_url() -> str:
-    """RECVAE_DB_URL, else a SQLite file under RECVAE_HOME (or ~/.local/share/recvae)."""
-    if os.environ.get(DB_URL_ENV):
-        return os.environ[DB_URL_ENV]
-    home = Path(os.environ.get("RECVAE_HOME") or Path.home() / ".local" / "share" / "recvae")
-    return f"sqlite:///{home / 'recommendations.db'}"
 
 
 def sql_dir() -> Path:
@@ -310,7 +303,7 @@ class RecommendationStore:
         no shard activity for this long is treated as abandoned (crashed) and failed by the next run (keep it above
         the longest shard write); `busy_timeout_s`: how long a SQLite writer waits for another one (SQLite has one
         writer at a time, and a shard holds the write lock while it is scored and written)."""
-        raw = url if url is not None else default_db_url()
+        raw = url if url is not None else paths.default_db_url()
         self.url_masked = mask_url(raw)
         try:
             self.url = make_url(raw) if isinstance(raw, str) else raw

@@ -29,6 +29,7 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
+from recvae import paths
 from recvae.metrics import EvalResult
 from recvae.mlflow_model import ARTIFACT_KEY, DEFAULT_TOP_N
 from recvae.recommender import META_FILE, Recommender, load_recommender, read_meta
@@ -56,30 +57,17 @@ class ModelNotFoundError(LookupError):
 # ---------------------------------------------------------------------------------------------- store
 
 
-def recvae_home() -> Path:
-    """Directory for local state: RECVAE_HOME or ./.recvae."""
-    return Path(os.environ.get("RECVAE_HOME") or ".recvae").resolve()
-
-
-def default_tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else a SQLite store under recvae_home()."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{recvae_home() / 'mlflow.db'}"
-
-
 def default_artifact_root(tracking_uri: str | None = None) -> Path:
-    """Artifact directory next to a SQLite store (or under recvae_home() for other stores)."""
+    """Artifact directory next to a SQLite store (or under the local home for other stores)."""
     uri = tracking_uri or mlflow.get_tracking_uri()
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts"
-    return recvae_home() / "mlartifacts"
+    return paths.artifacts_dir()
 
 
 def configure(tracking_uri: str | None = None) -> str:
     """Point MLflow (tracking and registry) at `tracking_uri` or the default; returns the URI used."""
-    uri = tracking_uri or default_tracking_uri()
+    uri = tracking_uri or paths.default_tracking_uri()
     if uri.startswith("file:") or (not re.match(r"^[a-z][a-z0-9+.-]*:", uri) and not uri.startswith("databricks")):
         raise ValueError(
             f"tracking URI {uri!r}: the file store is not supported by MLflow 3; use sqlite:///PATH/mlflow.db or a server URL"

@@ -19,6 +19,7 @@ from mlflow import MlflowClient  # noqa: E402
 
 from recvae import recommender as recommender_mod  # noqa: E402
 from recvae import tracking  # noqa: E402
+from recvae import paths  # noqa: E402
 from recvae.config import Config  # noqa: E402
 from recvae.idmap import IdMap  # noqa: E402
 from recvae.metrics import EvalResult  # noqa: E402
@@ -146,7 +147,7 @@ def test_default_store_lives_under_recvae_home(tmp_path, monkeypatch, empty_db):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    uri = tracking.default_tracking_uri()
+    uri = paths.default_tracking_uri()
     assert uri == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
     tracking.configure()
     with tracking.start_run("exp-a", "r1") as run:
