@@ -1,9 +1,11 @@
 """Static checks of the docker/ stack (no Docker engine needed): services, versions against pyproject's pins, env,
-volumes, healthchecks, dependency order, database names and secrets."""
+volumes and their ownership, published ports, the one image build, healthchecks, dependency order, database names,
+secrets, and the documented MLflow server commands."""
 
 from __future__ import annotations
 
 import re
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,17 @@ COMPOSE = DOCKER / "compose.yaml"
 DOCKERFILE = DOCKER / "Dockerfile"
 ENV_EXAMPLE = DOCKER / ".env.example"
 INIT_DIR = DOCKER / "postgres-init"
+DOCS = (REPO / "README.md", DOCKER / "README.md", *sorted((REPO / "docs").glob("*.md")))
 
 AIRFLOW_SERVICES = ("airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer", "airflow-worker")
 EXPECTED_SERVICES = ("postgres", "redis", "mlflow", *AIRFLOW_SERVICES)
 CELERY_ONLY = {"redis", "airflow-worker"}
 ONE_SHOT = {"airflow-init"}  # runs to completion: no healthcheck, others wait for it to complete
+RECVAE_SERVICES = ("mlflow", *AIRFLOW_SERVICES)  # the services that run the project image
+BUILDER = "airflow-init"  # the one service that builds it (every Airflow service depends on it)
+BIND_VAR = "RECVAE_BIND_ADDRESS"  # host address the UIs are published on; loopback unless set
+ROOT_USERS = ("0", "root")
 SECRET_WORDS = ("PASSWORD", "SECRET", "FERNET", "JWT", "TOKEN")
 
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:-|-|:\?|\?)(?P<arg>[^}]*))?\}")
@@ -165,6 +172,91 @@ def postgres_urls(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
+def shell_commands(script: str) -> list[list[str]]:
+    """The simple commands of a shell script or RUN line as word lists (heredoc bodies and comments dropped)."""
+    script = re.sub(r"<<-?\s*'?(\w+)'?([^\n]*)\n.*?\n\s*\1[ \t]*(?=\n|$)", r"\2", script, flags=re.S)
+    commands = []
+    for line in script.replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words: list[str] = []
+        for token in [*lexer, ";"]:
+            if token in ("&&", "||", ";", "|", "&"):
+                if words:
+                    commands.append(words)
+                words = []
+            else:
+                words.append(token)
+    return commands
+
+
+def operands(words: list[str]) -> list[str]:
+    return [w for w in words[1:] if not w.startswith("-")]
+
+
+def chown_targets(commands: list[list[str]], owners: set[str]) -> list[str]:
+    """Paths a `chown -R OWNER[:GROUP] ...` gives to one of `owners`."""
+    paths = []
+    for words in commands:
+        args = operands(words)
+        recursive = any(w.startswith("-") and not w.startswith("--") and "R" in w for w in words[1:])
+        if words[0] == "chown" and recursive and args and args[0].split(":")[0] in owners:
+            paths += args[1:]
+    return paths
+
+
+def mkdir_targets(commands: list[list[str]]) -> list[str]:
+    return [p for words in commands if words[0] == "mkdir" and "-p" in words for p in operands(words)]
+
+
+def covered(path: str, roots: list[str]) -> bool:
+    """`path` is one of `roots` or inside one of them."""
+    return any(path == r.rstrip("/") or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def runtime_owners() -> set[str]:
+    """The user the image ends as: its name and the uid it is created with."""
+    user = [rest for word, rest in dockerfile_instructions() if word == "USER"][-1]
+    return {user, dockerfile_args()["RECVAE_UID"]}
+
+
+def named_volume_mounts(names: tuple[str, ...]) -> list[tuple[str, str, bool]]:
+    """(service, target, read_only) of every named-volume mount of the services `names`."""
+    doc = raw_compose()
+    declared = set(doc.get("volumes") or {})
+    found = []
+    for name in names:
+        for vol in doc["services"][name].get("volumes") or []:
+            source, target = mount(vol)
+            default = _VAR.fullmatch(source)
+            if (default.group("arg") if default else source) in declared:
+                found.append((name, target, str(vol).endswith(":ro")))
+    return found
+
+
+def host_ip(port: Any) -> str | None:
+    """The host address a `ports:` entry publishes on (None: every interface)."""
+    if isinstance(port, dict):
+        return port.get("host_ip")
+    parts = str(port).rsplit(":", 2)
+    return parts[0] if len(parts) == 3 else None
+
+
+def published_ports(doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(name, port) for name, svc in doc["services"].items() for port in svc.get("ports") or []]
+
+
+def documented_commands(path: Path) -> list[str]:
+    """Commands in the fenced code blocks of a Markdown file, continuation lines joined, comments dropped."""
+    commands = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", path.read_text(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s#.*$", "", line).strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
 # ---------------------------------------------------------------------------------------------- files
 
 
@@ -197,7 +289,7 @@ def test_dockerfile_versions_match_pyproject_pins():
 
 def test_compose_build_args_match_pyproject_pins():
     doc = compose()
-    for name in ("mlflow", *AIRFLOW_SERVICES):
+    for name in [n for n, svc in doc["services"].items() if "build" in svc]:
         build = doc["services"][name]["build"]
         assert build["args"]["AIRFLOW_VERSION"] == pinned_version("apache-airflow"), name
         assert build["args"]["MLFLOW_VERSION"] == pinned_version("mlflow"), name
@@ -453,3 +545,117 @@ def test_init_script_creates_every_database_the_services_use():
         assert parts.port in (None, 5432), where
     healthcheck = " ".join(doc["services"]["postgres"]["healthcheck"]["test"])
     assert "127.0.0.1" in healthcheck, "check over TCP: the init-time server listens on the socket only"
+
+
+# ---------------------------------------------------------------------------------------------- volume ownership
+
+
+def test_image_creates_every_mount_point_owned_by_the_runtime_user():
+    # A new named volume starts as a copy of the image's directory (content, owner, mode): one the image lacks
+    # comes up root-owned and the uid-50000 containers cannot write their task and DAG-processor logs.
+    instructions = dockerfile_instructions()
+    last_user = max(i for i, (word, _) in enumerate(instructions) if word == "USER")
+    commands = [c for word, rest in instructions[:last_user] if word == "RUN" for c in shell_commands(rest)]
+    mounts = named_volume_mounts(RECVAE_SERVICES)
+    assert "/opt/airflow/logs" in {target for _, target, _ in mounts}
+    for name, target, _ in mounts:
+        made = [i for i, c in enumerate(commands) if target in mkdir_targets([c])]
+        assert made, f"{name} mounts {target}: the Dockerfile never creates it"
+        chowned = [i for i, c in enumerate(commands) if covered(target, chown_targets([c], runtime_owners()))]
+        assert any(i > made[0] for i in chowned), f"{name} mounts {target}: not then chowned to the runtime user"
+
+
+def test_airflow_init_hands_the_mounted_dirs_to_the_runtime_user():
+    # Volumes made before the image had the directory (or bind mounts in an override) stay root-owned: the init
+    # step, as root, creates and chowns them before any long-running container starts, like Airflow's own compose.
+    services = compose()["services"]
+    init = services["airflow-init"]
+    assert str(init.get("user", "")).split(":")[0] in ROOT_USERS, "airflow-init must run as 0:0 to chown"
+    commands = shell_commands(str(init["command"][-1]))
+    created, owned = mkdir_targets(commands), chown_targets(commands, runtime_owners())
+    writable = {target for name, target, ro in named_volume_mounts(AIRFLOW_SERVICES) if not ro}
+    assert {"/opt/airflow/logs", "/opt/airflow/auth"} <= writable
+    init_mounts = {mount(v)[1] for v in init["volumes"]}
+    for target in writable:
+        assert target in init_mounts, f"airflow-init does not mount {target}"
+        assert target in created, f"airflow-init does not mkdir -p {target}"
+        assert covered(target, owned), f"airflow-init does not chown -R {target} to {sorted(runtime_owners())}"
+    # Everything written as root (the password file, anything `airflow` creates) is handed over afterwards.
+    last_chown = max(i for i, words in enumerate(commands) if words[0] == "chown")
+    writers = [i for i, words in enumerate(commands) if words[0] in ("airflow", "python", "python3")]
+    assert writers and max(writers) < last_chown, "chown after the commands that write files as root"
+    for name in RECVAE_SERVICES:
+        if name != "airflow-init":
+            assert str(services[name].get("user", "")).split(":")[0] not in ROOT_USERS, f"{name} runs as root"
+
+
+# ---------------------------------------------------------------------------------------------- ports
+
+
+def test_published_ports_bind_loopback_unless_opted_in():
+    # .env.example ships development secrets: the UIs must not face the network until the operator says so.
+    example = env_example()
+    assert example.get(BIND_VAR) == "127.0.0.1", f".env.example must document {BIND_VAR}=127.0.0.1"
+    unset = {k: v for k, v in example.items() if k != BIND_VAR}
+    for env in (example, unset):
+        ports = published_ports(compose(env))
+        assert {"airflow-api-server", "mlflow", "postgres"} <= {name for name, _ in ports}
+        for name, port in ports:
+            assert host_ip(port) == "127.0.0.1", f"{name} publishes {port!r} beyond loopback"
+    opened = published_ports(compose({**unset, BIND_VAR: "0.0.0.0"}))
+    assert {name for name, port in opened if host_ip(port) == "0.0.0.0"} == {"airflow-api-server", "mlflow"}
+    assert all(host_ip(port) == "127.0.0.1" for name, port in opened if name == "postgres"), "postgres stays local"
+    assert BIND_VAR in (DOCKER / "README.md").read_text(), f"docker/README.md must explain {BIND_VAR}"
+
+
+# ---------------------------------------------------------------------------------------------- one image
+
+
+def test_the_project_image_is_built_once_and_reused():
+    text = COMPOSE.read_text()
+    assert len(re.findall(r"^\s*build:", text, flags=re.M)) == 1, "one build: block in compose.yaml"
+    services = compose()["services"]
+    builders = [name for name, svc in services.items() if "build" in svc]
+    assert builders == [BUILDER], builders
+    assert not services[BUILDER].get("profiles"), "the image must be built without a profile"
+    image = services[BUILDER]["image"]
+    assert image == "recvae:local", image
+    for name in RECVAE_SERVICES:
+        assert services[name]["image"] == image, f"{name} runs {services[name]['image']!r}, not {image!r}"
+        # never pulled: the name is built here, and a registry image of that name is not ours
+        assert services[name].get("pull_policy") == "never", name
+        if name in AIRFLOW_SERVICES and name != BUILDER:
+            assert BUILDER in services[name]["depends_on"], f"`up {name}` must build the image through {BUILDER}"
+    assert all(services[n]["image"] != image for n in services if n not in RECVAE_SERVICES)
+    renamed = compose({**env_example(), "RECVAE_IMAGE": "registry.example/recvae:1"})["services"]
+    assert {renamed[n]["image"] for n in RECVAE_SERVICES} == {"registry.example/recvae:1"}
+
+
+# ---------------------------------------------------------------------------------------------- docs
+
+
+def test_documented_mlflow_servers_are_lean():
+    # 4 workers and the job runner make `mlflow ui` 15 processes (~3 GB); one worker without it is 2 (~0.6 GB).
+    found = []
+    for path in DOCS:
+        for cmd in documented_commands(path):
+            if re.search(r"(^|\s)mlflow (ui|server)\b", cmd):
+                found.append((path.name, cmd))
+                assert re.search(r"(--workers|-w) 1\b", cmd), f"{path.name}: {cmd!r} lacks --workers 1"
+                assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in cmd, f"{path.name}: {cmd!r} runs the job runner"
+    assert any(name == "README.md" and " ui " in cmd for name, cmd in found), found
+
+
+def test_lean_mlflow_flags_exist_in_the_pinned_mlflow():
+    import click
+    import mlflow
+    import mlflow.environment_variables as mlflow_env
+    from mlflow.cli import cli
+
+    assert mlflow.__version__ == pinned_version("mlflow")
+    assert mlflow_env.MLFLOW_SERVER_ENABLE_JOB_EXECUTION.name == "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+    for command_name in ("ui", "server"):  # `ui` is an alias of `server`
+        command_ = cli.get_command(click.Context(cli), command_name)
+        assert command_ is not None, command_name
+        flags = {opt for param in command_.params for opt in param.opts}
+        assert {"--workers", "--backend-store-uri"} <= flags, command_name
