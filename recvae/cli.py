@@ -55,7 +55,8 @@ def _add_prepare(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--rating-col", default="rating", help="rating column, or 'none' for implicit data; default: rating")
     p.add_argument("--time-col", default="timestamp", help="timestamp column, or 'none'; default: timestamp")
     p.add_argument("--sep", default=None, help="csv field separator (default ',' or tab for .tsv); '\\t' for tab")
-    p.add_argument("--id-type", choices=["auto", "int", "str"], default="auto", help="id type of csv/parquet/sql ids")
+    p.add_argument("--id-type", choices=["auto", "int", "str"], default="auto",
+                   help="id type of csv/parquet/sql ids; auto: integers if every id is one within int64, else text")
     p.add_argument("--encoding", default="utf-8", help="csv text encoding (default utf-8), e.g. latin-1")
     p.add_argument("--implicit", action="store_true", help="every row is a positive: no binarization")
     p.add_argument("--sql-query", metavar="SQL", help="table name or SELECT query for --format sql")
@@ -64,6 +65,7 @@ def _add_prepare(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--lenient", action="store_true", help="drop and quarantine bad rows instead of failing")
     p.add_argument("--quarantine", metavar="FILE", help="where lenient mode writes bad rows (.csv or .parquet); "
                    "default: <out>.quarantine.csv")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --quarantine file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field, e.g. data.threshold=none or split.n_heldout_users=1000 (repeatable)")
     p.add_argument("--seed", type=int, help="seed of the split (and of the synthetic generator)")
@@ -113,7 +115,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         overrides.append("data.lenient=true")
     config = apply_overrides(config, overrides).validate()
     source = _source_from_args(args)
-    snap = prepare(source, args.out, config, previous=args.previous, quarantine=args.quarantine)
+    snap = prepare(source, args.out, config, previous=args.previous, quarantine=args.quarantine, force=args.force)
     print(format_summary(snap))
     return 0
 
@@ -325,17 +327,20 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     args.chunk_size = args.chunk_size or default_chunk_size(rec.n_items)
     if args.users or args.user_ids:
         # A subset is an ad-hoc answer, never a batch: publishing it would replace everyone's current lists.
-        from recvae.recommend import topn_frame
+        from recvae.recommend import build_input, topn_frame
 
         source: Any = args.users or pipeline._load_snapshot(args.snapshot)
         if not args.users:
             pipeline._check_items(rec, source, args.model)
-        frame = topn_frame(rec, source, top_n=args.top_n, users=args.user_ids, chunk_size=args.chunk_size)
+        inp = build_input(rec, source, users=args.user_ids)
+        frame = topn_frame(rec, inp, top_n=args.top_n, chunk_size=args.chunk_size)
         if args.out:
             frame.to_csv(args.out, index=False)
             print(f"{frame['user'].nunique():,} users, {len(frame):,} rows -> {args.out}")
         else:
             print(frame.to_csv(index=False), end="")
+        for note in inp.notes():  # after the lists; on stderr when the lists themselves go to stdout
+            print(note, file=sys.stdout if args.out else sys.stderr)
         return 0
     snap = pipeline._load_snapshot(args.snapshot)
     pipeline._check_items(rec, snap, args.model)

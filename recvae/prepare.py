@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from recvae import datasets, readers
-from recvae.config import Config
+from recvae.config import Config, ConfigError
 from recvae.log import progress
 from recvae.preprocess import preprocess
 from recvae.readers import Source
@@ -54,6 +54,21 @@ def default_quarantine(out_dir: str | Path) -> Path:
     return out.parent / f"{out.name}.quarantine.csv"
 
 
+def check_quarantine(path: str | Path, source: Source, *, force: bool = False) -> None:
+    """Refuse a quarantine path that is a folder, an input file, or (unless `force`) any other existing file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"quarantine {path} is a folder; give a file (.csv or .parquet)")
+    if not path.parent.is_dir() and path.parent.exists():
+        raise ConfigError(f"quarantine {path}: {path.parent} is not a folder")
+    if not path.exists():
+        return
+    if any(path.resolve() == f.resolve() for f in readers.source_files(source)):
+        raise ConfigError(f"quarantine {path} is an input file of this source; give another file")
+    if not force:
+        raise ConfigError(f"quarantine file {path} already exists; give another file, or --force to overwrite it")
+
+
 def prepare(
     source: Source | str | Path | None = None,
     out_dir: str | Path | None = None,
@@ -61,21 +76,27 @@ def prepare(
     previous: Snapshot | str | Path | None = None,
     *,
     quarantine: str | Path | None = None,
+    force: bool = False,
 ) -> Snapshot:
     """Read, validate, preprocess and split `source`, and save the snapshot to `out_dir` (if given).
 
     With `previous` (a Snapshot or its folder), its user and item id maps are extended, so users and items
     it knows keep their indices. In lenient mode (config.data.lenient) bad rows go to `quarantine`
-    (default: `<out_dir>.quarantine.csv`). The manifest records the source, its fingerprint, the
-    parameters, counts per step, the validation report and the time of each stage.
+    (default: `<out_dir>.quarantine.csv`); an existing `quarantine` file is only overwritten with `force`.
+    The manifest records the source, its fingerprint, the parameters, counts per step, the validation
+    report and the time of each stage.
     """
     config = config or Config()
     config.data.validate()
     config.split.validate()
     src = as_source(source)
+    if config.data.lenient:
+        if quarantine is not None:
+            check_quarantine(quarantine, src, force=force)
+        elif out_dir is not None:
+            quarantine = default_quarantine(out_dir)  # named after the snapshot: ours to rewrite on a rerun
+            check_quarantine(quarantine, src, force=True)
     prev = Snapshot.load(previous) if isinstance(previous, (str, Path)) else previous
-    if quarantine is None and config.data.lenient and out_dir is not None:
-        quarantine = default_quarantine(out_dir)
     state: dict[str, Any] = {}
     timings: dict[str, float] = {}
     unit = "row" if src.format in ("parquet", "sql", "synthetic") else "line"

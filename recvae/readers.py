@@ -6,6 +6,7 @@ timestamps in seconds when the source has them, and an index holding each row's 
 source: the 1-based line number of a text file (a header is line 1) or the 1-based row number of a
 Parquet file, SQL result or generated frame. Bad input raises DataValidationError naming file,
 line/row and column, unless the Validator is lenient (bad rows are then dropped and recorded).
+Ids beyond int64 are never wrapped: they are read as text (id_type "auto" or "str") or refused ("int").
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import scipy.sparse as sp
 
 from recvae.idmap import IdMap
 from recvae.snapshot import Snapshot, sha256_file
-from recvae.validate import DataValidationError, Positions, Validator, build_interactions
+from recvae.validate import DataValidationError, Positions, Validator, build_interactions, integer_text_only
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ SNAPSHOT_FORMATS = ("pro_sg", "lightgcn")  # already split: they become a Snapsh
 ID_TYPES = ("auto", "int", "str")
 PRO_SG_PARTS = ("train", "validation_tr", "validation_te", "test_tr", "test_te")
 _BLOCK_SIZE = 1 << 24
+_INT64_MAX = 2**63 - 1
 DEFAULT_TIME_COL = "timestamp"  # optional when left at this default: csv/parquet/sql without it have no timestamps
 
 
@@ -53,7 +55,7 @@ class Source:
     time_col: str | None = "timestamp"  # None: no timestamps; the default "timestamp" is used only if present
     sep: str = ","
     query: str | None = None  # sql: a table name or a SELECT query
-    id_type: str = "auto"  # csv/parquet/sql ids: "int", "str", or "auto" (int when every value is an integer)
+    id_type: str = "auto"  # csv/parquet/sql ids: "int", "str", or "auto" (int when every value is an integer in int64)
     encoding: str = "utf-8"  # csv text encoding (e.g. "latin-1")
     implicit: bool = False  # every row is a positive: binarization is skipped
     dataset: str | None = None  # dataset name (recvae.datasets) this source was resolved from, or is to be
@@ -316,13 +318,32 @@ def read_csv(
         types.update({user_col: pa.int64(), item_col: pa.int64()})
     elif id_type == "str":
         types.update({user_col: pa.string(), item_col: pa.string()})
-    table, pos = _read_text_table(
+    read = lambda v: _read_text_table(  # noqa: E731
         path, delimiter=sep, column_names=None, include=list(dict.fromkeys(wanted.values())), types=types,
-        quoting=True, validator=validator, encoding=encoding,
+        quoting=True, validator=v, encoding=encoding,
     )
+    table, pos = read(validator)
+    inexact = [c for c in (user_col, item_col) if id_type == "auto" and _float_ids_inexact(table[c])]
+    if inexact:
+        # pyarrow reads integers beyond int64 as floats, which cannot tell ids above 2**53 apart: read those
+        # columns again as text (bad lines were flagged by the first read; the second read's flags are dropped)
+        types.update({c: pa.string() for c in inexact})
+        text, _ = read(Validator(path, lenient=True, unit="line"))  # the same rows: only the types differ
+        for c in inexact:
+            if integer_text_only(text[c]):  # else a float column (1.5, nan, 1e300): checked as floats
+                logger.debug("%s: column %r re-read as text (integers beyond a float's precision)", path, c)
+                table = table.set_column(table.schema.get_field_index(c), c, text[c])
     cols = {k: table[v] for k, v in wanted.items()}
     df = build_interactions(cols, validator, pos, id_type=id_type, names=wanted)
     return _finish(own, validator, df, path)
+
+
+def _float_ids_inexact(col: pa.ChunkedArray) -> bool:
+    """Whether a column pyarrow read as floats holds a value beyond 2**53, above which floats skip integers."""
+    if not pa.types.is_floating(col.type) or len(col) == 0:
+        return False
+    values = np.abs(np.asarray(pc.fill_null(col, 0.0).to_numpy(zero_copy_only=False), np.float64))
+    return bool((values[np.isfinite(values)] >= 2.0**53).any())  # NaN and inf are flagged as they are
 
 
 def read_parquet(
@@ -404,7 +425,7 @@ def _arrow_column(s: pd.Series) -> pa.ChunkedArray:
         values = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in s.tolist()]
         try:
             return pa.chunked_array([pa.array(values)])
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed types; integers beyond int64
             return pa.chunked_array([pa.array([None if v is None else str(v) for v in values], type=pa.string())])
     return pa.chunked_array([pa.Array.from_pandas(s)])
 
@@ -507,7 +528,7 @@ def _read_adjacency(path: Path, validator: Validator) -> tuple[np.ndarray, np.nd
                 continue
             try:
                 ids = np.array([int(t) for t in tokens], dtype=np.int64)
-            except ValueError:
+            except (ValueError, OverflowError):
                 ids = _checked_tokens(tokens, lineno, validator)
                 if ids is None:
                     continue
@@ -531,12 +552,17 @@ def _checked_tokens(tokens: list[str], lineno: int, validator: Validator) -> np.
     out = []
     for k, t in enumerate(tokens):
         try:
-            out.append(int(t))
+            value = int(t)
         except ValueError:
-            column = "field 1 (user)" if k == 0 else f"field {k + 1} (item)"
-            validator.flag([lineno], "non-numeric id", column=column, values=[t])
-            if k == 0:
-                return None
+            value, reason = None, "non-numeric id"
+        else:
+            reason = "id beyond the int64 range" if abs(value) > _INT64_MAX else None  # negatives: the caller
+        if reason is None:
+            out.append(value)
+            continue
+        validator.flag([lineno], reason, column="field 1 (user)" if k == 0 else f"field {k + 1} (item)", values=[t])
+        if k == 0:
+            return None
     return np.asarray(out, dtype=np.int64)
 
 
@@ -550,7 +576,7 @@ def _read_id_list(path: Path) -> np.ndarray:
             raise DataValidationError("empty id", source=path, position=n)
     try:
         ids: np.ndarray = np.asarray([int(x) for x in lines], dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):  # not all integers, or some beyond int64: the ids are text
         ids = np.asarray(lines, dtype=object)
     seen: dict[Any, int] = {}
     for n, x in enumerate(ids.tolist(), 1):

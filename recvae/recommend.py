@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
@@ -12,10 +12,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from recvae import readers
 from recvae.idmap import IdMap
 from recvae.recommender import Recommender
 from recvae.snapshot import Snapshot
 from recvae.store import BatchSummary, RecChunk, RecommendationStore, StoreError
+from recvae.validate import DataValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,22 @@ class ScoringInput:
     history: sp.csr_matrix  # (n, n_items) seen items, canonical (no duplicates, no explicit zeros)
     item_ids: np.ndarray  # (n_items,) raw item ids of the columns as text
     snapshot_id: str | None = None
+    unknown_only: np.ndarray = field(default_factory=lambda: np.zeros(0, object))  # fold-in users: no known item
+
+    def nothing_unseen(self) -> np.ndarray:
+        """Users who have seen every item the model scores: no candidate is left, so they get no recommendations."""
+        return self.user_ids[np.diff(self.history.indptr) >= self.history.shape[1]]
+
+    def notes(self) -> list[str]:
+        """One line per group of users whose lists are not what one might expect (empty or history-free)."""
+        out = []
+        if len(full := self.nothing_unseen()):
+            out.append(f"{len(full):,} user(s) got no recommendations: they have seen every item the model scores "
+                       f"(e.g. {_some(full)})")
+        if len(self.unknown_only):
+            out.append(f"{len(self.unknown_only):,} user(s) have no item the model knows: their recommendations "
+                       f"ignore their history (e.g. {_some(self.unknown_only)})")
+        return out
 
 
 def canonical(history: sp.spmatrix) -> sp.csr_matrix:
@@ -118,6 +136,12 @@ def _as_text(values: Iterable[Any]) -> np.ndarray:
     return np.asarray([str(v) for v in values], dtype=object)
 
 
+def _some(ids: np.ndarray, k: int = 5) -> str:
+    """A few ids for a message: 'a, b, c' or 'a, b, c, ... (12 in all)'."""
+    shown = ", ".join(str(v) for v in ids[:k])
+    return shown + (f", ... ({len(ids):,} in all)" if len(ids) > k else "")
+
+
 def _model_items(recommender: Recommender, fallback: IdMap | None) -> np.ndarray:
     items = recommender.items if getattr(recommender, "items", None) is not None else fallback
     if items is None:
@@ -129,23 +153,18 @@ def _model_items(recommender: Recommender, fallback: IdMap | None) -> np.ndarray
 
 
 def read_foldin(path: str | Path) -> pd.DataFrame:
-    """Fold-in histories from a CSV with a header naming columns `user` and `item` (raw ids)."""
+    """Fold-in histories (user, item raw ids, as text) from a CSV with a header naming columns `user` and `item`;
+    bad input raises DataValidationError naming the file, line and column."""
     path = Path(path)
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = {"user", "item"} - set(df.columns)
-    if missing:
-        raise ValueError(
-            f"{path}: fold-in CSV needs columns user and item; missing {sorted(missing)} (has {list(df.columns)})"
-        )
-    empty = (df["user"] == "") | (df["item"] == "")
-    if empty.any():
-        row = int(np.flatnonzero(empty.to_numpy())[0]) + 2  # 1-based, after the header
-        raise ValueError(f"{path}, line {row}: empty user or item")
-    return df
+    df = readers.read_csv(path, user_col="user", item_col="item", rating_col=None, time_col=None, id_type="str")
+    if len(df) == 0:
+        raise DataValidationError("no fold-in rows (only a header): nobody to recommend for", source=path)
+    return df[["user", "item"]]
 
 
-def _from_interactions(df: pd.DataFrame, item_ids: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
-    """(user ids, users x items matrix) from (user, item) raw-id pairs; items unknown to the model are dropped."""
+def _from_interactions(df: pd.DataFrame, item_ids: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
+    """(user ids, users x items matrix, users without a known item) from (user, item) raw-id pairs; items unknown
+    to the model are dropped."""
     missing = {"user", "item"} - set(df.columns)
     if missing:
         raise ValueError(f"fold-in interactions need columns user and item; missing {sorted(missing)}")
@@ -158,10 +177,11 @@ def _from_interactions(df: pd.DataFrame, item_ids: np.ndarray) -> tuple[np.ndarr
             "fold-in: %d of %d interaction(s) name items the model does not know; ignored", int((~known).sum()), len(c)
         )
     m = sp.csr_matrix((np.ones(int(known.sum()), np.float32), (u[known], c[known])), shape=(len(users), len(item_ids)))
-    empty = int((np.diff(canonical(m).indptr) == 0).sum())
-    if empty:
-        logger.warning("fold-in: %d user(s) have no known item left; they get history-free recommendations", empty)
-    return users, m
+    unknown_only = users[np.diff(canonical(m).indptr) == 0]
+    if len(unknown_only):
+        logger.warning("fold-in: %d user(s) have no item the model knows; they get history-free recommendations: %s",
+                       len(unknown_only), _some(unknown_only))
+    return users, m, unknown_only
 
 
 def _from_snapshot(snap: Snapshot, item_ids: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
@@ -194,7 +214,7 @@ def build_input(
 ) -> ScoringInput:
     """Who to score and what they have seen: every user of a snapshot (or the `users` among them), fold-in
     histories (DataFrame or CSV of raw user,item ids; unknown items ignored), or (user ids, history matrix)."""
-    snapshot_id = None
+    snapshot_id, unknown_only = None, np.zeros(0, object)
     if isinstance(source, Snapshot):
         item_ids = _model_items(recommender, items or source.items)
         user_ids, h = _from_snapshot(source, item_ids)
@@ -202,7 +222,7 @@ def build_input(
     elif isinstance(source, (pd.DataFrame, str, Path)):
         df = source if isinstance(source, pd.DataFrame) else read_foldin(source)
         item_ids = _model_items(recommender, items)
-        user_ids, h = _from_interactions(df, item_ids)
+        user_ids, h, unknown_only = _from_interactions(df, item_ids)
     elif isinstance(source, tuple) and len(source) == 2:
         user_ids, h = _as_text(source[0]), sp.csr_matrix(source[1])
         if len(user_ids) != h.shape[0]:
@@ -226,9 +246,16 @@ def build_input(
                            int((pos < 0).sum()), len(wanted), wanted[pos < 0][:5].tolist())
         pos = pd.unique(pos[pos >= 0])
         if len(pos) == 0:
-            raise ValueError(f"none of the {len(wanted)} requested users has a history to score")
+            raise DataValidationError(f"none of the {len(wanted)} requested users has a history to score "
+                                      f"(e.g. {_some(wanted)})")
         user_ids, h = user_ids[pos], h[pos]
-    return ScoringInput(user_ids=user_ids, history=canonical(h), item_ids=item_ids, snapshot_id=snapshot_id)
+        unknown_only = unknown_only[np.isin(unknown_only, user_ids)]
+    inp = ScoringInput(user_ids=user_ids, history=canonical(h), item_ids=item_ids, snapshot_id=snapshot_id,
+                       unknown_only=unknown_only)
+    if len(full := inp.nothing_unseen()):
+        logger.warning("%d user(s) have seen every item the model scores; they get no recommendations: %s",
+                       len(full), _some(full))
+    return inp
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -245,15 +272,16 @@ def default_chunk_size(n_items: int) -> int:
 
 def topn_frame(
     recommender: Recommender,
-    source: Snapshot | pd.DataFrame | str | Path | tuple[Sequence[Any], sp.spmatrix],
+    source: ScoringInput | Snapshot | pd.DataFrame | str | Path | tuple[Sequence[Any], sp.spmatrix],
     *,
     top_n: int,
     users: Sequence[Any] | None = None,
     items: IdMap | None = None,
     chunk_size: int = 1000,
 ) -> pd.DataFrame:
-    """Top-N of some users as a DataFrame (user, rank, item, score): for ad-hoc lists, not for batches."""
-    inp = build_input(recommender, source, users=users, items=items)
+    """Top-N of some users as a DataFrame (user, rank, item, score): for ad-hoc lists, not for batches.
+    `source` may be a ScoringInput that build_input made (its `notes` then say who got no or a history-free list)."""
+    inp = source if isinstance(source, ScoringInput) else build_input(recommender, source, users=users, items=items)
     frames = []
     for top in iter_topn(recommender, inp.history, top_n, chunk_size=chunk_size):
         valid = top.items >= 0

@@ -7,12 +7,16 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 
 from recvae.idmap import IdMap
@@ -102,7 +106,12 @@ class Snapshot:
         path = Path(path)
         sid = compute_snapshot_id(self)
         if (path / "manifest.json").exists():
-            existing = json.loads((path / "manifest.json").read_text())
+            try:
+                existing = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise SnapshotError(f"{path / 'manifest.json'}: invalid JSON ({exc}); choose another --out") from exc
+            if not isinstance(existing, dict):
+                raise SnapshotError(f"{path / 'manifest.json'}: not a snapshot manifest; choose another --out")
             if existing.get("snapshot_id") == sid:
                 self.manifest = existing
                 self.path = path
@@ -143,39 +152,87 @@ class Snapshot:
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True) -> "Snapshot":
-        """Read a snapshot directory; with `verify`, every file's sha256 must match the manifest."""
+        """Read a snapshot directory; with `verify`, every file's sha256 must match the manifest. A missing,
+        unlisted, changed or unreadable file raises SnapshotError naming it."""
         path = Path(path)
-        mf = path / "manifest.json"
-        if not mf.exists():
-            raise SnapshotError(f"{path}: not a snapshot (no manifest.json)")
-        try:
-            manifest = json.loads(mf.read_text())
-        except json.JSONDecodeError as exc:
-            raise SnapshotError(f"{mf}: invalid JSON ({exc})") from exc
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise SnapshotError(f"{mf}: format_version {manifest.get('format_version')} (expected {FORMAT_VERSION})")
-        for fname, digest in manifest.get("files", {}).items():
+        manifest = read_manifest(path)
+        files: dict[str, Any] = manifest["files"]
+        for fname, digest in files.items():
             f = path / fname
-            if not f.exists():
+            if not f.is_file():
                 raise SnapshotError(f"{path}: file {fname} listed in the manifest is missing")
-            if verify and sha256_file(f) != digest:
-                raise SnapshotError(f"{f}: sha256 does not match the manifest (file changed or corrupt)")
-        matrices, rows = {}, {}
-        for name in PARTS:
-            if (path / f"{name}.npz").exists():
-                matrices[name] = sp.load_npz(path / f"{name}.npz").tocsr()
-                rows[name] = np.load(path / f"{name}_rows.npy")
-        snap = cls(
-            matrices=matrices,
-            rows=rows,
-            users=IdMap.load(path / "users.parquet"),
-            items=IdMap.load(path / "items.parquet"),
-            manifest=manifest,
-            path=path,
-        )
+            if verify:
+                _check_sha256(f, digest)
+        names = [n for n in PARTS if f"{n}.npz" in files or (path / f"{n}.npz").exists()]
+        for fname in ["users.parquet", "items.parquet", *(f"{n}{end}" for n in names for end in (".npz", "_rows.npy"))]:
+            if fname not in files:
+                raise SnapshotError(f"{path / fname}: not listed in the manifest (an incomplete snapshot)")
+        read = lambda fname, loader: _read_file(path / fname, loader, files[fname], checked=verify)  # noqa: E731
+        matrices = {n: read(f"{n}.npz", lambda f: sp.load_npz(f).tocsr()) for n in names}
+        rows = {n: read(f"{n}_rows.npy", _load_rows) for n in names}
+        users, items = read("users.parquet", IdMap.load), read("items.parquet", IdMap.load)
+        try:
+            snap = cls(matrices=matrices, rows=rows, users=users, items=items, manifest=manifest, path=path)
+        except SnapshotError as exc:  # shapes that do not fit together
+            raise SnapshotError(f"{path}: {exc}") from exc
         if verify and manifest.get("snapshot_id") and compute_snapshot_id(snap) != manifest["snapshot_id"]:
             raise SnapshotError(f"{path}: content does not match snapshot_id {manifest['snapshot_id']} in the manifest")
         return snap
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of snapshot folder `path`, checked to be a current-format object that lists its files."""
+    mf = path / "manifest.json"
+    if not mf.exists():
+        raise SnapshotError(f"{path}: not a snapshot (no manifest.json)")
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SnapshotError(f"{mf}: invalid JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise SnapshotError(f"{mf}: not a snapshot manifest (expected a JSON object)")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise SnapshotError(f"{mf}: format_version {manifest.get('format_version')} (expected {FORMAT_VERSION})")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise SnapshotError(f"{mf}: the manifest lists no files (an incomplete snapshot; prepare it again)")
+    for fname in files:
+        if Path(fname).name != fname or fname in (".", ".."):  # only files of this folder, never a path out of it
+            raise SnapshotError(f"{mf}: {fname!r} is not a file name of this folder")
+    return manifest
+
+
+# What a damaged file raises from np.load, sp.load_npz or pd.read_parquet.
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError, pa.ArrowException)
+
+
+def _check_sha256(f: Path, digest: Any) -> None:
+    if not isinstance(digest, str) or not digest:
+        raise SnapshotError(f"{f}: the manifest records no sha256 for it (load with verify=False to read it anyway)")
+    if sha256_file(f) != digest:
+        raise SnapshotError(f"{f}: sha256 does not match the manifest (file changed or corrupt)")
+
+
+def _read_file(f: Path, loader: Callable[[Path], Any], digest: Any, *, checked: bool) -> Any:
+    """`loader(f)`; a damaged file raises SnapshotError saying so (by its sha256 when not checked already)."""
+    try:
+        return loader(f)
+    except _UNREADABLE as exc:
+        recorded = isinstance(digest, str) and bool(digest)
+        if recorded and not checked and sha256_file(f) != digest:
+            raise SnapshotError(f"{f}: sha256 does not match the manifest (file changed or corrupt)") from exc
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        if "pickle" in reason:  # np.load's word for bytes that are no .npy/.npz; its advice to unpickle is not ours
+            reason = "not a NumPy file"
+        tail = "" if recorded else "; the manifest records no sha256 for it"
+        raise SnapshotError(f"{f}: unreadable ({type(exc).__name__}: {reason}){tail}") from exc
+
+
+def _load_rows(f: Path) -> np.ndarray:
+    rows = np.load(f)  # no pickles: allow_pickle stays False
+    if rows.ndim != 1 or rows.dtype.kind not in "iu":
+        raise ValueError(f"expected a 1-D integer array, got {rows.dtype} of shape {rows.shape}")
+    return rows
 
 
 def compute_snapshot_id(snap: Snapshot) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -169,13 +171,18 @@ class Validator:
 
 
 def write_quarantine(issues: pd.DataFrame, path: str | Path) -> Path:
-    """Write bad rows (position, column, reason, value) as Parquet (.parquet) or CSV (anything else)."""
+    """Write bad rows (position, column, reason, value) as Parquet (.parquet) or CSV (anything else), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        issues.to_parquet(path, index=False)
-    else:
-        issues.to_csv(path, index=False)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # never a half-written file under the real name
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            issues.to_parquet(tmp, index=False)
+        else:
+            issues.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -222,6 +229,59 @@ def _values_at(arr: pa.ChunkedArray | pa.Array, mask: np.ndarray, limit: int = 1
     return np.asarray(pc.take(arr, pa.array(rows)).to_pylist(), dtype=object)
 
 
+_INT64_MAX = 2**63 - 1
+_TIME_RANGE = "timestamp beyond the int64 range of seconds"
+_BEYOND_INT64 = f"id beyond the int64 range (at most {_INT64_MAX})"
+
+
+def _decoded(arr: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A dictionary-encoded column as plain values; any other column as it is."""
+    return pc.cast(arr, arr.type.value_type) if pa.types.is_dictionary(arr.type) else arr
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _beyond_int64(arr: pa.ChunkedArray) -> np.ndarray:
+    """Rows whose (numeric) value is above the int64 maximum; below-zero values are flagged elsewhere."""
+    t = arr.type
+    if pa.types.is_integer(t):
+        if not pa.types.is_unsigned_integer(t) or t.bit_width < 64:
+            return np.zeros(len(arr), bool)
+        return _mask(pc.greater(arr, pa.scalar(_INT64_MAX, t)))
+    if pa.types.is_floating(t):
+        return _mask(pc.greater_equal(pc.cast(arr, pa.float64()), 2.0**63))  # every float below 2**63 fits
+    return _mask(pc.greater(arr, pa.scalar(Decimal(_INT64_MAX), pa.decimal128(19, 0))))
+
+
+def _integer_text(arr: pa.ChunkedArray, invalid: np.ndarray) -> np.ndarray:
+    """The exact integer text of each value of a numeric column ('' where invalid): for ids beyond int64."""
+    if pa.types.is_integer(arr.type):
+        return np.asarray(pc.fill_null(pc.cast(arr, pa.string()), "").to_numpy(zero_copy_only=False), dtype=object)
+    values = arr.to_pylist()  # floats and decimals: Python's int() is exact; only columns with huge ids come here
+    return np.asarray(["" if bad else str(int(v)) for v, bad in zip(values, invalid)], dtype=object)
+
+
+def integer_text_only(arr: pa.ChunkedArray) -> bool:
+    """Whether every non-empty value of a text column is an integer literal."""
+    s = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
+    other = pc.invert(pc.or_kleene(pc.equal(s, ""), pc.match_substring_regex(s, _INT_RE)))
+    return not _mask(other).any()
+
+
+def _int_literals(s: pa.ChunkedArray, isint: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(int64 values, negative, too wide for int64) of the integer literals `isint` of text column `s`; values are 0
+    elsewhere and where too wide."""
+    digits = pc.utf8_ltrim(s, "+-0")  # an integer literal: one optional sign, then digits
+    n = np.asarray(pc.fill_null(pc.utf8_length(digits), 0).to_numpy(zero_copy_only=False), np.int64)
+    top = _mask(pc.greater(digits, str(_INT64_MAX)))  # equal lengths compare as numbers
+    wide = isint & ((n > 19) | ((n == 19) & top))
+    negative = isint & _mask(pc.starts_with(s, "-")) & (n > 0)
+    num = pc.cast(pc.if_else(pa.array(isint & ~wide), s, "0"), pa.int64())
+    return np.array(num.to_numpy(zero_copy_only=False), np.int64), negative, wide  # a copy: callers write to it
+
+
 class ColumnChecker:
     """Turns raw arrow columns into typed numpy arrays, flagging bad values on a Validator."""
 
@@ -242,41 +302,18 @@ class ColumnChecker:
         self.bad |= mask
 
     def ids(self, arr: pa.ChunkedArray, column: str, id_type: str = "int") -> np.ndarray:
-        """int64 ids (id_type 'int'), str ids ('str'), or int when every value is an integer literal ('auto')."""
+        """int64 ids (id_type 'int'), str ids ('str'), or int when every value is an integer literal ('auto').
+
+        Ids beyond the int64 range are never wrapped: they are flagged ('int') or make the column text ids."""
+        arr = _decoded(arr)
         t = arr.type
-        if pa.types.is_dictionary(t):
-            arr = pc.cast(arr, t.value_type)
-            t = arr.type
         if pa.types.is_null(t):
             self._flag(np.ones(self.n, bool), "missing value", column)
             return np.zeros(self.n, np.int64)
         if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-            if not (pa.types.is_integer(t)):
-                arr = pc.cast(arr, pa.float64())
-                missing = _mask(pc.is_null(arr, nan_is_null=True))
-                self._flag(missing, "missing value", column)
-                nonint = _mask(pc.not_equal(arr, pc.floor(arr))) & ~missing
-                self._flag(nonint, "non-integer id", column, arr)
-            else:
-                self._flag(_mask(pc.is_null(arr)), "missing value", column)
-            self._flag(_mask(pc.less(arr, 0)), "negative id", column, arr)
-            values = _no_nulls(arr, 0)
-            if not pa.types.is_integer(values.type):
-                values = pc.if_else(pc.is_nan(values), 0.0, values)
-                values = pc.floor(values)
-            values = np.asarray(pc.cast(values, pa.int64(), safe=False).to_numpy(zero_copy_only=False), np.int64)
-            return values.astype(str).astype(object) if id_type == "str" else values
-        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-            s = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
-            empty = _mask(pc.is_null(s)) | _mask(pc.equal(s, ""))
-            self._flag(empty, "missing value", column)
-            isint = _mask(pc.match_substring_regex(s, _INT_RE))
-            if id_type == "str" or (id_type == "auto" and not (isint | empty).all()):
-                return np.asarray(pc.fill_null(s, "").to_numpy(zero_copy_only=False), dtype=object)
-            self._flag(~isint & ~empty, "non-numeric id", column, s)
-            num = pc.cast(pc.if_else(pa.array(isint), s, "0"), pa.int64())
-            self._flag(_mask(pc.less(num, 0)), "negative id", column, s)
-            return np.asarray(num.to_numpy(zero_copy_only=False), np.int64)
+            return self._numeric_ids(arr, column, id_type)
+        if _is_text(t):
+            return self._text_ids(arr, column, id_type)
         if pa.types.is_binary(t) or pa.types.is_large_binary(t):
             raise DataValidationError(
                 "values are not valid UTF-8 text (give the file's encoding, e.g. latin-1)",
@@ -285,6 +322,58 @@ class ColumnChecker:
         raise DataValidationError(
             f"unsupported type {t} for an id column", source=self.validator.file, column=column
         )
+
+    def _numeric_ids(self, arr: pa.ChunkedArray, column: str, id_type: str) -> np.ndarray:
+        """Ids from an integer, float or decimal column: exact, never wrapped past int64."""
+        if pa.types.is_floating(arr.type):
+            arr = pc.cast(arr, pa.float64())  # float16/32 too: one float type for the checks below
+        t = arr.type
+        invalid = _mask(pc.is_null(arr, nan_is_null=True))
+        self._flag(invalid, "missing value", column)
+        if pa.types.is_floating(t):
+            inf = _mask(pc.is_inf(arr))
+            self._flag(inf, "infinite value", column, arr)
+            invalid |= inf
+        if not pa.types.is_integer(t):
+            nonint = _mask(pc.not_equal(arr, pc.floor(arr))) & ~invalid
+            self._flag(nonint, "non-integer id", column, arr)
+            invalid |= nonint
+        if not pa.types.is_unsigned_integer(t):
+            negative = _mask(pc.less(arr, 0)) & ~invalid
+            self._flag(negative, "negative id", column, arr)
+            invalid |= negative
+        big = _beyond_int64(arr) & ~invalid
+        if big.any() and id_type == "int":
+            self._flag(big, _BEYOND_INT64, column, arr)
+        elif big.any():
+            self._as_text_note(column)
+            return _integer_text(arr, invalid)
+        values = pc.if_else(pa.array(invalid | big), pa.scalar(0, t), arr) if (invalid | big).any() else arr
+        values = np.asarray(pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False), np.int64)
+        return values.astype(str).astype(object) if id_type == "str" else values
+
+    def _text_ids(self, arr: pa.ChunkedArray, column: str, id_type: str) -> np.ndarray:
+        """Ids from a text column: the trimmed text ('str', or 'auto' unless every value is an integer literal)."""
+        s = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
+        empty = _mask(pc.is_null(s)) | _mask(pc.equal(s, ""))
+        self._flag(empty, "missing value", column)
+        isint = _mask(pc.match_substring_regex(s, _INT_RE))
+        text = lambda: np.asarray(pc.fill_null(s, "").to_numpy(zero_copy_only=False), dtype=object)  # noqa: E731
+        if id_type == "str" or (id_type == "auto" and not (isint | empty).all()):
+            return text()
+        self._flag(~isint & ~empty, "non-numeric id", column, s)
+        num, negative, wide = _int_literals(s, isint)
+        self._flag(negative, "negative id", column, s)
+        big = wide & ~negative
+        if big.any() and id_type == "auto":
+            self._as_text_note(column)
+            return text()
+        self._flag(big, _BEYOND_INT64, column, s)
+        return num
+
+    def _as_text_note(self, column: str) -> None:
+        logger.info("%s: column %r has ids beyond the int64 range; its ids are read as text", self.validator.file,
+                    column)
 
     def ratings(self, arr: pa.ChunkedArray, column: str) -> np.ndarray:
         """float64 ratings; missing, non-numeric, NaN and infinite values are flagged."""
@@ -320,10 +409,11 @@ class ColumnChecker:
 
     def timestamps(self, arr: pa.ChunkedArray, column: str) -> np.ndarray:
         """int64 seconds since the epoch from integers, floats (floored), timestamps, dates or ISO-8601 strings."""
+        arr = _decoded(arr)
         t = arr.type
-        if pa.types.is_dictionary(t):
-            arr = pc.cast(arr, t.value_type)
-            t = arr.type
+        if pa.types.is_null(t):  # every value empty (or no rows at all)
+            self._flag(np.ones(self.n, bool), "missing value", column)
+            return np.zeros(self.n, np.int64)
         if pa.types.is_date(t):
             arr = pc.cast(arr, pa.timestamp("s"))
             t = arr.type
@@ -333,31 +423,41 @@ class ColumnChecker:
             return np.asarray(_no_nulls(secs, 0).to_numpy(zero_copy_only=False), np.int64)
         if pa.types.is_integer(t):
             self._flag(_mask(pc.is_null(arr)), "missing value", column)
-            return np.asarray(pc.cast(_no_nulls(arr, 0), pa.int64()).to_numpy(zero_copy_only=False), np.int64)
+            big = _beyond_int64(arr)
+            self._flag(big, _TIME_RANGE, column, arr)
+            values = pc.if_else(pa.array(big), pa.scalar(0, t), arr) if big.any() else arr
+            return np.asarray(pc.cast(_no_nulls(values, 0), pa.int64()).to_numpy(zero_copy_only=False), np.int64)
         if pa.types.is_floating(t) or pa.types.is_decimal(t):
             f = pc.cast(arr, pa.float64())
             values = np.asarray(pc.fill_null(f, np.nan).to_numpy(zero_copy_only=False), np.float64)
             bad = ~np.isfinite(values)
             self._flag(bad, "missing value", column, f)
-            return np.floor(np.where(bad, 0.0, values)).astype(np.int64)
-        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-            s = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
-            empty = _mask(pc.is_null(s)) | _mask(pc.equal(s, ""))
-            self._flag(empty, "missing value", column)
-            isint = _mask(pc.match_substring_regex(s, _INT_RE))
-            out = np.array(pc.cast(pc.if_else(pa.array(isint), s, "0"), pa.int64()).to_numpy(zero_copy_only=False), np.int64)
-            other = ~isint & ~empty
-            if other.any():
-                texts = pd.Series(np.asarray(s.to_numpy(zero_copy_only=False), dtype=object)[other])
-                parsed = pd.to_datetime(texts, errors="coerce", utc=True, format="ISO8601")
-                ok = parsed.notna().to_numpy()
-                rows = np.flatnonzero(other)
-                out[rows[ok]] = parsed[ok].to_numpy(dtype="datetime64[s]").astype(np.int64)
-                bad = np.zeros(self.n, bool)
-                bad[rows[~ok]] = True
-                self._flag(bad, "unparsable timestamp", column, s)
-            return out
+            wide = ~bad & (np.abs(values) >= 2.0**63)
+            self._flag(wide, _TIME_RANGE, column, f)
+            return np.floor(np.where(bad | wide, 0.0, values)).astype(np.int64)
+        if _is_text(t):
+            return self._text_timestamps(arr, column)
         raise DataValidationError(f"unsupported type {t} for a timestamp column", source=self.validator.file, column=column)
+
+    def _text_timestamps(self, arr: pa.ChunkedArray, column: str) -> np.ndarray:
+        """Integer seconds or ISO-8601 text."""
+        s = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
+        empty = _mask(pc.is_null(s)) | _mask(pc.equal(s, ""))
+        self._flag(empty, "missing value", column)
+        isint = _mask(pc.match_substring_regex(s, _INT_RE))
+        out, _, wide = _int_literals(s, isint)
+        self._flag(wide, _TIME_RANGE, column, s)
+        other = ~isint & ~empty
+        if other.any():
+            texts = pd.Series(np.asarray(s.to_numpy(zero_copy_only=False), dtype=object)[other])
+            parsed = pd.to_datetime(texts, errors="coerce", utc=True, format="ISO8601")
+            ok = parsed.notna().to_numpy()
+            rows = np.flatnonzero(other)
+            out[rows[ok]] = parsed[ok].to_numpy(dtype="datetime64[s]").astype(np.int64)
+            bad = np.zeros(self.n, bool)
+            bad[rows[~ok]] = True
+            self._flag(bad, "unparsable timestamp", column, s)
+        return out
 
 
 def build_interactions(

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recvae import synthetic
-from recvae.config import Config, apply_overrides
+from cli_error_line import error_line
+
+from recvae import cli, synthetic
+from recvae.config import Config, ConfigError, apply_overrides
 from recvae.prepare import as_source, default_quarantine, prepare
 from recvae.readers import Source
 from recvae.snapshot import Snapshot, SnapshotError
@@ -197,3 +199,87 @@ def test_csv_without_rating_column_is_implicit(tmp_path):
     snap = prepare(Source(format="csv", path=str(tmp_path / "clicks.csv"), rating_col=None, time_col=None), None)
     assert snap.manifest["preprocess"]["threshold_applied"] is None
     assert snap.manifest["preprocess"]["after_binarize"] == len(df)
+
+
+# --- the prepare command on bad input (issue #13) ------------------------------------------------------------
+
+
+def _ratings_csv(path, users, n_items=8):
+    """Every user rates items 0..n_items-1 with 5 (kept by the default threshold and user filter)."""
+    rows = "".join(f"{u},{i},5,{i}\n" for u in users for i in range(n_items))
+    path.write_text("user,item,rating,timestamp\n" + rows)
+    return path
+
+
+BIG = ["9223372036854775808", str(2**70), str(2**70 + 1)]  # beyond int64; the last two are one float64
+
+
+def test_prepare_keeps_ids_beyond_int64_distinct(tmp_path, capsys):
+    f = _ratings_csv(tmp_path / "r.csv", [*range(1, 129), *BIG])
+    assert cli.main(["--log-level", "ERROR", "prepare", "--input", str(f), "--out", str(tmp_path / "s")]) == 0
+    snap = Snapshot.load(tmp_path / "s")
+    assert len(snap.users) == 131
+    assert set(BIG) <= set(snap.users.raw_ids.tolist())
+
+
+def test_prepare_id_type_int_refuses_ids_beyond_int64(tmp_path, capsys):
+    f = _ratings_csv(tmp_path / "r.csv", [1, 2, BIG[1]])
+    line = error_line(capsys, ["prepare", "--input", str(f), "--id-type", "int", "--out", str(tmp_path / "s")])
+    assert line.startswith(f"recvae prepare: error: {f}, line 18, column 'user': id beyond the int64 range")
+    assert not (tmp_path / "s").exists()
+
+
+def test_prepare_header_only_csv_says_there_are_no_data_rows(tmp_path, capsys):
+    f = tmp_path / "h.csv"
+    f.write_text("user,item,rating,timestamp\n")
+    line = error_line(capsys, ["prepare", "--input", str(f), "--out", str(tmp_path / "s")])
+    assert line == f"recvae prepare: error: {f}: the source has no data rows"
+
+
+def _bad_csv(tmp_path):
+    f = _ratings_csv(tmp_path / "r.csv", range(1, 60))
+    with open(f, "a") as out:
+        out.write("5,oops,4.0,1\n")
+    return f
+
+
+def test_prepare_refuses_to_overwrite_an_existing_quarantine_file(tmp_path, capsys):
+    f, q = _bad_csv(tmp_path), tmp_path / "notes.txt"
+    q.write_text("not mine to lose\n")
+    argv = ["prepare", "--input", str(f), "--id-type", "int", "--lenient", "--quarantine", str(q),
+            "--out", str(tmp_path / "s")]
+    line = error_line(capsys, argv)
+    assert str(q) in line and "already exists" in line and "--force" in line
+    assert q.read_text() == "not mine to lose\n" and not (tmp_path / "s").exists()
+    assert cli.main([*argv, "--force", "--log-level", "ERROR"]) == 0
+    assert pd.read_csv(q)["reason"].tolist() == ["non-numeric id"]
+
+
+def test_prepare_quarantine_that_is_a_folder_is_one_error_line(tmp_path, capsys):
+    f = _bad_csv(tmp_path)
+    (tmp_path / "q").mkdir()
+    for extra in ([], ["--force"]):
+        line = error_line(capsys, ["prepare", "--input", str(f), "--id-type", "int", "--lenient", "--quarantine",
+                                   str(tmp_path / "q"), "--out", str(tmp_path / "s"), *extra])
+        assert str(tmp_path / "q") in line and "folder" in line
+
+
+def test_prepare_never_quarantines_over_its_input(tmp_path, capsys):
+    f = _bad_csv(tmp_path)
+    before = f.read_text()
+    line = error_line(capsys, ["prepare", "--input", str(f), "--id-type", "int", "--lenient", "--quarantine", str(f),
+                               "--force", "--out", str(tmp_path / "s")])
+    assert "input" in line and f.read_text() == before
+
+
+def test_quarantine_checks_in_the_api(tmp_path):
+    f = _bad_csv(tmp_path)
+    lenient = apply_overrides(Config(), ["data.lenient=true"])
+    src = Source(format="csv", path=str(f), id_type="int")
+    (tmp_path / "q.csv").write_text("mine\n")
+    with pytest.raises(ConfigError, match="already exists"):
+        prepare(src, tmp_path / "a", lenient, quarantine=tmp_path / "q.csv")
+    prepare(src, tmp_path / "a", lenient, quarantine=tmp_path / "q.csv", force=True)
+    default_quarantine(tmp_path / "b").write_text("an earlier run's\n")  # the default path is ours: rewritten
+    prepare(src, tmp_path / "b", lenient)
+    assert pd.read_csv(default_quarantine(tmp_path / "b"))["line"].tolist() == [59 * 8 + 2]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from recvae import readers
 from recvae.readers import Source
-from recvae.validate import DataValidationError
+from recvae.validate import DataValidationError, Validator
 
 
 def write(path, text):
@@ -278,3 +281,125 @@ def test_default_timestamp_column_is_optional_but_a_named_one_is_not(tmp_path):
     assert list(df.columns) == ["user", "item", "rating"]
     with pytest.raises(DataValidationError, match="missing column.*'when'"):
         readers.read_csv(f, time_col="when")
+
+
+# --- ids beyond int64 (issue #13): never wrapped; text ids in auto mode, an error naming the place in int mode ---
+
+BIG = [str(2**63), str(2**70), str(2**70 + 1)]  # 2**70 and 2**70 + 1 are one float64: they must stay two users
+
+
+def test_csv_ids_beyond_int64_stay_distinct_text_ids_in_auto_mode(tmp_path):
+    f = write(tmp_path / "big.csv", "user,item\n" + "".join(f"{u},{i}\n" for i, u in enumerate(["5", *BIG])))
+    df = readers.read_csv(f, rating_col=None, time_col=None)
+    assert df["user"].tolist() == ["5", *BIG]
+    assert df["item"].tolist() == [0, 1, 2, 3]  # the other column keeps integer ids
+    assert readers.read_csv(f, rating_col=None, time_col=None, id_type="str")["user"].tolist() == ["5", *BIG]
+
+
+def test_csv_ids_beyond_int64_are_refused_in_int_mode(tmp_path):
+    f = write(tmp_path / "big.csv", "user,item\n5,1\n6,2\n" + f"{BIG[1]},3\n")
+    with pytest.raises(DataValidationError) as info:
+        readers.read_csv(f, rating_col=None, time_col=None, id_type="int")
+    err = info.value
+    assert (err.source, err.position, err.column) == (str(f), 4, "user")
+    assert "beyond the int64 range" in str(err) and BIG[1] in str(err)
+
+
+def test_csv_ids_that_a_float_cannot_hold_are_read_exactly(tmp_path):
+    # 2**53 + 1 is not a float64; with a decimal in the column pyarrow would read every id as a float
+    f = write(tmp_path / "f.csv", "user,item\n9007199254740993,1\n9007199254740992,2\n" + f"{BIG[0]},3\n")
+    df = readers.read_csv(f, rating_col=None, time_col=None)
+    assert df["user"].tolist() == ["9007199254740993", "9007199254740992", BIG[0]]
+
+
+def test_csv_float_formatted_ids_still_read_as_integers(tmp_path):
+    f = write(tmp_path / "f.csv", "user,item\n1.0,2\n3.0,4\n")
+    assert readers.read_csv(f, rating_col=None, time_col=None)["user"].tolist() == [1, 3]
+
+
+def test_movielens_id_beyond_int64_is_named(tmp_path):
+    f = write(tmp_path / "u.data", f"1\t2\t3\t4\n{BIG[0]}\t2\t3\t4\n")
+    with pytest.raises(DataValidationError, match=r"u\.data, line 2, column 'user id': id beyond the int64 range"):
+        readers.read_movielens(f)
+
+
+@pytest.mark.parametrize(
+    "column, as_text",
+    [
+        (pa.array([2**63, 2**64 - 1, 5], pa.uint64()), [str(2**63), str(2**64 - 1), "5"]),
+        (pa.array([2.0**70, 2.0**71, 5.0]), [str(2**70), str(2**71), "5"]),
+        (pa.array([Decimal(2**70), Decimal(2**70 + 1), Decimal(5)], pa.decimal128(30, 0)), [BIG[1], BIG[2], "5"]),
+    ],
+    ids=["uint64", "float64", "decimal"],
+)
+def test_parquet_ids_beyond_int64(tmp_path, column, as_text):
+    f = tmp_path / "r.parquet"
+    pq.write_table(pa.table({"user": column, "item": pa.array([1, 2, 3])}), f)
+    assert readers.read_parquet(f, rating_col=None, time_col=None)["user"].tolist() == as_text
+    assert readers.read_parquet(f, rating_col=None, time_col=None, id_type="str")["user"].tolist() == as_text
+    with pytest.raises(DataValidationError) as info:
+        readers.read_parquet(f, rating_col=None, time_col=None, id_type="int")
+    assert (info.value.unit, info.value.position, info.value.column) == ("row", 1, "user")
+    assert "beyond the int64 range" in str(info.value)
+
+
+def test_parquet_decimal_ids_are_exact_within_int64(tmp_path):
+    f = tmp_path / "r.parquet"
+    ids = [Decimal(2**53), Decimal(2**53 + 1), Decimal(2**63 - 1)]  # one float64 for the first two
+    pq.write_table(pa.table({"user": pa.array(ids, pa.decimal128(20, 0)), "item": pa.array([1, 2, 3])}), f)
+    df = readers.read_parquet(f, rating_col=None, time_col=None)
+    assert df["user"].tolist() == [2**53, 2**53 + 1, 2**63 - 1] and df["user"].dtype == np.int64
+
+
+def test_sql_ids_beyond_int64(tmp_path):
+    db = tmp_path / "r.db"
+    _sqlite(db, [(BIG[1], "m1", 4.0, 1), (BIG[2], "m2", 4.0, 2), (5, "m3", 4.0, 3)],
+            create="CREATE TABLE ratings (user_id, movie TEXT, stars REAL, ts INTEGER)")
+    kw = dict(user_col="user_id", item_col="movie", rating_col="stars", time_col="ts")
+    assert readers.read_sql(f"sqlite:///{db}", "ratings", **kw)["user"].tolist() == [BIG[1], BIG[2], "5"]
+    with pytest.raises(DataValidationError) as info:
+        readers.read_sql(f"sqlite:///{db}", "ratings", id_type="int", **kw)
+    assert (info.value.position, info.value.column) == (1, "user_id") and "beyond the int64 range" in str(info.value)
+
+
+def test_lightgcn_and_pro_sg_ids_beyond_int64(tmp_path):
+    d = tmp_path / "lg"
+    d.mkdir()
+    write(d / "train.txt", f"0 0 1\n1 2 {BIG[0]}\n")
+    write(d / "test.txt", "0 1\n")
+    with pytest.raises(DataValidationError, match=r"train\.txt, line 2, column 'field 3 \(item\)': id beyond the int"):
+        readers.read_lightgcn(d)
+    parts = {"train": [(0, 0), (1, 1)], "validation_tr": [(2, 0)], "validation_te": [(2, 1)],
+             "test_tr": [(3, 0)], "test_te": [(3, 1)]}
+    snap = readers.read_pro_sg(_pro_sg(tmp_path / "p", parts, sids=(BIG[1], BIG[2])))
+    assert snap.items.raw_ids.tolist() == [BIG[1], BIG[2]]
+
+
+def test_header_only_csv_reads_as_no_rows(tmp_path):
+    from recvae.config import DataConfig
+    from recvae.preprocess import preprocess
+
+    f = write(tmp_path / "h.csv", "user,item,rating,timestamp\n")
+    df = readers.read_csv(f)
+    assert len(df) == 0 and list(df.columns) == ["user", "item", "rating", "timestamp"]
+    with pytest.raises(DataValidationError, match=rf"{f}: the source has no data rows"):
+        preprocess(df, DataConfig(), source=f)
+
+
+def test_sql_empty_result_reads_as_no_rows(tmp_path):
+    db = tmp_path / "r.db"
+    _sqlite(db, [], create="CREATE TABLE ratings (user_id, movie, stars, ts)")
+    df = readers.read_sql(f"sqlite:///{db}", "ratings", user_col="user_id", item_col="movie", rating_col="stars",
+                          time_col="ts")
+    assert len(df) == 0
+
+
+def test_csv_float_column_with_huge_ids_and_nan_keeps_flagging_the_nan(tmp_path):
+    f = write(tmp_path / "n.csv", f"user,item\n{BIG[1]},1\nnan,2\n5,3\n")
+    v = Validator(f, lenient=True)
+    df = readers.read_csv(f, rating_col=None, time_col=None, validator=v)
+    assert df["user"].tolist() == [BIG[1], "5"]
+    assert v.issues()[["line", "column", "reason"]].values.tolist() == [[3, "user", "missing value"]]
+    with pytest.raises(DataValidationError) as info:
+        readers.read_csv(f, rating_col=None, time_col=None, id_type="int")
+    assert (info.value.position, info.value.column) == (2, "user") and "beyond the int64 range" in str(info.value)

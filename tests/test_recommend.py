@@ -11,13 +11,15 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from cli_error_line import error_line
 from sqlalchemy import create_engine, text
 
 from recvae.idmap import IdMap
-from recvae.recommend import build_input, expected_counts, iter_topn, recommend_to_store
+from recvae.recommend import build_input, expected_counts, iter_topn, read_foldin, recommend_to_store, topn_frame
 from recvae.recommender import Recommender
 from recvae.snapshot import Snapshot
 from recvae.store import RecommendationStore, StoreError
+from recvae.validate import DataValidationError
 
 N_ITEMS = 25
 
@@ -395,3 +397,83 @@ def test_default_chunk_size_bounds_the_scores_held():
     assert default_chunk_size(10_000_000) == 100  # huge catalogues: at least 100 users a chunk
     for n in (1_000, 20_108, 50_000, 400_000):
         assert default_chunk_size(n) * n <= max(SCORE_BUDGET, 100 * n)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fold-in files on bad or unusual input (issue #13)
+
+
+def test_read_foldin_names_the_file_line_and_column_of_a_blank_cell(tmp_path):
+    f = tmp_path / "h.csv"
+    f.write_text("user,item\nu1,m1\nu1,\n")
+    with pytest.raises(DataValidationError) as info:
+        read_foldin(f)
+    assert (info.value.source, info.value.position, info.value.column) == (str(f), 3, "item")
+    assert "missing value" in str(info.value)
+    f.write_text("user,item\n")
+    with pytest.raises(DataValidationError, match="no fold-in rows"):
+        read_foldin(f)
+    f.write_text("user,thing\nu1,m1\n")
+    with pytest.raises(DataValidationError, match="missing column.*'item'"):
+        read_foldin(f)
+
+
+def test_read_foldin_keeps_ids_as_text(tmp_path):
+    f = tmp_path / "h.csv"
+    f.write_text("user,item,extra\n007,01,x\n7,1,y\n")
+    df = read_foldin(f)
+    assert df["user"].tolist() == ["007", "7"] and df["item"].tolist() == ["01", "1"]
+
+
+def test_foldin_users_without_candidates_or_known_items_are_reported(rng, caplog):
+    snap = make_snapshot(rng)
+    model = Cooc().fit(snap.train)
+    model.items = snap.items
+    everything = [f"m{i}" for i in range(N_ITEMS)]
+    foldin = pd.DataFrame({"user": ["all"] * N_ITEMS + ["odd", "new"], "item": everything + ["zzz", "m3"]})
+    with caplog.at_level(logging.WARNING):
+        inp = build_input(model, foldin)
+    assert inp.nothing_unseen().tolist() == ["all"] and inp.unknown_only.tolist() == ["odd"]
+    assert "1 user(s) have seen every item the model scores; they get no recommendations: all" in caplog.text
+    assert "1 user(s) have no item the model knows" in caplog.text and ": odd" in caplog.text
+    notes = inp.notes()
+    assert len(notes) == 2 and "all" in notes[0] and "odd" in notes[1]
+    assert set(topn_frame(model, inp, top_n=3)["user"]) == {"odd", "new"}
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """A saved Popularity model over items a, b, c, d (the CLI loads a model folder)."""
+    from recvae.baselines import Popularity
+
+    model = Popularity().fit(sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1]], np.float32)))
+    model.items = IdMap(["a", "b", "c", "d"])
+    return model.save(tmp_path / "model")
+
+
+def test_cli_foldin_file_with_a_blank_item_is_one_error_line(tmp_path, capsys, model_dir):
+    f = tmp_path / "h.csv"
+    f.write_text("user,item\nu1,a\nu1,\n")
+    line = error_line(capsys, ["recommend", "--model", str(model_dir), "--users", str(f)])
+    assert line == f"recvae recommend: error: {f}, line 3, column 'item': missing value"
+    f.write_text("user,item\n")
+    assert "no fold-in rows" in error_line(capsys, ["recommend", "--model", str(model_dir), "--users", str(f)])
+
+
+def test_cli_foldin_reports_users_left_without_recommendations(tmp_path, capsys, model_dir):
+    from recvae import cli
+
+    f = tmp_path / "h.csv"
+    f.write_text("user,item\nu1,a\nu1,b\nu1,c\nu1,d\nu2,a\nu3,zz\n")
+    out = tmp_path / "lists.csv"
+    argv = ["recommend", "--model", str(model_dir), "--users", str(f), "--top-n", "2"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    stdout, stderr = capsys.readouterr()
+    assert set(pd.read_csv(out)["user"]) == {"u2", "u3"}
+    assert "1 user(s) got no recommendations: they have seen every item the model scores (e.g. u1)" in stdout
+    assert "1 user(s) have no item the model knows" in stdout and "(e.g. u3)" in stdout
+    assert "WARNING" in stderr and "they get no recommendations: u1" in stderr
+    assert cli.main(argv) == 0  # lists on stdout: the notes go to stderr and the CSV stays clean
+    stdout, stderr = capsys.readouterr()
+    assert stdout.splitlines()[0] == "user,rank,item,score" and "u1" not in stdout
+    assert "got no recommendations" in stderr

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from cli_error_line import error_line
 
 from recvae.idmap import IdMap
 from recvae.snapshot import Snapshot, SnapshotError, compute_snapshot_id
@@ -120,3 +121,109 @@ def test_shape_mismatch_is_refused():
     snap = make()
     with pytest.raises(SnapshotError, match="columns"):
         Snapshot(matrices=snap.matrices, rows=snap.rows, users=snap.users, items=IdMap(np.arange(3)))
+
+
+# --- incomplete or corrupt snapshots (issue #13): a SnapshotError naming the file, never a traceback ---------------
+
+
+def edit_manifest(folder, change):
+    mf = folder / "manifest.json"
+    manifest = json.loads(mf.read_text())
+    change(manifest)
+    mf.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("files", [{}, None, ["train.npz"]], ids=["empty", "absent", "a-list"])
+def test_manifest_that_lists_no_files_is_refused(tmp_path, files):
+    make().save(tmp_path / "s")
+    edit_manifest(tmp_path / "s", lambda m: m.update(files=files) if files is not None else m.pop("files"))
+    for verify in (True, False):
+        with pytest.raises(SnapshotError, match=r"s/manifest\.json: the manifest lists no files"):
+            Snapshot.load(tmp_path / "s", verify=verify)
+
+
+def test_manifest_file_names_stay_in_the_folder(tmp_path):
+    make().save(tmp_path / "s")
+    edit_manifest(tmp_path / "s", lambda m: m["files"].update({"../elsewhere.npz": "0" * 64}))
+    with pytest.raises(SnapshotError, match="not a file name of this folder"):
+        Snapshot.load(tmp_path / "s")
+
+
+def test_manifest_must_list_every_part_and_the_id_maps(tmp_path):
+    make().save(tmp_path / "s")
+    edit_manifest(tmp_path / "s", lambda m: m["files"].pop("validation_te.npz"))
+    with pytest.raises(SnapshotError, match=r"validation_te\.npz: not listed in the manifest"):
+        Snapshot.load(tmp_path / "s")
+    edit_manifest(tmp_path / "s", lambda m: m["files"].pop("users.parquet"))
+    with pytest.raises(SnapshotError, match=r"users\.parquet: not listed in the manifest"):
+        Snapshot.load(tmp_path / "s", verify=False)
+
+
+def truncate(f):
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+
+
+def test_corrupt_npz_is_named_with_its_hash_check(tmp_path):
+    make().save(tmp_path / "s")
+    f = tmp_path / "s" / "train.npz"
+    truncate(f)
+    with pytest.raises(SnapshotError, match=r"train\.npz: sha256 does not match the manifest"):
+        Snapshot.load(tmp_path / "s")
+    with pytest.raises(SnapshotError, match=r"train\.npz: sha256 does not match the manifest"):
+        Snapshot.load(tmp_path / "s", verify=False)  # unreadable: the hash says why
+
+
+@pytest.mark.parametrize("name", ["train.npz", "train_rows.npy", "items.parquet"])
+def test_unreadable_file_whose_hash_matches_is_named(tmp_path, name):
+    from recvae.snapshot import sha256_file
+
+    make().save(tmp_path / "s")
+    f = tmp_path / "s" / name
+    f.write_bytes(b"not what it should be")
+    edit_manifest(tmp_path / "s", lambda m: m["files"].update({name: sha256_file(f)}))
+    with pytest.raises(SnapshotError, match=rf"{name}: unreadable \("):
+        Snapshot.load(tmp_path / "s")
+
+
+def test_unreadable_file_without_a_recorded_hash_is_named(tmp_path):
+    make().save(tmp_path / "s")
+    truncate(tmp_path / "s" / "train.npz")
+    edit_manifest(tmp_path / "s", lambda m: m["files"].update({"train.npz": None}))
+    with pytest.raises(SnapshotError, match=r"train\.npz: the manifest records no sha256"):
+        Snapshot.load(tmp_path / "s")
+    with pytest.raises(SnapshotError, match=r"train\.npz: unreadable \(BadZipFile: .*\); the manifest records no sha"):
+        Snapshot.load(tmp_path / "s", verify=False)
+
+
+def test_manifest_that_is_not_an_object_or_not_json(tmp_path):
+    make().save(tmp_path / "s")
+    (tmp_path / "s" / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(SnapshotError, match="not a snapshot manifest"):
+        Snapshot.load(tmp_path / "s")
+    (tmp_path / "s" / "manifest.json").write_text("{oops")
+    with pytest.raises(SnapshotError, match="invalid JSON"):
+        Snapshot.load(tmp_path / "s")
+    with pytest.raises(SnapshotError, match="invalid JSON"):
+        make().save(tmp_path / "s")
+
+
+@pytest.mark.parametrize("damage", ["no-files", "unlisted-truncated-npz", "corrupt-npz-with-its-hash"])
+def test_cli_on_a_broken_snapshot_is_one_error_line(tmp_path, capsys, damage):
+    from recvae.snapshot import sha256_file
+
+    make().save(tmp_path / "s")
+    npz = tmp_path / "s" / "train.npz"
+    if damage == "no-files":
+        edit_manifest(tmp_path / "s", lambda m: m.update(files={}))
+    elif damage == "unlisted-truncated-npz":
+        truncate(npz)
+        edit_manifest(tmp_path / "s", lambda m: m["files"].pop("train.npz"))
+    else:
+        npz.write_bytes(b"PK\x03\x04 not really a zip")
+        edit_manifest(tmp_path / "s", lambda m: m["files"].update({"train.npz": sha256_file(npz)}))
+    line = error_line(capsys, ["prepare", "--previous", str(tmp_path / "s"), "--out", str(tmp_path / "new")])
+    assert str(tmp_path / "s") in line
+    if damage != "no-files":
+        assert str(npz) in line
+    assert not (tmp_path / "new").exists()
