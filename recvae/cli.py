@@ -17,6 +17,7 @@ from recvae.validate import DataValidationError
 logger = logging.getLogger(__name__)
 
 EXIT_USAGE = 2  # bad input or arguments: one-line message, no traceback (unless --log-level DEBUG)
+EXIT_INTERNAL = 70  # an unexpected internal error (sysexits' EX_SOFTWARE): traceback kept, labelled as a bug
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -534,6 +535,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("recvae: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug, not bad input: keep the traceback for the report, and say so
+        logger.exception("unexpected internal error")
+        print(f"recvae {args.command}: internal error (a bug in recvae, not in your input): the traceback above "
+              "belongs in a bug report", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

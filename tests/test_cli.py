@@ -143,3 +143,18 @@ def test_progress_respects_tqdm_disable(monkeypatch):
     assert list(progress(range(3))) == [0, 1, 2]
     monkeypatch.setenv("TQDM_DISABLE", "0")
     assert progress_disabled()  # pytest's stderr is not a terminal
+
+
+def test_an_internal_error_is_labelled_as_a_bug_with_its_own_exit_code(tmp_path, capsys, monkeypatch):
+    """Not bad input: the traceback stays (for the report) and a last line says it is a bug, exit 70 (not 2)."""
+    from recvae import tracking
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tracking, "compare_runs", broken)
+    code = cli.main(["compare"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_INTERNAL == 70
+    assert "RuntimeError: boom" in err
+    assert err.strip().splitlines()[-1].startswith("recvae compare: internal error (a bug in recvae")
