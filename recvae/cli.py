@@ -322,6 +322,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     if args.top_n < 1:
         raise ConfigError("--top-n must be >= 1")
+    if args.keep < 1:
+        raise ConfigError(f"--keep must be >= 1 (published batches kept, the current one included); got {args.keep}")
     from recvae.recommend import default_chunk_size
 
     rec, info = tracking.load_recommender_from_uri(args.model)
@@ -346,31 +348,39 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     snap = pipeline._load_snapshot(args.snapshot)
     pipeline._check_items(rec, snap, args.model)
     with RecommendationStore(args.db or default_db_url(), keep=args.keep) as store:
-        pipeline.load_titles(store, snap)
         summary = recommend_to_store(
             rec, snap, store, args.top_n, args.batch_key or f"cli-{uuid.uuid4().hex[:12]}",
             info.name or info.kind, model_version=info.version, run_id=info.run_id, snapshot_id=snap.snapshot_id,
-            chunk_size=args.chunk_size, keep=args.keep,
+            chunk_size=args.chunk_size, keep=args.keep, item_metadata=pipeline.item_metadata(snap),
         )
     print(format_table([summary.to_dict()]))
     return 0
 
 
 def _add_db(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("db", help="the recommendation tables: init, status, run a query from sql/queries")
-    p.add_argument("action", choices=["init", "status", "query", "schema"])
+    p = subparsers.add_parser("db", help="the recommendation tables: init, status, gc, run a query from sql/queries",
+                              description="init: create (or migrate) the tables; status: the latest batches; gc: fail "
+                              "staging batches abandoned by a crashed writer and delete the rows and titles of failed "
+                              "and expired batches; query NAME: run sql/queries/NAME.sql; schema: print the DDL.")
+    p.add_argument("action", choices=["init", "status", "gc", "query", "schema"])
     p.add_argument("query", nargs="?", help="query name for 'query' (a file in sql/queries without .sql)")
     p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="query parameter (repeatable)")
+    p.add_argument("--stale-after", type=float, metavar="SECONDS",
+                   help="gc: a staging batch with no activity for this long and no shard being written is abandoned "
+                   "(default: 6 hours; keep it above the longest wait between a batch's steps)")
     return p
 
 
 def cmd_db(args: argparse.Namespace) -> int:
     from recvae.paths import default_db_url
-    from recvae.store import RecommendationStore, query_names, schema_sql
+    from recvae.store import RecommendationStore, parse_query_params, query_names, schema_sql
 
-    url = args.db or default_db_url()
-    with RecommendationStore(url) as store:
+    if args.action == "query" and not args.query:
+        raise ConfigError(f"db query needs a query name; known: {', '.join(query_names())}")
+    if args.stale_after is not None and not args.stale_after >= 0:
+        raise ConfigError(f"--stale-after must be >= 0 seconds; got {args.stale_after}")
+    with RecommendationStore(args.db or default_db_url()) as store:
         if args.action == "schema":
             print(schema_sql(store.dialect, store.tables))
         elif args.action == "init":
@@ -380,16 +390,10 @@ def cmd_db(args: argparse.Namespace) -> int:
             store.ensure_schema()
             rows = [b.__dict__ for b in store.list_batches()]
             print(format_table(rows) if rows else "no batches")
+        elif args.action == "gc":
+            print("\n".join(store.gc(stale_after_s=args.stale_after).lines()))
         else:
-            if args.query not in query_names():
-                raise ConfigError(f"unknown query {args.query!r}; known: {', '.join(query_names())}")
-            params: dict[str, Any] = {"n": 10}
-            for item in args.param:
-                key, sep, value = item.partition("=")
-                if not sep:
-                    raise ConfigError(f"--param expects NAME=VALUE, got {item!r}")
-                # user ids stay text (the column is text); counts and batch ids are integers
-                params[key] = int(value) if key in ("n", "batch_a", "batch_b") else value
+            params = parse_query_params(args.query, args.param, store.tables)  # checked before connecting
             rows = store.query(args.query, **params)
             print(format_table(rows) if rows else "no rows")
     return 0

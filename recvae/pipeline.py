@@ -466,27 +466,37 @@ def begin_score_step(
     rec, info = tracking.load_recommender_from_uri(model_uri)
     _check_items(rec, snap, model_uri)
     with RecommendationStore(db_url) as store:
-        load_titles(store, snap)
         batch = store.begin_batch(
             batch_key, model_name=model_name or info.name or info.kind, top_n=top_n, n_items=rec.n_items,
             model_version=info.version, run_id=info.run_id, snapshot_id=snap.snapshot_id, n_shards=n_shards,
         )
+        if not batch.done:  # a published batch's titles never change
+            load_titles(store, snap, batch)
     return {"batch_key": batch_key, "batch_id": batch.batch_id, "done": batch.done, "model_uri": model_uri,
             "model_name": model_name or info.name or info.kind, "model_version": info.version, "run_id": info.run_id,
             "snapshot_dir": str(snap.path), "snapshot_id": snap.snapshot_id, "top_n": top_n, "n_shards": n_shards}
 
 
-def load_titles(store: Any, snap: Any) -> int:
-    """Fill the items table with titles when the snapshot's source folder (or its parent) has MovieLens metadata."""
+def item_metadata(snap: Any) -> Any:
+    """Item titles (a DataFrame: item_id, title, genres) when the snapshot's source folder (or its parent) has
+    MovieLens metadata (movies.dat, u.item), else None."""
+    from recvae.store import read_item_metadata
+
     path = (snap.manifest.get("source") or {}).get("path")
     if not path or "://" in str(path):
-        return 0
+        return None
     p = Path(path)
     folder = p if p.is_dir() else p.parent
     for candidate in (folder, folder.parent):
         if (candidate / "movies.dat").exists() or (candidate / "u.item").exists():
-            return store.load_item_metadata(candidate)
-    return 0
+            return read_item_metadata(candidate)
+    return None
+
+
+def load_titles(store: Any, snap: Any, batch: Any) -> int:
+    """Set the titles of staging `batch` from the snapshot's metadata (see `item_metadata`); titles written."""
+    meta = item_metadata(snap)
+    return 0 if meta is None else store.write_items(batch, meta)
 
 
 def _check_items(rec: Any, snap: Any, model_uri: str) -> None:

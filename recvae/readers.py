@@ -30,6 +30,7 @@ import scipy.sparse as sp
 
 from recvae.idmap import IdMap
 from recvae.snapshot import Snapshot, sha256_file
+from recvae.urls import mask_url
 from recvae.validate import DataValidationError, Positions, Validator, build_interactions, integer_text_only
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class Source:
         """JSON-ready description for the snapshot manifest (a SQL URL's password is masked)."""
         d = {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}
         if self.format == "sql" and self.path:
-            d["path"] = _mask_url(self.path)
+            d["path"] = mask_url(self.path)
         if self.format in ("movielens", "pro_sg", "lightgcn", "synthetic"):
             for k in ("user_col", "item_col", "rating_col", "time_col", "sep", "id_type"):
                 d.pop(k, None)
@@ -388,14 +389,14 @@ def read_sql(
     """A SQL table (a bare name) or query through a SQLAlchemy URL; row numbers are 1-based result rows."""
     import sqlalchemy as sa
 
-    label = f"{_mask_url(url)} [{query.strip()[:80]}]"
+    label = f"{mask_url(url)} [{query.strip()[:80]}]"
     own, validator = _own(validator, label, "row")
     validator.start_file(label)
     sql = table_query(query)
     try:
         engine = sa.create_engine(url)
     except (sa.exc.ArgumentError, ImportError) as exc:
-        raise DataValidationError(f"bad SQLAlchemy URL ({exc})", source=_mask_url(url)) from exc
+        raise DataValidationError(f"bad SQLAlchemy URL ({exc})", source=mask_url(url)) from exc
     try:
         with engine.connect() as conn:
             frame = pd.read_sql_query(sa.text(sql), conn)
@@ -627,7 +628,7 @@ def read(source: Source, validator: Validator | None = None) -> pd.DataFrame | S
                             validator=validator)
     if fmt == "sql":
         if not source.query:
-            raise DataValidationError("a sql source needs a table name or query (--sql-query)", source=_mask_url(source.path))
+            raise DataValidationError("a sql source needs a table name or query (--sql-query)", source=mask_url(source.path))
         return read_sql(source.path, source.query, user_col=source.user_col, item_col=source.item_col,
                         rating_col=source.rating_col, time_col=source.time_col, id_type=source.id_type,
                         validator=validator)
@@ -713,10 +714,6 @@ def _check_columns(source: str | Path, found: list[str], wanted: Any, unit: str 
             unit=unit,
             column=absent[0],
         )
-
-
-def _mask_url(url: str | None) -> str:
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url or "")
 
 
 # Re-exported for callers that only need the error type.

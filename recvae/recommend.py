@@ -310,12 +310,14 @@ def recommend_to_store(
     items: IdMap | None = None,
     device: str | torch.device | None = None,
     keep: int | None = None,
+    item_metadata: pd.DataFrame | None = None,
 ) -> BatchSummary:
     """Score users in chunks and stream their top-N into a staging batch, then publish it atomically.
 
     With `n_shards` > 1 this call writes shard `shard` (every n_shards-th user) and does not publish unless
     `publish=True`; publish once all shards are written with `store.publish(batch_key, n_shards=n_shards)`.
-    A batch key already published returns that batch (`reused=True`) without scoring anything."""
+    A batch key already published returns that batch (`reused=True`) without scoring anything.
+    `item_metadata` (item_id, title[, genres]) becomes the batch's titles, written before its rows."""
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard must be in [0, {n_shards}); got {shard}")
     publish = (n_shards == 1) if publish is None else publish
@@ -340,6 +342,8 @@ def recommend_to_store(
             yield RecChunk(inp.user_ids[t.rows], inp.item_ids[np.maximum(t.items, 0)], t.scores, t.counts)
 
     try:
+        if item_metadata is not None:
+            store.write_items(batch, item_metadata)
         written = store.write_shard(batch, chunks(), shard=shard, expected_rows=expected)
         if publish:
             return store.publish(batch, n_shards=n_shards, keep=keep)

@@ -1,4 +1,5 @@
-"""Recommendation tables in SQLite or PostgreSQL: staging batches, atomic publish, retention."""
+"""Recommendation tables in SQLite or PostgreSQL: staging batches (rows and item titles), atomic publish, retention,
+and clean-up of batches abandoned by a crashed writer."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from recvae import paths
+from recvae.urls import mask_url, url_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +32,6 @@ DONE_STATUSES = ("published", "superseded", "expired")  # a batch key in one of 
 SQL_DIR_ENV = "RECVAE_SQL_DIR"
 DIALECTS = ("sqlite", "postgresql")
 _REC_COLUMNS = "batch_id, user_id, rank, item_id, score, shard"
-_PASSWORD_KEYS = {"password", "passwd", "pwd", "pass", "sslpassword"}
 
 
 class StoreError(RuntimeError):
@@ -102,29 +103,10 @@ class TableNames:
         }
 
 
-def mask_url(url: str | URL | None) -> str:
-    """The URL with its password (in the netloc or the query string) replaced by ***, safe to log."""
-    if url is None:
-        return "<no url>"
-    try:
-        u = make_url(url) if isinstance(url, str) else url
-        query = {k: ("***" if k.lower() in _PASSWORD_KEYS else v) for k, v in u.query.items()}
-        return u.set(query=query).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
-    except Exception:  # unparseable: mask anything that looks like user:password@ or password=...
-        s = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", str(url))
-        return re.sub(r"(?i)((?:password|passwd|pwd)=)[^&\s]*", r"\1***", s)
-
-
-def _scrub(message: str, url: URL) -> str:
-    """`message` without the URL's password in it (drivers rarely echo it, but never trust that)."""
-    pw = url.password
-    if pw:
-        message = message.replace(str(pw), "***")
-    for k, v in url.query.items():
-        if k.lower() in _PASSWORD_KEYS:
-            for val in (v if isinstance(v, tuple) else (v,)):
-                if val:
-                    message = message.replace(str(val), "***")
+def _scrub(message: str, secrets: Sequence[str]) -> str:
+    """`message` without the URL's password(s) in it (drivers rarely echo them, but never trust that)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        message = message.replace(secret, "***")
     return message
 
 
@@ -179,7 +161,53 @@ def query_names() -> list[str]:
 def load_query(name: str, tables: TableNames | None = None) -> str:
     """The rendered text of sql/queries/NAME.sql (named parameters like :user_id stay as they are)."""
     validate_identifier(name, "query name")
+    known = query_names()
+    if name not in known:
+        folder = sql_dir() / "queries"
+        raise StoreError(f"unknown query {name!r}; known: {', '.join(known) or '(none)'} (files in {folder})")
     return render_sql(_read_sql(f"queries/{name}.sql"), tables or TableNames())
+
+
+# Query parameters that are counts or batch ids (integers); every other parameter is text (user ids are text).
+INTEGER_PARAMS = frozenset({"n", "k", "limit", "offset", "top_n", "batch_id", "batch_a", "batch_b"})
+
+
+def query_params(sql: str) -> list[str]:
+    """Names of the bound parameters (:name) of a rendered query, in order of first use."""
+    return list(text(sql).compile().params)
+
+
+def check_query_params(name: str, sql: str, params: dict[str, Any]) -> None:
+    """StoreError naming the parameters of query `name` that are unknown or missing."""
+    takes = query_params(sql)
+    unknown = [k for k in params if k not in takes]
+    missing = [k for k in takes if k not in params]
+    if unknown or missing:
+        problems = ([f"unknown parameter(s) {', '.join(unknown)}"] if unknown else []) + (
+            [f"missing parameter(s) {', '.join(missing)}"] if missing else [])
+        it_takes = ", ".join(f":{k}" for k in takes) or "no parameters"
+        raise StoreError(f"query {name}: {'; '.join(problems)}; it takes {it_takes}")
+
+
+def parse_query_params(name: str, pairs: Sequence[str], tables: TableNames | None = None) -> dict[str, Any]:
+    """NAME=VALUE strings as the bound parameters of query `name` (integers where INTEGER_PARAMS says so; :n
+    defaults to 10); StoreError naming a malformed, unknown, missing or mistyped parameter."""
+    sql = load_query(name, tables)
+    params: dict[str, Any] = {"n": 10} if "n" in query_params(sql) else {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise StoreError(f"query {name}: expected a parameter as NAME=VALUE, got {pair!r}")
+        if key in INTEGER_PARAMS:
+            try:
+                params[key] = int(value.strip())
+            except ValueError:
+                raise StoreError(f"query {name}: parameter {key} must be an integer, got {value!r}") from None
+        else:
+            params[key] = value
+    check_query_params(name, sql, params)
+    return params
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -247,6 +275,21 @@ class BatchSummary:
 
 
 @dataclass
+class GcReport:
+    """What `RecommendationStore.gc` did: abandoned batches failed, and rows/titles deleted per dead batch."""
+
+    failed: list[int] = field(default_factory=list)
+    cleaned: dict[int, tuple[int, int]] = field(default_factory=dict)  # batch id -> (rows, titles) deleted
+
+    def lines(self) -> list[str]:
+        """Human-readable lines, one per action (or one saying there was nothing to do)."""
+        out = [f"batch {b}: abandoned in staging, marked failed" for b in self.failed]
+        out += [f"batch {b}: deleted {rows:,} row(s) and {titles:,} title(s)"
+                for b, (rows, titles) in self.cleaned.items()]
+        return out or ["nothing to clean: no abandoned staging batch, no rows of failed or expired batches"]
+
+
+@dataclass
 class RecChunk:
     """Top-N lists of some users: raw ids as text, lists padded to N; `counts[i]` entries of row i are real."""
 
@@ -280,6 +323,7 @@ class RecChunk:
 # ---------------------------------------------------------------------------------------------------------------
 # the store
 
+_LEGACY_ITEMS = "recvae_items_migration"  # temporary copy of the old shared titles table while it is migrated
 _BATCH_COLUMNS = (
     "batch_id, batch_key, status, model_name, top_n, model_version, run_id, snapshot_id, n_items, n_shards, "
     "user_count, expected_rows, row_count, error, created_at, finished_at, published_at, superseded_at"
@@ -297,18 +341,18 @@ class RecommendationStore:
         keep: int = 3,
         stale_after_s: float = 6 * 3600.0,
         busy_timeout_s: float = 600.0,
-        connect_timeout_s: int = 10,
+        connect_timeout_s: int = 5,
     ) -> None:
         """`keep`: published batches kept (current included); `stale_after_s`: a staging batch of another key with
-        no shard activity for this long is treated as abandoned (crashed) and failed by the next run (keep it above
-        the longest shard write); `busy_timeout_s`: how long a SQLite writer waits for another one (SQLite has one
-        writer at a time, and a shard holds the write lock while it is scored and written)."""
+        no activity for this long is treated as abandoned (crashed) and failed by the next begin, publish or gc
+        (keep it above the gap between a batch's steps, e.g. Airflow tasks waiting for a worker; a shard being written is never
+        failed); `busy_timeout_s`: how long a SQLite writer waits for another one (SQLite has one writer at a time,
+        and a shard holds the write lock while it is scored and written); `connect_timeout_s`: how long a PostgreSQL
+        connection attempt may take, so an unreachable server fails in seconds."""
         raw = url if url is not None else paths.default_db_url()
         self.url_masked = mask_url(raw)
-        try:
-            self.url = make_url(raw) if isinstance(raw, str) else raw
-        except ArgumentError as exc:
-            raise StoreError(f"invalid database URL {self.url_masked}: {exc}") from None
+        self._secrets = url_secrets(raw)
+        self.url = self._parse_url(raw)
         if keep < 1:
             raise ValueError(f"keep must be >= 1; got {keep}")
         self.tables = tables or TableNames()
@@ -328,6 +372,19 @@ class RecommendationStore:
 
     def __repr__(self) -> str:
         return f"RecommendationStore({self.url_masked})"
+
+    def _parse_url(self, raw: str | URL) -> URL:
+        """The parsed URL; StoreError (masked) for one that does not parse or parses wrongly."""
+        try:
+            url = make_url(raw) if isinstance(raw, str) else raw
+        except ArgumentError as exc:
+            hint = "expected e.g. postgresql+psycopg://user:password@host:5432/db or sqlite:///path/to/file.db"
+            reason = _scrub(str(exc), self._secrets)
+            raise StoreError(f"invalid database URL {self.url_masked}: {reason}; {hint}") from None
+        if "@" in (url.host or ""):  # user:p@ss@host parses as host 'ss@host': the driver would echo part of it
+            raise StoreError(f"invalid database URL {self.url_masked}: an '@' in the password or user name must be "
+                             "percent-encoded as %40")
+        return url
 
     def __enter__(self) -> "RecommendationStore":
         return self
@@ -358,7 +415,8 @@ class RecommendationStore:
                 pool_pre_ping=True,
             )
         except (ArgumentError, NoSuchModuleError) as exc:
-            raise StoreError(f"cannot create an engine for {self.url_masked}: {_scrub(str(exc), self.url)}") from None
+            reason = _scrub(str(exc), self._secrets)
+            raise StoreError(f"cannot create an engine for {self.url_masked}: {reason}") from None
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -371,9 +429,9 @@ class RecommendationStore:
                 reason = "lost the connection to"
             else:
                 reason = "cannot connect to" if _is_connect_error(exc) else "error on"
-            raise StoreError(f"{action}: {reason} {self.url_masked}: {_scrub(orig, self.url)}") from None
+            raise StoreError(f"{action}: {reason} {self.url_masked}: {_scrub(orig, self._secrets)}") from None
         except SQLAlchemyError as exc:
-            raise StoreError(f"{action}: {self.url_masked}: {_scrub(str(exc), self.url)}") from None
+            raise StoreError(f"{action}: {self.url_masked}: {_scrub(str(exc), self._secrets)}") from None
 
     @contextmanager
     def _write(self, action: str) -> Iterator[Connection]:
@@ -418,19 +476,36 @@ class RecommendationStore:
     # -- schema -----------------------------------------------------------------------------------------------
 
     def _schema_present(self, conn: Connection) -> bool:
-        """Whether every table, index and the view exist (then no DDL runs, so no DDL lock blocks readers)."""
+        """Whether every table, index and the view exist in their current form (then no DDL runs, so no DDL lock
+        blocks readers)."""
         t = self.tables
         names = [t.batches, t.shards, t.recommendations, t.items, t.current_view, t.batches_published_idx]
         if self.dialect == "sqlite":
             found = self._x(conn, "SELECT COUNT(*) FROM sqlite_master WHERE name IN :names", names=names).scalar()
-            return int(found) == len(names)
-        regs = [t.qualified(n) for n in names]
-        found = conn.execute(text("SELECT COUNT(to_regclass(n)) FROM unnest(CAST(:names AS text[])) AS n"),
-                             {"names": regs}).scalar()
-        return int(found) == len(names)
+        else:
+            regs = [t.qualified(n) for n in names]
+            found = conn.execute(text("SELECT COUNT(to_regclass(n)) FROM unnest(CAST(:names AS text[])) AS n"),
+                                 {"names": regs}).scalar()
+        return int(found) == len(names) and not self._legacy_items(conn)
+
+    def _legacy_items(self, conn: Connection) -> bool:
+        """Whether the items table is the one shared by all batches (no batch_id column), from before titles
+        belonged to a batch."""
+        t = self.tables
+        if self.dialect == "sqlite":
+            sql = ("SELECT COUNT(*), COALESCE(SUM(p.name = 'batch_id'), 0) FROM sqlite_master AS m,"
+                   " pragma_table_info(m.name) AS p WHERE m.type = 'table' AND m.name = :t")
+            params = {"t": t.items}
+        else:
+            sql = ("SELECT COUNT(*), COUNT(*) FILTER (WHERE attname = 'batch_id') FROM pg_attribute"
+                   " WHERE attrelid = to_regclass(:t) AND attnum > 0 AND NOT attisdropped")
+            params = {"t": t.qualified(t.items)}
+        columns, with_batch = conn.execute(text(sql), params).one()
+        return int(columns) > 0 and int(with_batch) == 0
 
     def ensure_schema(self) -> None:
-        """Create the tables, indexes and view if missing (idempotent; safe to run concurrently)."""
+        """Create the tables, indexes and view if missing, and migrate an older layout (idempotent; safe to run
+        concurrently)."""
         statements = split_statements(schema_sql(self.dialect, self.tables))
         with self._read("checking the recommendation tables") as conn:
             if self._schema_present(conn):
@@ -440,9 +515,29 @@ class RecommendationStore:
             self._lock(conn)
             if self.tables.schema:
                 conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quote(self.tables.schema)}"))
+            legacy = self._legacy_items(conn)  # checked again under the lock: another process may have migrated
+            if legacy:
+                self._x(conn, f"CREATE TEMP TABLE {_LEGACY_ITEMS} AS SELECT item_id, title, genres, updated_at"
+                        " FROM ${items}")
+                self._x(conn, "DROP TABLE ${items}")
             for stmt in statements:
                 conn.exec_driver_sql(stmt)
+            if legacy:
+                self._adopt_legacy_items(conn)
         self._schema_ready = True
+
+    def _adopt_legacy_items(self, conn: Connection) -> None:
+        """Give each live batch (staging, published, superseded) a copy of the old shared titles: what its
+        readers saw before; then drop the temporary copy."""
+        n = self._x(
+            conn,
+            "INSERT INTO ${items} (batch_id, item_id, title, genres, updated_at) SELECT b.batch_id, l.item_id,"
+            f" l.title, l.genres, l.updated_at FROM {_LEGACY_ITEMS} AS l CROSS JOIN ${{batches}} AS b"
+            " WHERE b.status IN ('staging', 'published', 'superseded')",
+        ).rowcount
+        self._x(conn, f"DROP TABLE {_LEGACY_ITEMS}")
+        logger.warning("%s: migrated the item titles shared by all batches to per-batch titles (%d row(s))",
+                       self.url_masked, n)
 
     def _ensure(self) -> None:
         if not self._schema_ready:
@@ -464,7 +559,7 @@ class RecommendationStore:
     ) -> Batch:
         """The batch for `batch_key`: a new staging batch, the same staging batch again (a retry), a failed one
         restarted from scratch, or the published one untouched (check `batch.done`). Also fails abandoned
-        staging batches of other keys and deletes the rows of failed and expired batches."""
+        staging batches of other keys and deletes the rows and titles of failed and expired batches."""
         if not batch_key:
             raise ValueError("batch_key must be a non-empty string")
         if top_n < 1:
@@ -493,6 +588,7 @@ class RecommendationStore:
                 _check_identity(batch, identity)
                 if batch.status == "failed":
                     self._x(conn, "DELETE FROM ${recommendations} WHERE batch_id = :b", {"b": batch.batch_id})
+                    self._x(conn, "DELETE FROM ${items} WHERE batch_id = :b", {"b": batch.batch_id})
                     self._x(conn, "DELETE FROM ${shards} WHERE batch_id = :b", {"b": batch.batch_id})
                     self._x(
                         conn,
@@ -510,49 +606,74 @@ class RecommendationStore:
         self.cleanup_dead_rows()
         return batch
 
-    def _fail_abandoned(self, conn: Connection, except_key: str | None) -> list[int]:
-        """Mark failed the staging batches (other than `except_key`) with no activity for stale_after_s."""
-        cutoff = datetime.now(timezone.utc) - timedelta(seconds=self.stale_after_s)
+    def _fail_abandoned(
+        self, conn: Connection, except_key: str | None, stale_after_s: float | None = None
+    ) -> list[int]:
+        """Mark failed the staging batches (other than `except_key`) abandoned by their writer: no activity (created,
+        a shard started or written) for `stale_after_s` (default: the store's), and no shard being written now.
+
+        A shard being written holds its batch row (PostgreSQL: FOR SHARE, skipped here by SKIP LOCKED; SQLite: the
+        write lock, which this transaction waits for), so a live writer is never failed however long a shard takes;
+        the age only has to outlast the gaps between a batch's steps. The caller holds a write transaction."""
+        stale = self.stale_after_s if stale_after_s is None else float(stale_after_s)
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=stale)
         cut = cutoff if self.dialect == "postgresql" else cutoff.isoformat(timespec="microseconds")
-        rows = self._x(
+        idle = (
+            "b.status = 'staging' AND b.batch_key <> :k AND b.created_at <= :cut AND NOT EXISTS (SELECT 1 FROM"
+            " ${shards} AS s WHERE s.batch_id = b.batch_id AND (s.started_at > :cut OR s.written_at > :cut))"
+        )
+        params = {"k": except_key or "", "cut": cut}
+        lock = " FOR UPDATE OF b SKIP LOCKED" if self.dialect == "postgresql" else ""
+        ids = [r[0] for r in self._x(conn, f"SELECT b.batch_id FROM ${{batches}} AS b WHERE {idle}{lock}", params)]
+        if not ids:
+            return []
+        error = f"abandoned: no activity for {stale:g} s and no shard being written (writer crashed or killed?)"
+        # The condition again: a shard may have started between the SELECT and now (PostgreSQL, READ COMMITTED).
+        failed = sorted(r[0] for r in self._x(
             conn,
-            "SELECT b.batch_id FROM ${batches} AS b WHERE b.status = 'staging' AND b.batch_key <> :k"
-            " AND b.created_at <= :cut AND NOT EXISTS (SELECT 1 FROM ${shards} AS s WHERE s.batch_id = b.batch_id"
-            " AND (s.started_at > :cut OR s.written_at > :cut))",
-            {"k": except_key or "", "cut": cut},
-        ).all()
-        ids = [r[0] for r in rows]
-        if ids:
-            self._x(
-                conn,
-                "UPDATE ${batches} SET status = 'failed', finished_at = :now, error = :e"
-                " WHERE status = 'staging' AND batch_id IN :ids",
-                {"now": self._now(),
-                 "e": f"abandoned: no shard activity for {self.stale_after_s:g} s (writer crashed?)"},
-                ids=ids,
-            )
-            logger.warning("marked abandoned staging batch(es) %s as failed", ids)
-        return ids
+            f"UPDATE ${{batches}} AS b SET status = 'failed', finished_at = :now, error = :e WHERE b.batch_id IN :ids"
+            f" AND {idle} RETURNING batch_id",
+            {**params, "now": self._now(), "e": error}, ids=ids,
+        ))
+        if failed:
+            logger.warning("marked abandoned staging batch(es) %s as failed (idle for over %g s)", failed, stale)
+        return failed
 
     def cleanup_dead_rows(self) -> list[int]:
-        """Delete the rows of failed and expired batches (their batch rows stay as history); ids cleaned."""
+        """Delete the rows and titles of failed and expired batches (their batch rows stay as history); ids cleaned."""
+        return list(self._cleanup_dead())
+
+    def _cleanup_dead(self) -> dict[int, tuple[int, int]]:
+        """Delete the rows and titles of failed and expired batches, one transaction per batch: {id: (rows, titles)}."""
+        dead = "EXISTS (SELECT 1 FROM ${batches} AS b WHERE b.batch_id = :b AND b.status IN ('failed', 'expired'))"
         with self._read("looking for rows of failed batches") as conn:
-            ids = [
-                r[0]
-                for r in self._x(
-                    conn,
-                    "SELECT b.batch_id FROM ${batches} AS b WHERE b.status IN ('failed', 'expired')"
-                    " AND EXISTS (SELECT 1 FROM ${recommendations} AS r WHERE r.batch_id = b.batch_id)",
-                ).all()
-            ]
+            ids = [r[0] for r in self._x(
+                conn,
+                "SELECT b.batch_id FROM ${batches} AS b WHERE b.status IN ('failed', 'expired') AND (EXISTS (SELECT 1"
+                " FROM ${recommendations} AS r WHERE r.batch_id = b.batch_id) OR EXISTS (SELECT 1 FROM ${items} AS i"
+                " WHERE i.batch_id = b.batch_id)) ORDER BY b.batch_id",
+            )]
+        done: dict[int, tuple[int, int]] = {}
         for b in ids:
             with self._write(f"deleting the rows of batch {b}") as conn:
-                n = self._x(conn, "DELETE FROM ${recommendations} WHERE batch_id = :b", {"b": b}).rowcount
-            logger.info("deleted %d row(s) of dead batch %s", n, b)
-        return ids
+                # the status again: a failed batch may have been restarted since (its new rows are not dead)
+                n = self._x(conn, f"DELETE FROM ${{recommendations}} WHERE batch_id = :b AND {dead}", {"b": b}).rowcount
+                t = self._x(conn, f"DELETE FROM ${{items}} WHERE batch_id = :b AND {dead}", {"b": b}).rowcount
+            done[b] = (n, t)
+            logger.info("deleted %d row(s) and %d title(s) of dead batch %s", n, t, b)
+        return done
+
+    def gc(self, stale_after_s: float | None = None) -> "GcReport":
+        """Fail abandoned staging batches (see `_fail_abandoned`; `stale_after_s` defaults to the store's) and delete
+        the rows and titles of every failed or expired batch. What `recvae db gc` runs."""
+        self._ensure()
+        with self._write("failing abandoned batches") as conn:
+            self._lock(conn)
+            failed = self._fail_abandoned(conn, except_key=None, stale_after_s=stale_after_s)
+        return GcReport(failed=failed, cleaned=self._cleanup_dead())
 
     def fail(self, batch: Batch | int, error: str) -> None:
-        """Mark a staging batch failed and delete its rows (the current batch is not touched)."""
+        """Mark a staging batch failed and delete its rows and titles (the current batch is not touched)."""
         batch_id = batch.batch_id if isinstance(batch, Batch) else int(batch)
         with self._write(f"marking batch {batch_id} failed") as conn:
             self._x(
@@ -564,6 +685,7 @@ class RecommendationStore:
             status = self._x(conn, "SELECT status FROM ${batches} WHERE batch_id = :b", {"b": batch_id}).scalar()
             if status == "failed":  # never delete the rows of a batch that got published meanwhile
                 self._x(conn, "DELETE FROM ${recommendations} WHERE batch_id = :b", {"b": batch_id})
+                self._x(conn, "DELETE FROM ${items} WHERE batch_id = :b", {"b": batch_id})
         logger.warning("batch %s marked failed: %s", batch_id, error)
 
     def write_shard(
@@ -652,7 +774,7 @@ class RecommendationStore:
             ) from None
         except psycopg.Error as exc:
             raise StoreError(
-                f"writing batch {b} shard {shard} to {self.url_masked}: {_scrub(str(exc).strip(), self.url)}"
+                f"writing batch {b} shard {shard} to {self.url_masked}: {_scrub(str(exc).strip(), self._secrets)}"
             ) from None
         return users, rows
 
@@ -661,9 +783,10 @@ class RecommendationStore:
     ) -> BatchSummary:
         """Check a staging batch is complete and make it the current one in one transaction, then apply retention.
         `batch`: a Batch, a batch key (str) or a batch id (int). Publishing a published batch returns it unchanged."""
+        self._ensure()
+        where, params = _batch_ref(batch)
         with self._write("publishing") as conn:
             self._lock(conn)
-            where, params = _batch_ref(batch)
             lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
             current = self._batch_where(conn, where, params, suffix=lock)
             if current is None:
@@ -701,6 +824,7 @@ class RecommendationStore:
                 )
             if max_rank is not None and int(max_rank) > current.top_n:
                 raise StoreError(f"batch {b}: rank {max_rank} exceeds top_n {current.top_n}")
+            abandoned = self._fail_abandoned(conn, except_key=current.batch_key)
             now = self._now()
             self._x(
                 conn,
@@ -716,10 +840,12 @@ class RecommendationStore:
             published = self._batch_where(conn, "batch_id = :b", {"b": b})
         logger.info("batch %s (%r) published: %d users, %d rows", b, published.batch_key, n_users, int(actual))
         expired = self.apply_retention(keep)
+        if abandoned and not expired:  # retention cleans up dead batches itself when it expires one
+            self._cleanup_dead()
         return BatchSummary.of(published, expired=expired)
 
     def apply_retention(self, keep: int | None = None) -> list[int]:
-        """Expire published batches beyond the `keep` most recent (current included) and delete their rows."""
+        """Expire published batches beyond the `keep` most recent (current included); delete their rows and titles."""
         keep = self.keep if keep is None else keep
         if keep < 1:
             raise ValueError(f"keep must be >= 1; got {keep}")
@@ -782,8 +908,9 @@ class RecommendationStore:
 
     def query(self, name: str, **params: Any) -> list[dict[str, Any]]:
         """Run sql/queries/NAME.sql with bound `params`; rows as dicts."""
-        self._ensure()
         sql = load_query(name, self.tables)
+        check_query_params(name, sql, params)
+        self._ensure()
         with self._read(f"running query {name}") as conn:
             return [dict(r) for r in conn.execute(text(sql), params).mappings().all()]
 
@@ -793,36 +920,43 @@ class RecommendationStore:
 
     # -- items ------------------------------------------------------------------------------------------------
 
-    def upsert_items(self, items: pd.DataFrame) -> int:
-        """Insert or update item titles from a DataFrame with columns item_id, title[, genres]; rows written."""
+    def write_items(self, batch: Batch | str | int, items: pd.DataFrame) -> int:
+        """Set the item titles (and genres) of a staging batch from a DataFrame with columns item_id, title[, genres];
+        rows written. They replace the batch's earlier titles (a retry) and become visible when it is published;
+        a published batch's titles never change."""
         missing = {"item_id", "title"} - set(items.columns)
         if missing:
             raise ValueError(f"item metadata lacks column(s) {sorted(missing)}; has {list(items.columns)}")
+        ids = items["item_id"].astype(str)
+        if ids.duplicated().any():
+            raise StoreError(f"item metadata repeats item id(s) {sorted(set(ids[ids.duplicated()]))[:5]}")
         genres = items["genres"] if "genres" in items.columns else pd.Series([None] * len(items), index=items.index)
-        rows = [
-            {"i": str(i), "t": None if pd.isna(t) else str(t), "g": None if pd.isna(g) else str(g), "now": self._now()}
-            for i, t, g in zip(items["item_id"], items["title"], genres)
-        ]
+        now = self._now()
+        rows = [{"i": i, "t": None if pd.isna(t) else str(t), "g": None if pd.isna(g) else str(g), "now": now}
+                for i, t, g in zip(ids, items["title"], genres)]
         self._ensure()
+        where, params = _batch_ref(batch)
         with self._write("writing item titles") as conn:
+            lock = " FOR SHARE" if self.dialect == "postgresql" else ""  # as a shard write: a live writer
+            row = self._x(conn, f"SELECT batch_id, status FROM ${{batches}} WHERE {where}{lock}", params).first()
+            if row is None or row.status != "staging":
+                state = "missing" if row is None else row.status
+                raise StoreError(f"batch {params['v']!r} is {state}, not staging: refusing to write its item titles")
+            b = row.batch_id
+            self._x(conn, "DELETE FROM ${items} WHERE batch_id = :b", {"b": b})
             if rows:
-                self._x(
-                    conn,
-                    "INSERT INTO ${items} (item_id, title, genres, updated_at) VALUES (:i, :t, :g, :now)"
-                    " ON CONFLICT (item_id) DO UPDATE SET title = excluded.title, genres = excluded.genres,"
-                    " updated_at = excluded.updated_at",
-                    rows,
-                )
-        logger.info("%d item title(s) written", len(rows))
+                self._x(conn, "INSERT INTO ${items} (batch_id, item_id, title, genres, updated_at)"
+                        " VALUES (:b, :i, :t, :g, :now)", [{**r, "b": b} for r in rows])
+        logger.info("batch %s: %d item title(s) written", b, len(rows))
         return len(rows)
 
-    def load_item_metadata(self, path: str | Path) -> int:
-        """Fill the items table from a dataset folder or file (movies.dat, u.item); 0 when there is none."""
+    def load_item_metadata(self, batch: Batch | str | int, path: str | Path) -> int:
+        """Set a staging batch's titles from a dataset folder or file (movies.dat, u.item); 0 when there is none."""
         meta = read_item_metadata(path)
         if meta is None:
             logger.info("%s has no item metadata (movies.dat or u.item); titles stay empty", path)
             return 0
-        return self.upsert_items(meta)
+        return self.write_items(batch, meta)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -158,3 +158,91 @@ def test_an_internal_error_is_labelled_as_a_bug_with_its_own_exit_code(tmp_path,
     assert code == cli.EXIT_INTERNAL == 70
     assert "RuntimeError: boom" in err
     assert err.strip().splitlines()[-1].startswith("recvae compare: internal error (a bug in recvae")
+
+
+# --- recommend / db: one-line errors -------------------------------------------------------------------
+
+
+def _one_error_line(capsys, command: str) -> str:
+    """The single stderr line of a failed command (no traceback, nothing else)."""
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith(f"recvae {command}: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("keep", ["0", "-3"])
+def test_recommend_keep_below_one_is_a_user_error(capsys, keep):
+    assert cli.main(["--log-level", "ERROR", "recommend", "--keep", keep, "--db", "sqlite:///unused.db"]) == 2
+    assert f"--keep must be >= 1" in _one_error_line(capsys, "recommend")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["query", "user_top", "--param", "user_id=1", "--param", "n=abc"],
+         "query user_top: parameter n must be an integer, got 'abc'"),
+        (["query", "batch_overlap", "--param", "batch_a=1", "--param", "batch_b=x2"],
+         "query batch_overlap: parameter batch_b must be an integer, got 'x2'"),
+        (["query", "no_such_query"], "unknown query 'no_such_query'; known: batch_overlap, coverage"),
+        (["query", "../queries/user_top"], "query name '../queries/user_top' is not a plain SQL identifier"),
+        (["query"], "db query needs a query name; known: batch_overlap"),
+        (["query", "user_top", "--param", "user_id=1", "--param", "colour=red"],
+         "query user_top: unknown parameter(s) colour; it takes :user_id, :n"),
+        (["query", "batch_overlap"], "query batch_overlap: missing parameter(s) batch_a, batch_b; it takes"),
+        (["query", "coverage", "--param", "oops"], "expected a parameter as NAME=VALUE, got 'oops'"),
+        (["gc", "--stale-after", "-1"], "--stale-after must be >= 0 seconds"),
+    ],
+)
+def test_db_query_errors_name_the_query_and_parameter(tmp_path, capsys, argv, message):
+    db = f"sqlite:///{tmp_path / 'recs.db'}"
+    assert cli.main(["--log-level", "ERROR", "db", *argv, "--db", db]) == 2
+    assert message in _one_error_line(capsys, "db")
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [("u:secret@127.0.0.1", "u:***@127.0.0.1"),
+     ("postgresql://u:secret@hidden@127.0.0.1/db", "postgresql://u:***@127.0.0.1/db")],  # an unencoded '@'
+)
+def test_db_with_a_malformed_url_never_echoes_the_password(capsys, url, shown):
+    assert cli.main(["--log-level", "ERROR", "db", "status", "--db", url]) == 2
+    line = _one_error_line(capsys, "db")
+    assert "secret" not in line and "hidden" not in line and shown in line
+
+
+def test_db_with_an_unreachable_database_fails_fast_with_the_masked_url(capsys):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    assert cli.main(["--log-level", "ERROR", "db", "status", "--db",
+                     f"postgresql+psycopg://u:s3cr3t@127.0.0.1:{port}/recs"]) == 2
+    line = _one_error_line(capsys, "db")
+    assert time.monotonic() - start < 10
+    assert f"cannot connect to postgresql+psycopg://u:***@127.0.0.1:{port}/recs" in line and "s3cr3t" not in line
+
+
+def test_db_gc_fails_abandoned_batches_and_says_so(tmp_path, capsys):
+    import numpy as np
+
+    from recvae.store import RecChunk, RecommendationStore
+
+    db = f"sqlite:///{tmp_path / 'recs.db'}"
+    with RecommendationStore(db) as store:
+        batch = store.begin_batch("killed", model_name="m", top_n=2)  # its writer died before publishing
+        chunk = RecChunk(np.array(["u1", "u2"], dtype=object), np.array([["a", "b"], ["b", "c"]], dtype=object),
+                         np.array([[2.0, 1.0], [2.0, 1.0]]), np.array([2, 2]))
+        store.write_shard(batch, [chunk], expected_rows=4)
+    assert cli.main(["--log-level", "ERROR", "db", "gc", "--db", db]) == 0  # default: 6 hours idle
+    assert capsys.readouterr().out.startswith("nothing to clean")
+    assert cli.main(["--log-level", "ERROR", "db", "gc", "--db", db, "--stale-after", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"batch {batch.batch_id}: abandoned in staging, marked failed",
+                   f"batch {batch.batch_id}: deleted 4 row(s) and 0 title(s)"]
+    with RecommendationStore(db) as store:
+        assert store.get_batch("killed").status == "failed" and store.count_rows(batch.batch_id) == 0

@@ -28,26 +28,31 @@ def lists(users: list[str], seed: int, counts: dict[str, int] | None = None) -> 
     return out
 
 
-def write(store: RecommendationStore, key: str, recs: dict[str, list[tuple[str, float]]]) -> int:
+def write(store: RecommendationStore, key: str, recs: dict[str, list[tuple[str, float]]],
+          titles: pd.DataFrame | None = None) -> int:
     users = list(recs)
     items = np.array([[it for it, _ in recs[u]] + ["-"] * (N - len(recs[u])) for u in users], dtype=object)
     scores = np.array([[s for _, s in recs[u]] + [0.0] * (N - len(recs[u])) for u in users])
     counts = np.array([len(recs[u]) for u in users])
     batch = store.begin_batch(key, model_name="m", model_version=key, top_n=N, n_items=N_ITEMS, run_id=f"run-{key}")
+    if titles is not None:
+        store.write_items(batch, titles)
     store.write_shard(batch, [RecChunk(np.array(users, dtype=object), items, scores, counts)], expected_rows=int(counts.sum()))
     return store.publish(batch).batch_id
 
 
 @pytest.fixture
 def setup(db_url):
-    """Two batches (the second is current) and titles for the even items."""
+    """Two batches (the second is current), the old one with titles for every item, the current one for the even
+    items (the queries must show the current batch's)."""
     old = lists([f"u{k}" for k in range(14)], seed=1)
     new = lists([f"u{k}" for k in range(2, 16)], seed=2, counts={"u15": 2})
     store = RecommendationStore(db_url)
     assert store.query("coverage") == [] and store.query("user_top", user_id="u3", n=10) == []
-    a, b = write(store, "a", old), write(store, "b", new)
-    store.upsert_items(pd.DataFrame({"item_id": [f"i{k}" for k in range(0, N_ITEMS, 2)],
-                                     "title": [f"Title {k}" for k in range(0, N_ITEMS, 2)], "genres": "Drama"}))
+    old_titles = pd.DataFrame({"item_id": [f"i{k}" for k in range(N_ITEMS)], "title": "Old", "genres": "Horror"})
+    titles = pd.DataFrame({"item_id": [f"i{k}" for k in range(0, N_ITEMS, 2)],
+                           "title": [f"Title {k}" for k in range(0, N_ITEMS, 2)], "genres": "Drama"})
+    a, b = write(store, "a", old, old_titles), write(store, "b", new, titles)
     yield store, old, new, a, b
     store.close()
 

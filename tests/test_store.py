@@ -11,9 +11,12 @@ import textwrap
 import threading
 import time
 import traceback
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
@@ -75,6 +78,22 @@ def view_rows(url: str) -> set[tuple[str, int, str]]:
             )
     finally:
         eng.dispose()
+
+
+def titles_of(store: RecommendationStore, batch_id: int) -> dict[str, str]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(text('SELECT item_id, title FROM "recvae_items" WHERE batch_id = :b'), {"b": batch_id}).all()
+    return dict(map(tuple, rows))
+
+
+def age(store: RecommendationStore, batch_id: int, hours: float) -> None:
+    """Make a batch look idle for `hours`: its creation and its shards' activity moved back in time."""
+    when = datetime.now(timezone.utc) - timedelta(hours=hours)
+    value = when if store.dialect == "postgresql" else when.isoformat(timespec="microseconds")
+    with store.engine.begin() as conn:
+        conn.execute(text('UPDATE "recvae_batches" SET created_at = :t WHERE batch_id = :b'), {"t": value, "b": batch_id})
+        conn.execute(text('UPDATE "recvae_batch_shards" SET started_at = :t, written_at = CASE WHEN written_at IS NULL'
+                          ' THEN NULL ELSE :t END WHERE batch_id = :b'), {"t": value, "b": batch_id})
 
 
 def batch_rows(store: RecommendationStore, batch_id: int) -> set[tuple[str, int, str]]:
@@ -474,6 +493,191 @@ def test_connection_lost_mid_copy_keeps_current_batch(postgres_db_url):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# item titles belong to their batch
+
+
+def _movielens(tmp_path: Path) -> tuple[Path, Path]:
+    """An ML-1M folder and an ML-100K folder whose item 1196 are different films (as in the real datasets)."""
+    ml1m, ml100k = tmp_path / "ml-1m", tmp_path / "ml-100k"
+    ml1m.mkdir()
+    ml100k.mkdir()
+    (ml1m / "movies.dat").write_text("1196::Star Wars: Episode V - The Empire Strikes Back (1980)::Action|Sci-Fi\n"
+                                     "260::Star Wars: Episode IV - A New Hope (1977)::Action|Sci-Fi\n", encoding="latin-1")
+    flags = "|".join(["0"] * 8 + ["1"] + ["0"] * 10)
+    (ml100k / "u.item").write_text(f"1196|Savage Nights (1992)|01-Jan-1992||http://x|{flags}\n", encoding="latin-1")
+    return ml1m, ml100k
+
+
+def test_titles_of_an_unpublished_batch_never_reach_readers(db_url, tmp_path, monkeypatch):
+    """The bug: a publish killed right after it wrote its item titles changed the titles readers of the current
+    batch see (user 1's item 1196 became the ML-100K "Savage Nights" instead of "Star Wars: Episode V")."""
+    from recvae import pipeline, tracking
+    from recvae.idmap import IdMap
+
+    ml1m, ml100k = _movielens(tmp_path)
+    items = IdMap(["1196", "260"])
+    model = SimpleNamespace(items=items, n_items=2)
+    info = SimpleNamespace(name="m", kind="vae", version="1", run_id="r1")
+    monkeypatch.setattr(tracking, "load_recommender_from_uri", lambda uri: (model, info))
+
+    def begin(key: str, source: Path) -> dict:
+        snap = SimpleNamespace(items=items, snapshot_id="s", path=tmp_path, manifest={"source": {"path": str(source)}})
+        monkeypatch.setattr(pipeline, "_load_snapshot", lambda _dir: snap)
+        return pipeline.begin_score_step(model_uri="models:/m/1", snapshot_dir=None, top_n=2, n_shards=1,
+                                         db_url=db_url, batch_key=key)
+
+    current = begin("ml-1m", ml1m)
+    chunk = RecChunk(np.array(["1"], dtype=object), np.array([["1196", "260"]], dtype=object),
+                     np.array([[2.0, 1.0]]), np.array([2]))
+    with RecommendationStore(db_url) as store:
+        store.write_shard(store.get_batch("ml-1m"), [chunk], expected_rows=2)
+    pipeline.publish_step(current, db_url=db_url)
+    begin("ml-100k", ml100k)  # killed right after: its shards never run, it is never published
+    with RecommendationStore(db_url) as store:
+        seen = [(r["item_id"], r["title"]) for r in store.user_recommendations("1", 2)]
+        assert seen == [("1196", "Star Wars: Episode V - The Empire Strikes Back (1980)"),
+                        ("260", "Star Wars: Episode IV - A New Hope (1977)")]
+        assert titles_of(store, store.get_batch("ml-100k").batch_id) == {"1196": "Savage Nights (1992)"}
+        assert store.query("top_items", n=1)[0]["title"].startswith("Star Wars: Episode V")
+
+
+def test_titles_are_fixed_once_published_and_go_with_their_batch(db_url):
+    titles = pd.DataFrame({"item_id": ["i1", "i2"], "title": ["One", "Two"], "genres": [None, "Drama"]})
+    with RecommendationStore(db_url, keep=1) as store:
+        first = store.begin_batch("first", model_name="m", top_n=3)
+        assert store.write_items(first, titles) == 2
+        store.write_shard(first, make_chunks(users(4), 3, 0), expected_rows=12)
+        store.publish(first)
+        with pytest.raises(StoreError, match="published, not staging"):
+            store.write_items(first, titles.assign(title="Changed"))
+        assert titles_of(store, first.batch_id) == {"i1": "One", "i2": "Two"}
+        doomed = store.begin_batch("doomed", model_name="m", top_n=3)
+        store.write_items(doomed, titles)
+        store.fail(doomed, "scoring died")
+        assert titles_of(store, doomed.batch_id) == {}  # failed: its titles go with its rows
+        write_batch(store, "second", make_chunks(users(4), 3, 1), top_n=3)  # keep=1 expires the first
+        assert store.get_batch("first").status == "expired" and titles_of(store, first.batch_id) == {}
+        with pytest.raises(StoreError, match="missing, not staging"):
+            store.write_items(999, titles)
+
+
+LEGACY_ITEMS = 'CREATE TABLE "recvae_items" (item_id TEXT PRIMARY KEY, title TEXT, genres TEXT, updated_at {} NOT NULL)'
+
+
+def test_database_with_the_shared_titles_table_keeps_working(db_url):
+    """A database made by the previous schema (one titles table for all batches) is migrated when opened: every
+    live batch gets the titles its readers saw; dead batches get none."""
+    with RecommendationStore(db_url) as store:
+        old = write_batch(store, "old", make_chunks(users(3), 2, 0), top_n=2)
+        current = write_batch(store, "current", make_chunks(users(3), 2, 1), top_n=2)
+        staging = write_batch(store, "staging", make_chunks(users(3), 2, 2), top_n=2, publish=False)
+        dead = store.begin_batch("dead", model_name="m", top_n=2)
+        store.fail(dead, "x")
+    legacy = {f"i{k}": f"Film {k}" for k in range(N_ITEMS)}
+    eng = create_engine(db_url)
+    with eng.begin() as conn:  # today's layout, as the previous version created it
+        conn.execute(text('DROP TABLE "recvae_items"'))
+        conn.execute(text(LEGACY_ITEMS.format("TEXT" if db_url.startswith("sqlite") else "TIMESTAMPTZ")))
+        conn.execute(text('INSERT INTO "recvae_items" VALUES (:i, :t, NULL, CURRENT_TIMESTAMP)'),
+                     [{"i": i, "t": t} for i, t in legacy.items()])
+    eng.dispose()
+    with RecommendationStore(db_url) as store:
+        rows = store.user_recommendations("u0", 2)
+        assert [r["title"] for r in rows] == [legacy[r["item_id"]] for r in rows] and len(rows) == 2
+        for b in (old.batch_id, current.batch_id, staging.batch_id):
+            assert titles_of(store, b) == legacy
+        assert titles_of(store, dead.batch_id) == {}
+        new = store.begin_batch("new", model_name="m", top_n=2)
+        store.write_items(new, pd.DataFrame({"item_id": ["i0"], "title": ["New"]}))
+        assert titles_of(store, current.batch_id) == legacy
+    with RecommendationStore(db_url) as again:  # migrated once: the next opening finds the current layout
+        again.ensure_schema()
+        assert titles_of(again, new.batch_id) == {"i0": "New"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# abandoned batches and gc
+
+
+def test_publish_fails_abandoned_batches_and_deletes_their_rows(db_url):
+    """A batch killed after writing its rows stayed staging for ever with them: the next publish fails it (idle
+    beyond stale_after_s) and deletes its rows (and titles: see the gc test)."""
+    with RecommendationStore(db_url, stale_after_s=3600) as store:
+        nxt = store.begin_batch("next", model_name="m", top_n=3)  # begun before the other died
+        killed = store.begin_batch("killed", model_name="m", top_n=3)
+        store.write_shard(killed, make_chunks(users(10), 3, 1), expected_rows=30)
+        store.write_shard(nxt, make_chunks(users(10), 3, 2), expected_rows=30)
+        age(store, killed.batch_id, hours=2)
+        store.publish(nxt)
+        after = store.get_batch("killed")
+        assert after.status == "failed" and "abandoned" in after.error
+        assert store.count_rows(killed.batch_id) == 0
+        assert store.current_batch().batch_key == "next"
+
+
+def test_gc_fails_only_abandoned_batches_and_reports_it(db_url):
+    with RecommendationStore(db_url) as store:
+        current = write_batch(store, "current", make_chunks(users(5), 3, 0), top_n=3)
+        killed = store.begin_batch("killed", model_name="m", top_n=3)
+        store.write_items(killed, pd.DataFrame({"item_id": ["i1", "i2"], "title": ["One", "Two"]}))
+        store.write_shard(killed, make_chunks(users(10), 3, 1), expected_rows=30)
+        fresh = store.begin_batch("fresh", model_name="m", top_n=3)
+        assert store.gc().lines() == [
+            "nothing to clean: no abandoned staging batch, no rows of failed or expired batches"]
+        age(store, killed.batch_id, hours=7)  # beyond the default 6 hours
+        report = store.gc()
+        assert report.failed == [killed.batch_id] and report.cleaned == {killed.batch_id: (30, 2)}
+        assert report.lines() == [f"batch {killed.batch_id}: abandoned in staging, marked failed",
+                                  f"batch {killed.batch_id}: deleted 30 row(s) and 2 title(s)"]
+        assert store.get_batch("fresh").status == "staging" and store.get_batch(fresh.batch_id).error is None
+        assert store.current_batch().batch_id == current.batch_id and store.count_rows(current.batch_id) == 15
+        assert store.gc().failed == [] and store.gc(stale_after_s=0).failed == [fresh.batch_id]
+
+
+@pytest.mark.parametrize("cleaner", ["gc", "begin"])
+def test_a_batch_is_never_failed_while_its_shard_is_written(db_url, cleaner):
+    """A live writer in the middle of a long shard (here idle beyond stale_after_s) is not abandoned, by gc or by
+    another run's begin: PostgreSQL skips the batch row its writer holds, SQLite waits for the writer and then
+    sees its fresh activity."""
+    with RecommendationStore(db_url) as store:
+        batch = store.begin_batch("live", model_name="m", top_n=3)
+    writing, release, result = threading.Event(), threading.Event(), {}
+
+    def writer() -> None:
+        def slow():
+            yield make_chunks(users(5), 3, 0)[0]
+            writing.set()
+            release.wait(30)
+            yield make_chunks(users(5, offset=5), 3, 1)[0]
+
+        try:
+            with RecommendationStore(db_url) as w:
+                result["written"] = w.write_shard(batch, slow(), expected_rows=30)
+        except BaseException as exc:  # surfaced in the test thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        assert writing.wait(30)
+        time.sleep(1.2)  # the batch and its shard start are now older than stale_after_s
+        timer = threading.Timer(0.5, release.set)  # SQLite's gc waits for the writer: let it finish
+        timer.start()
+        with RecommendationStore(db_url, stale_after_s=1.0) as store:
+            if cleaner == "gc":
+                assert store.gc().failed == []
+            else:
+                store.begin_batch("other", model_name="m", top_n=3)
+    finally:
+        release.set()
+        thread.join(30)
+    assert "error" not in result and result["written"]["rows"] == 30
+    with RecommendationStore(db_url) as store:
+        assert store.get_batch("live").status == "staging"
+        assert store.publish("live").row_count == 30
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # URLs and credentials
 
 
@@ -530,6 +734,34 @@ def test_unreachable_database_leaves_the_current_batch(postgres_db_url):
     assert view_rows(postgres_db_url) == rows_of(old)
 
 
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("u:secretpw@127.0.0.1", "u:***@127.0.0.1"),  # no scheme: the error echoed the password
+        ("postgresql://u:secretpw@@127.0.0.1/db", "postgresql://u:***@127.0.0.1/db"),  # '@' in it: host 'pw@...'
+    ],
+)
+def test_malformed_url_errors_never_show_the_password(url, shown):
+    with pytest.raises(StoreError) as err:
+        RecommendationStore(url)
+    assert "secretpw" not in str(err.value) and shown in str(err.value)
+
+
+def test_silent_server_fails_within_the_connect_timeout():
+    """A host that accepts TCP but never answers (a firewall, a hung server): one masked error in seconds."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        store = RecommendationStore(f"postgresql+psycopg://u:s3cr3t-pw@127.0.0.1:{port}/db", connect_timeout_s=2)
+        start = time.monotonic()
+        with pytest.raises(StoreError, match="connecting: cannot connect to .*u:\\*\\*\\*@127.0.0.1") as err:
+            store.check_connection()
+    assert time.monotonic() - start < 10 and "s3cr3t-pw" not in str(err.value)
+
+
 class socket_closed_port:
     """A local TCP port nobody listens on (bound then closed)."""
 
@@ -561,13 +793,14 @@ def test_item_metadata_readers_and_upsert(db_url, tmp_path):
     assert ml100k.to_dict("records") == [{"item_id": "7", "title": "Se7en (1995)", "genres": "Action|Drama"}]
     assert read_item_metadata(tmp_path) is None
     with RecommendationStore(db_url) as store:
-        assert store.load_item_metadata(tmp_path / "ml1m") == 2
+        batch = store.begin_batch("k", model_name="m", top_n=2)
+        assert store.load_item_metadata(batch, tmp_path / "ml1m") == 2
         ml1m.loc[0, "title"] = "Toy Story"
-        store.upsert_items(ml1m)  # update, not duplicate
-        assert store.load_item_metadata(tmp_path) == 0
-        with store.engine.connect() as conn:
-            rows = conn.execute(text('SELECT item_id, title FROM "recvae_items" ORDER BY item_id')).all()
-        assert [tuple(r) for r in rows] == [("1", "Toy Story"), ("2", "Amélie (2001)")]
+        assert store.write_items(batch, ml1m.iloc[:1]) == 1  # a retry replaces the batch's titles
+        assert store.load_item_metadata(batch, tmp_path) == 0
+        assert titles_of(store, batch.batch_id) == {"1": "Toy Story"}
+        with pytest.raises(StoreError, match="repeats item id"):
+            store.write_items(batch, ml1m.iloc[[0, 0]])
 
 
 @pytest.mark.realdata

@@ -53,12 +53,16 @@ CREATE TABLE IF NOT EXISTS ${recommendations} (
     PRIMARY KEY (batch_id, user_id, rank)
 );
 
--- Item titles (and genres) from the dataset's metadata, when it has any.
+-- Item titles (and genres) from the dataset's metadata, when it has any, per batch: a batch's titles are written
+-- while it is staging and never change afterwards, so an unfinished batch never changes what readers of the
+-- current one see (join on batch_id and item_id). Deleted with the batch's rows when it fails or expires.
 CREATE TABLE IF NOT EXISTS ${items} (
-    item_id    TEXT        PRIMARY KEY,
+    batch_id   BIGINT      NOT NULL,
+    item_id    TEXT        NOT NULL,
     title      TEXT,
     genres     TEXT,
-    updated_at TIMESTAMPTZ NOT NULL
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (batch_id, item_id)
 );
 
 -- What applications read: the rows of the one published batch. A single SELECT on it sees one snapshot,

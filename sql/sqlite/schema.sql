@@ -53,13 +53,17 @@ CREATE TABLE IF NOT EXISTS ${recommendations} (
     PRIMARY KEY (batch_id, user_id, rank)
 ) WITHOUT ROWID;
 
--- Item titles (and genres) from the dataset's metadata, when it has any.
+-- Item titles (and genres) from the dataset's metadata, when it has any, per batch: a batch's titles are written
+-- while it is staging and never change afterwards, so an unfinished batch never changes what readers of the
+-- current one see (join on batch_id and item_id). Deleted with the batch's rows when it fails or expires.
 CREATE TABLE IF NOT EXISTS ${items} (
-    item_id    TEXT PRIMARY KEY,
+    batch_id   INTEGER NOT NULL,
+    item_id    TEXT    NOT NULL,
     title      TEXT,
     genres     TEXT,
-    updated_at TEXT NOT NULL
-);
+    updated_at TEXT    NOT NULL,
+    PRIMARY KEY (batch_id, item_id)
+) WITHOUT ROWID;
 
 -- What applications read: the rows of the one published batch. A single SELECT on it sees one committed
 -- state, so it shows the whole old batch or the whole new one, never staging rows or a mix.
