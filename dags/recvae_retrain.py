@@ -41,7 +41,8 @@ from recvae.airflow_common import CHAMPION, DEFAULT_ARGS, SNAPSHOT, START_DATE
 def recvae_retrain():
     @task(outlets=[SNAPSHOT])
     def build_snapshot(**context) -> dict:
-        """Ingest, validate and split the interactions into a dataset snapshot (idempotent per run)."""
+        """Ingest, validate and split the interactions into a dataset snapshot (idempotent per run). Its
+        `use_airflow_variables` also creates a new MLflow store, before the parallel training tasks open it."""
         from recvae import pipeline
 
         pipeline.use_airflow_variables()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from recvae.config import Config, ConfigError, apply_overrides
-from recvae.log import parse_level, setup_logging
+from recvae.log import mask_secrets, parse_level, setup_logging
 from recvae.snapshot import Snapshot, SnapshotError
 from recvae.validate import DataValidationError
 
@@ -22,13 +22,19 @@ EXIT_INTERNAL = 70  # an unexpected internal error (sysexits' EX_SOFTWARE): trac
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input rather than a bug; commands may add theirs to EXTRA_USER_ERRORS."""
+    from mlflow.exceptions import MlflowException
+
     from recvae.datasets import ChecksumError, DatasetNotFoundError
-
+    from recvae.items import ItemMismatchError
+    from recvae.model import ModelLoadError
+    from recvae.recommend import UnknownUsersError
     from recvae.store import IdentifierError, StoreError
-    from recvae.tracking import ModelNotFoundError
+    from recvae.tracking import ModelNotFoundError, RegistryInputError
 
+    # MlflowException: a tracking store or server that fails (unreachable, refusing a request) is a fault, not a bug
     return (DataValidationError, ConfigError, SnapshotError, DatasetNotFoundError, ChecksumError,
             FileNotFoundError, NotADirectoryError, PermissionError, StoreError, IdentifierError, ModelNotFoundError,
+            ItemMismatchError, ModelLoadError, RegistryInputError, UnknownUsersError, MlflowException,
             *EXTRA_USER_ERRORS)
 
 
@@ -236,19 +242,32 @@ def _add_evaluate(subparsers: Any) -> argparse.ArgumentParser:
                    help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model or a model folder")
     p.add_argument("--snapshot", metavar="DIR", help="snapshot folder (default: the latest built by the pipeline)")
     p.add_argument("--split", choices=["test", "validation"], default="test")
+    p.add_argument("--allow-other-items", action="store_true",
+                   help="evaluate a model trained on other items than the snapshot's (items it does not know score "
+                   "-inf); without it such a pair is refused")
     return p
+
+
+_NOT_METRICS = ("n_users", "n_items", "n_items_known")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from recvae import pipeline
+    from recvae.items import ItemMismatchError
 
-    metrics = pipeline.evaluate_model_uri(args.model, args.snapshot, args.split)
+    try:
+        metrics = pipeline.evaluate_model_uri(args.model, args.snapshot, args.split,
+                                              allow_other_items=args.allow_other_items)
+    except ItemMismatchError as exc:
+        raise ItemMismatchError(f"{exc}; --allow-other-items evaluates it anyway") from exc
     rows = [("metric", "value", "stderr")]
     for k, v in metrics.items():
-        if not k.endswith("_stderr") and k != "n_users":
+        if not k.endswith("_stderr") and k not in _NOT_METRICS:
             rows.append((k, f"{v:.4f}", f"{metrics.get(k + '_stderr', float('nan')):.4f}"))
     print(_grid(rows))
-    print(f"{args.model} on {metrics['n_users']:,} {args.split} users")
+    known, total = int(metrics["n_items_known"]), int(metrics["n_items"])
+    print(f"{args.model} on {metrics['n_users']:,} {args.split} users; it knows {known:,} of the snapshot's "
+          f"{total:,} items ({known / max(total, 1):.1%})")
     return 0
 
 
@@ -334,7 +353,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
         source: Any = args.users or pipeline._load_snapshot(args.snapshot)
         if not args.users:
-            pipeline._check_items(rec, source, args.model)
+            pipeline.align_model(rec, source, args.model)
         inp = build_input(rec, source, users=args.user_ids)
         frame = topn_frame(rec, inp, top_n=args.top_n, chunk_size=args.chunk_size)
         if args.out:
@@ -346,7 +365,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             print(note, file=sys.stdout if args.out else sys.stderr)
         return 0
     snap = pipeline._load_snapshot(args.snapshot)
-    pipeline._check_items(rec, snap, args.model)
+    pipeline.align_model(rec, snap, args.model)
     with RecommendationStore(args.db or default_db_url(), keep=args.keep) as store:
         summary = recommend_to_store(
             rec, snap, store, args.top_n, args.batch_key or f"cli-{uuid.uuid4().hex[:12]}",
@@ -533,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as exc:
         if level <= logging.DEBUG:
             raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        message = mask_secrets(" ".join(str(exc).split())) or type(exc).__name__
         print(f"recvae {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

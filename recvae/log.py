@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
@@ -13,6 +14,56 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _HANDLER_NAME = "recvae-stderr"
+# scheme://user:PASSWORD@host as SQLAlchemy parses it (the password runs to the last '@' before any space), and
+# password=... in a query string or a libpq DSN
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@]*@")
+_KEY_PASSWORD = re.compile(r"(?i)\b((?:password|passwd|pwd)=)[^&\s'\"]*")
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with the password of every URL in it (user:password@ or password=...) replaced by ***."""
+    if "@" not in text and "=" not in text:  # the common case: nothing to look for
+        return text
+    return _KEY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
+def mask_record(record: logging.LogRecord) -> logging.LogRecord:
+    """Mask URL passwords in a log record's message (formatted with its args) and traceback text, in place."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed record: logging reports it when it formats the record
+        return record
+    masked = mask_secrets(message)
+    if masked != message:
+        record.msg, record.args = masked, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = mask_secrets(record.exc_text)
+    return record
+
+
+class MaskSecretsFilter(logging.Filter):
+    """A handler filter that masks URL passwords in every record it passes (see `mask_record`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        mask_record(record)
+        return True
+
+
+def install_secret_masking() -> None:
+    """Mask URL passwords in every log record this process creates, whatever handler writes it (ours, Airflow's
+    task log, a file). A filter on a logger would miss records of its child loggers, and one on a handler misses
+    handlers added later, so the masking wraps the record factory (once)."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "masks_secrets", False):
+        return
+
+    def masking_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        return mask_record(factory(*args, **kwargs))
+
+    masking_factory.masks_secrets = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(masking_factory)
 
 
 def parse_level(level: int | str) -> int:
@@ -29,14 +80,16 @@ def parse_level(level: int | str) -> int:
 
 
 def setup_logging(level: int | str = "INFO") -> None:
-    """Send log records of `level` and above to stderr; calling it again only changes the level."""
+    """Send log records of `level` and above to stderr, URL passwords masked; calling it again only changes the level."""
     lvl = parse_level(level)
+    install_secret_masking()
     root = logging.getLogger()
     handler = next((h for h in root.handlers if h.get_name() == _HANDLER_NAME), None)
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.set_name(_HANDLER_NAME)
         handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+        handler.addFilter(MaskSecretsFilter())  # records made before the factory was wrapped
         root.addHandler(handler)
     root.setLevel(lvl)
     handler.setLevel(lvl)

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import torch
 from mlflow.pyfunc import PythonModel
 
+from recvae.items import item_positions
 from recvae.metrics import mask_seen
 from recvae.recommender import Recommender, load_recommender
 
@@ -30,28 +31,7 @@ _CHUNK_USERS = 1_000
 
 def item_indices(rec: Recommender, items: pd.Series | np.ndarray) -> np.ndarray:
     """Column index of each raw item id, -1 where the model does not know the item."""
-    values = np.asarray(items)
-    if rec.items is None:  # no id map: raw ids are the column indices themselves
-        idx = _as_integers(values)
-        return np.where((idx >= 0) & (idx < rec.n_items), idx, -1)
-    raw_kind = rec.items.raw_ids.dtype.kind
-    # Ids read from CSV/JSON may arrive as strings for an integer-keyed model, or the other way round.
-    if raw_kind in "iu" and values.dtype.kind not in "iu":
-        idx = _as_integers(values)
-        out = np.full(len(values), -1, dtype=np.int64)
-        ok = idx >= 0
-        out[ok] = rec.items.to_index(idx[ok], strict=False)
-        return out
-    if raw_kind not in "iuf" and values.dtype.kind in "iu":
-        values = values.astype(str).astype(object)
-    return rec.items.to_index(values, strict=False)
-
-
-def _as_integers(values: np.ndarray) -> np.ndarray:
-    """Integer value of each entry, -1 where it is not a non-negative integer."""
-    num = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    ok = np.isfinite(num) & (num >= 0) & (num == np.round(num))
-    return np.where(ok, num, -1).astype(np.int64)
+    return item_positions(rec.items, rec.n_items, items)
 
 
 def item_raw_ids(rec: Recommender, indices: np.ndarray) -> np.ndarray:

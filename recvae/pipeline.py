@@ -311,7 +311,7 @@ def ensemble_step(
     if not_logits:
         logger.warning("ensemble members of kind %s do not score with logits: the softmax of their scores is a ranking "
                        "device, not their distribution, and their scale weighs them", ", ".join(not_logits))
-    scorer = aligned_scorer(ens, snap.items)
+    scorer = aligned_scorer(ens, align_model(ens, snap, "the ensemble"))
     with tracking.start_run(experiment, run_name="ensemble", tags={TAG_RUN_KEY: run_key or "", TAG_ROLE: CHALLENGER}) as run:
         mlflow.log_params({"n_members": len(members), "members": ", ".join(model_uris)[:6000]})
         mlflow.log_dict({"members": described}, "members.json")
@@ -328,26 +328,41 @@ def ensemble_step(
 # ------------------------------------------------------------------------------------------ promotion
 
 
-def evaluate_model_uri(model_uri: str, snapshot_dir: str | Path | None, split: str = "validation") -> dict[str, float]:
-    """Metrics of a logged/registered model on a snapshot's held-out users (item columns aligned by raw id)."""
+def evaluate_model_uri(
+    model_uri: str, snapshot_dir: str | Path | None, split: str = "validation", *, allow_other_items: bool = False
+) -> dict[str, float]:
+    """Metrics of a logged/registered model on a snapshot's held-out users (item columns aligned by raw id), with
+    `n_items` and `n_items_known` (the snapshot's items, and those the model knows). A model trained on other
+    items raises ItemMismatchError unless `allow_other_items`; items it does not know then score -inf."""
     from recvae import tracking
     from recvae.metrics import evaluate
 
     snap = _load_snapshot(snapshot_dir)
     rec, _ = tracking.load_recommender_from_uri(model_uri)
-    result = evaluate(aligned_scorer(rec, snap.items), *snap.heldout(split))
-    return {**result.means, **{f"{k}_stderr": v for k, v in result.stderr.items()}, "n_users": result.n_users}
+    alignment = align_model(rec, snap, model_uri, allow_other=allow_other_items)
+    result = evaluate(aligned_scorer(rec, alignment), *snap.heldout(split))
+    return {**result.means, **{f"{k}_stderr": v for k, v in result.stderr.items()}, "n_users": result.n_users,
+            "n_items": alignment.n_items, "n_items_known": alignment.n_known}
 
 
-def aligned_scorer(rec: Any, items: Any) -> Any:
-    """A score function over `items`' columns for a model trained on other (e.g. older) item ids; items the
-    model does not know score -inf."""
+def align_model(rec: Any, snap: Any, model_uri: str, *, allow_other: bool = False) -> Any:
+    """The `ItemAlignment` of a model's items to a snapshot's; ItemMismatchError (naming `model_uri`) when the model
+    was trained on other items, unless `allow_other`."""
+    from recvae.items import align_items
+
+    return align_items(rec.items, rec.n_items, snap.items, model=model_uri, snapshot_id=snap.snapshot_id,
+                       allow_other=allow_other)
+
+
+def aligned_scorer(rec: Any, alignment: Any) -> Any:
+    """A score function over the snapshot's columns of `alignment` for a model trained on other (e.g. older) item
+    ids; items the model does not know score -inf."""
     import numpy as np
     import torch
 
-    if rec.items is None or rec.items == items:
+    if alignment.identical:
         return rec.scores
-    pos = rec.items.to_index(np.asarray(items.raw_ids), strict=False)  # model column of each snapshot item
+    pos = alignment.positions  # model column of each snapshot item
     known = np.flatnonzero(pos >= 0)
     src = torch.from_numpy(pos[known])
     dst = torch.from_numpy(known)
@@ -387,7 +402,8 @@ def promote_step(
                                        if b.get("val_ndcg@100") is not None]
     current = tracking.get_alias(model_name, CHAMPION)
     if current is not None and current != str(version):
-        champ = evaluate_model_uri(f"models:/{model_name}/{current}", snapshot_dir)
+        # a champion trained on other items still competes: the items it does not know score -inf (and cost it)
+        champ = evaluate_model_uri(f"models:/{model_name}/{current}", snapshot_dir, allow_other_items=True)
         rivals.append((f"champion v{current}", float(champ["ndcg@100"])))
     losses = [f"{name} ({value:.4f})" for name, value in rivals if not score > value + margin]
     if losses:
@@ -416,19 +432,22 @@ AIRFLOW_VARIABLES = {"recvae_home": paths.HOME_ENV, "recvae_mlflow_tracking_uri"
 
 def use_airflow_variables() -> dict[str, str]:
     """Inside an Airflow task: Variables `recvae_home` and `recvae_mlflow_tracking_uri`, when set, override the
-    environment for this task (unset Variables leave the environment's or the embedded defaults)."""
+    environment for this task (unset Variables leave the environment's or the embedded defaults). Then URL
+    passwords are masked in the task's log, and MLflow is pointed at its store, creating a new SQLite store once
+    under a file lock: the retrain DAG's first task does it before the parallel training tasks start."""
     from airflow.sdk import Variable
 
+    from recvae import tracking
+    from recvae.log import install_secret_masking
+
+    install_secret_masking()
     applied = {}
     for name, env in AIRFLOW_VARIABLES.items():
         value = Variable.get(name, default=None)
         if value:
             os.environ[env] = str(value)
             applied[env] = str(value)
-    if "MLFLOW_TRACKING_URI" in applied:
-        import mlflow
-
-        mlflow.set_tracking_uri(applied["MLFLOW_TRACKING_URI"])
+    tracking.configure()
     return applied
 
 
@@ -448,6 +467,18 @@ def db_url_from_connection(conn_id: str | None = "recvae_db") -> str:
     return paths.default_db_url()
 
 
+def check_db_step(db_url: str) -> dict[str, Any]:
+    """Connect to the recommendations database and create or check its tables; StoreError (masked URL) if it
+    cannot be used, so a job fails before its expensive steps rather than after them."""
+    from recvae.store import RecommendationStore
+
+    with RecommendationStore(db_url) as store:
+        store.check_connection()
+        store.ensure_schema()
+        logger.info("recommendations database %s is ready", store.url_masked)
+        return {"db": store.url_masked}
+
+
 def begin_score_step(
     *,
     model_uri: str,
@@ -464,7 +495,7 @@ def begin_score_step(
 
     snap = _load_snapshot(snapshot_dir)
     rec, info = tracking.load_recommender_from_uri(model_uri)
-    _check_items(rec, snap, model_uri)
+    align_model(rec, snap, model_uri)
     with RecommendationStore(db_url) as store:
         batch = store.begin_batch(
             batch_key, model_name=model_name or info.name or info.kind, top_n=top_n, n_items=rec.n_items,
@@ -497,19 +528,6 @@ def load_titles(store: Any, snap: Any, batch: Any) -> int:
     """Set the titles of staging `batch` from the snapshot's metadata (see `item_metadata`); titles written."""
     meta = item_metadata(snap)
     return 0 if meta is None else store.write_items(batch, meta)
-
-
-def _check_items(rec: Any, snap: Any, model_uri: str) -> None:
-    """Refuse a model whose item ids are not those of the snapshot (a prefix is fine: stable id maps append)."""
-    if rec.items is None:
-        raise ValueError(f"{model_uri}: the model carries no item ids; it cannot be matched to a snapshot")
-    model_items, snap_items = rec.items.raw_ids, snap.items.raw_ids
-    n = min(len(model_items), len(snap_items))
-    if len(model_items) > len(snap_items) or [str(x) for x in model_items[:n]] != [str(x) for x in snap_items[:n]]:
-        raise ValueError(
-            f"{model_uri} was trained on other item ids than snapshot {snap.snapshot_id} "
-            f"({len(model_items)} model items, {len(snap_items)} snapshot items); score it with its own snapshot"
-        )
 
 
 def score_shard_step(batch: dict[str, Any], shard: int, *, db_url: str, chunk_size: int | None = None) -> dict[str, Any]:
@@ -564,6 +582,7 @@ def run_pipeline(
     import uuid
 
     db_url = db_url or paths.default_db_url()
+    check_db_step(db_url)  # an unreachable database fails in seconds, before anything is trained or promoted
     key = uuid.uuid4().hex[:12]
     snap = prepare_step(dataset=dataset, input_path=input_path, input_format=input_format, overrides=overrides)
     challenger = train_step(snap["snapshot_dir"], overrides=overrides, kind=kind, experiment=experiment,

@@ -100,8 +100,13 @@ def prepare(
     state: dict[str, Any] = {}
     timings: dict[str, float] = {}
     unit = "row" if src.format in ("parquet", "sql", "synthetic") else "line"
-    validator = Validator(src.path or src.dataset or src.format, lenient=config.data.lenient, unit=unit)
-    label = src.dataset or src.path or src.format
+    path = src.path
+    if src.format == "sql" and path:  # a database URL: its password must reach no log, manifest or report
+        from recvae.store import mask_url
+
+        path = mask_url(path)
+    validator = Validator(path or src.dataset or src.format, lenient=config.data.lenient, unit=unit)
+    label = src.dataset or path or src.format
 
     def read() -> None:
         data = readers.read(src, validator)

@@ -14,12 +14,17 @@ import torch
 
 from recvae import readers
 from recvae.idmap import IdMap
+from recvae.items import align_items
 from recvae.recommender import Recommender
 from recvae.snapshot import Snapshot
 from recvae.store import BatchSummary, RecChunk, RecommendationStore, StoreError
 from recvae.validate import DataValidationError
 
 logger = logging.getLogger(__name__)
+
+
+class UnknownUsersError(ValueError):
+    """None of the users asked for has a history to score."""
 
 try:
     from recvae.log import progress as _progress
@@ -184,7 +189,7 @@ def _from_interactions(df: pd.DataFrame, item_ids: np.ndarray) -> tuple[np.ndarr
     return users, m, unknown_only
 
 
-def _from_snapshot(snap: Snapshot, item_ids: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+def _from_snapshot(snap: Snapshot, model_items: IdMap, n_model_items: int) -> tuple[np.ndarray, sp.csr_matrix]:
     user_idx, h = snap.history()
     # A user can have rows in several parts (temporal split): merge them into one history row.
     uniq, inverse = np.unique(user_idx, return_inverse=True)
@@ -192,16 +197,16 @@ def _from_snapshot(snap: Snapshot, item_ids: np.ndarray) -> tuple[np.ndarray, sp
         merge = sp.csr_matrix((np.ones(len(user_idx), np.float32), (inverse, np.arange(len(user_idx)))))
         h = (merge @ h).tocsr()
         user_idx = uniq
-    snap_items = _as_text(snap.items.raw_ids)
-    if not np.array_equal(snap_items, item_ids):
+    alignment = align_items(model_items, n_model_items, snap.items, snapshot_id=snap.snapshot_id, allow_other=True)
+    if not alignment.identical:
         # The model was trained on another item set: move columns to the model's order, drop unknown items.
-        col = pd.Index(item_ids).get_indexer(snap_items)
+        col = alignment.positions
         coo = h.tocoo()
         keep = col[coo.col] >= 0
         if not keep.all():
             logger.warning("snapshot has %d interaction(s) with items the model does not score; ignored",
                            int((~keep).sum()))
-        h = sp.csr_matrix((coo.data[keep], (coo.row[keep], col[coo.col[keep]])), shape=(h.shape[0], len(item_ids)))
+        h = sp.csr_matrix((coo.data[keep], (coo.row[keep], col[coo.col[keep]])), shape=(h.shape[0], n_model_items))
     return _as_text(snap.users.to_raw(user_idx)), h
 
 
@@ -216,8 +221,9 @@ def build_input(
     histories (DataFrame or CSV of raw user,item ids; unknown items ignored), or (user ids, history matrix)."""
     snapshot_id, unknown_only = None, np.zeros(0, object)
     if isinstance(source, Snapshot):
-        item_ids = _model_items(recommender, items or source.items)
-        user_ids, h = _from_snapshot(source, item_ids)
+        model_items = getattr(recommender, "items", None) or items or source.items
+        item_ids = _model_items(recommender, model_items)
+        user_ids, h = _from_snapshot(source, model_items, len(item_ids))
         snapshot_id = source.snapshot_id
     elif isinstance(source, (pd.DataFrame, str, Path)):
         df = source if isinstance(source, pd.DataFrame) else read_foldin(source)
@@ -246,8 +252,9 @@ def build_input(
                            int((pos < 0).sum()), len(wanted), wanted[pos < 0][:5].tolist())
         pos = pd.unique(pos[pos >= 0])
         if len(pos) == 0:
-            raise DataValidationError(f"none of the {len(wanted)} requested users has a history to score "
-                                      f"(e.g. {_some(wanted)})")
+            where = f" in snapshot {snapshot_id}" if snapshot_id else ""
+            raise UnknownUsersError(f"none of the {len(wanted)} requested user(s) has a history to score{where}, "
+                                    f"e.g. {_some(wanted)}")
         user_ids, h = user_ids[pos], h[pos]
         unknown_only = unknown_only[np.isin(unknown_only, user_ids)]
     inp = ScoringInput(user_ids=user_ids, history=canonical(h), item_ids=item_ids, snapshot_id=snapshot_id,

@@ -30,6 +30,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from recvae import paths
+from recvae.log import mask_secrets
 from recvae.metrics import EvalResult
 from recvae.mlflow_model import ARTIFACT_KEY, DEFAULT_TOP_N
 from recvae.recommender import META_FILE, Recommender, load_recommender, read_meta
@@ -54,6 +55,10 @@ class ModelNotFoundError(LookupError):
     """A model URI, registered model, version or alias does not exist."""
 
 
+class RegistryInputError(ValueError):
+    """A version number or alias name that the model registry would refuse."""
+
+
 # ---------------------------------------------------------------------------------------------- store
 
 
@@ -76,7 +81,40 @@ def configure(tracking_uri: str | None = None) -> str:
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in logs and CLI output
     mlflow.set_tracking_uri(uri)  # the model registry follows the tracking URI unless MLFLOW_REGISTRY_URI is set
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        init_sqlite_store(uri)
     return uri
+
+
+_READY_STORES: set[str] = set()  # SQLite stores this process has created or checked
+
+
+def init_sqlite_store(uri: str) -> None:
+    """Create (or migrate) the SQLite store at `uri` once, under an inter-process lock on `<db>.lock`.
+
+    MLflow creates a new store's tables on first use, and processes doing it at the same time (Airflow's parallel
+    first tasks) collide: `table ... already exists`. Under the lock the first process builds the tables; the
+    others then find them and only check the schema."""
+    if uri in _READY_STORES:
+        return
+    db = Path(uri[len("sqlite:///") :])
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        _flock(lock, exclusive=True)
+        try:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_experiments(max_results=1)  # builds the tracking store: creates or migrates the tables
+            client.search_registered_models(max_results=1)  # and the registry's view of them
+        finally:
+            _flock(lock, exclusive=False)
+    _READY_STORES.add(uri)
+
+
+def _flock(file: Any, *, exclusive: bool) -> None:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (parallel first runs are then not protected)
+        return
+    fcntl.flock(file, fcntl.LOCK_EX if exclusive else fcntl.LOCK_UN)
 
 
 def get_or_create_experiment(name: str) -> str:
@@ -153,7 +191,7 @@ def start_run(
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run in `experiment` tagged with the code version and `tags`; ended (FAILED on error) on exit."""
     exp_id = get_or_create_experiment(experiment)
-    all_tags = {**code_version(), **{k: str(v) for k, v in (tags or {}).items()}}
+    all_tags = {**code_version(), **{k: mask_secrets(str(v)) for k, v in (tags or {}).items()}}
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=all_tags, nested=nested) as run:
         logger.info("MLflow run %s (%s) in experiment %r", run.info.run_id, run_name or run.info.run_name, experiment)
         yield run
@@ -195,7 +233,7 @@ def _param_value(value: Any) -> str:
 
 def log_params(params: Any, prefix: str = "") -> dict[str, str]:
     """Log a config dataclass or (nested) dict as flat params `prefix.key.sub`; returns what was logged."""
-    flat = {metric_key(k): _param_value(v) for k, v in flatten(params, prefix).items()}
+    flat = {metric_key(k): mask_secrets(_param_value(v)) for k, v in flatten(params, prefix).items()}
     for key in flat:
         if len(key) > 250:
             raise ValueError(f"param name {key!r} is longer than MLflow's 250 characters")
@@ -209,19 +247,30 @@ def log_snapshot(snapshot: Any) -> dict[str, str]:
     """Log a Snapshot's id, counts and file hashes (params/tags) and its manifest.json (artifact)."""
     manifest = dict(snapshot.manifest or {})
     sid = snapshot.snapshot_id
-    params: dict[str, Any] = {"snapshot.id": sid, "snapshot.n_users": len(snapshot.users), "snapshot.n_items": snapshot.n_items}
+    params: dict[str, Any] = {"snapshot.id": sid, "snapshot.n_users": len(snapshot.users), "snapshot.n_items": snapshot.n_items,
+                              "snapshot.source": _source_text(manifest.get("source"))}
     for part, counts in snapshot.summary().items():
         params[f"snapshot.{part}.users"] = counts["users"]
         params[f"snapshot.{part}.interactions"] = counts["interactions"]
     for fname, digest in sorted(manifest.get("files", {}).items()):
         params[f"snapshot.sha256.{fname}"] = digest
     logged = log_params(params)
-    mlflow.set_tags({TAG_SNAPSHOT_ID: sid, **({"snapshot_path": str(snapshot.path)} if snapshot.path else {})})
-    if snapshot.path is not None and (Path(snapshot.path) / "manifest.json").exists():
-        mlflow.log_artifact(str(Path(snapshot.path) / "manifest.json"), artifact_path="snapshot")
+    mlflow.set_tags({TAG_SNAPSHOT_ID: sid, **({"snapshot_path": mask_secrets(str(snapshot.path))} if snapshot.path else {})})
+    saved = Path(snapshot.path) / "manifest.json" if snapshot.path is not None else None
+    if saved is not None and saved.exists():
+        text = saved.read_text()
     else:
-        mlflow.log_dict({**manifest, "snapshot_id": sid}, "snapshot/manifest.json")
+        text = json.dumps({**manifest, "snapshot_id": sid}, indent=2, sort_keys=True, default=str)
+    mlflow.log_text(mask_secrets(text), "snapshot/manifest.json")  # a source URL's password never reaches MLflow
     return logged
+
+
+def _source_text(source: Any) -> str:
+    """One line naming a manifest's data source: the dataset name, else format and path (or URL), else '?'."""
+    if not isinstance(source, Mapping):
+        return str(source) if source else "?"
+    parts = [str(source[k]) for k in ("dataset", "format", "path") if source.get(k)]
+    return " ".join(dict.fromkeys(parts)) or "?"
 
 
 def _numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -412,7 +461,7 @@ def _resolve_registry(uri: str) -> tuple[str | None, str | None, str | None, str
     client = MlflowClient()
     if m := _MODELS_ALIAS.match(uri):
         name, alias = m["name"], m["alias"]
-        _require_registered_model(client, name)
+        _require_registered_model(client, name, uri)
         try:
             mv = client.get_model_version_by_alias(name, alias)
         except MlflowException as exc:
@@ -423,7 +472,7 @@ def _resolve_registry(uri: str) -> tuple[str | None, str | None, str | None, str
         return name, str(mv.version), alias, mv.run_id
     if m := _MODELS_VERSION.match(uri):
         name, version = m["name"], m["version"]
-        _require_registered_model(client, name)
+        _require_registered_model(client, name, uri)
         try:
             mv = client.get_model_version(name, version)
         except MlflowException as exc:
@@ -438,11 +487,11 @@ def _resolve_registry(uri: str) -> tuple[str | None, str | None, str | None, str
     return None, None, None, None
 
 
-def _require_registered_model(client: MlflowClient, name: str) -> None:
+def _require_registered_model(client: MlflowClient, name: str, uri: str) -> None:
     try:
         client.get_registered_model(name)
     except MlflowException as exc:
-        raise ModelNotFoundError(f"no registered model {name!r} in {mlflow.get_registry_uri()}") from exc
+        raise ModelNotFoundError(f"{uri}: no registered model {name!r} in {mlflow.get_registry_uri()}") from exc
 
 
 def _find_recommender_dir(model_dir: Path) -> Path:
@@ -459,6 +508,25 @@ def _find_recommender_dir(model_dir: Path) -> Path:
     if not found:
         raise ModelNotFoundError(f"{model_dir}: neither a saved recommender nor an MLflow model holding one")
     return found[0].parent
+
+
+def _load_model_dir(uri: str, model_dir: Path) -> tuple[Recommender, dict[str, Any]]:
+    """The recommender in a model folder and its metadata; errors name `uri` and the file inside the model (a
+    downloaded model's temporary folder means nothing to the user)."""
+    from recvae.model import ModelLoadError
+
+    def where(exc: BaseException) -> str:
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        return f"{uri}: {text.replace(str(model_dir) + os.sep, '').replace(str(model_dir), '.')}"
+
+    try:
+        rec_dir = _find_recommender_dir(model_dir)
+        meta = read_meta(rec_dir)
+        return load_recommender(rec_dir), meta
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(where(exc)) from exc
+    except (ValueError, KeyError, OSError) as exc:  # ModelLoadError, bad JSON or Parquet, unreadable files
+        raise ModelLoadError(where(exc)) from exc
 
 
 def load_recommender_from_uri(uri: str | Path, dst_dir: str | Path | None = None) -> tuple[Recommender, LoadedModelInfo]:
@@ -483,9 +551,7 @@ def load_recommender_from_uri(uri: str | Path, dst_dir: str | Path | None = None
                 shutil.rmtree(tmp, ignore_errors=True)
             raise ModelNotFoundError(f"{uri}: cannot download the model ({exc.message})") from exc
     try:
-        rec_dir = _find_recommender_dir(model_dir)
-        meta = read_meta(rec_dir)
-        rec = load_recommender(rec_dir)
+        rec, meta = _load_model_dir(uri, model_dir)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -546,8 +612,47 @@ def get_alias(name: str, alias: str) -> str | None:
         return None
 
 
+_ALIAS = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+
+
+def check_alias(alias: str) -> str:
+    """`alias` if the registry accepts it as an alias name, else RegistryInputError saying what is allowed."""
+    if not _ALIAS.match(alias or ""):
+        raise RegistryInputError(f"invalid alias {alias!r}: use 1 to 255 letters, digits, underscores (_) and "
+                                 "dashes (-), e.g. champion")
+    if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise RegistryInputError(f"alias {alias!r} is reserved by MLflow ('latest' and v<number> name versions)")
+    return alias
+
+
+def check_version(name: str, version: str | int) -> str:
+    """The registered version `version` of model `name` as text; RegistryInputError when it is not a number,
+    ModelNotFoundError (naming models:/NAME/VERSION and the versions there are) when it does not exist."""
+    text = str(version).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise RegistryInputError(f"version must be a registered version number (1, 2, ...); got {str(version)!r}")
+    text = str(int(text))
+    uri = f"models:/{name}/{text}"
+    configure_if_needed()
+    client = MlflowClient()
+    _require_registered_model(client, name, uri)
+    try:
+        client.get_model_version(name, text)
+    except MlflowException as exc:
+        try:
+            known = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+        except MlflowException:
+            known = []
+        raise ModelNotFoundError(f"{uri}: model {name!r} has no version {text}; versions: "
+                                 f"{', '.join(map(str, known)) or 'none'}") from exc
+    return text
+
+
 def promote(name: str, version: str | int, alias: str = CHAMPION) -> str | None:
-    """Point `alias` (champion) at `version`, keeping the old target as `previous`; returns the old version."""
+    """Point `alias` (champion) at `version`, keeping the old target as `previous`; returns the old version.
+    The alias and version are checked first (RegistryInputError, ModelNotFoundError), so nothing moves on bad input."""
+    check_alias(alias)
+    version = check_version(name, version)
     old = get_alias(name, alias)
     if old is not None and old != str(version):
         set_alias(name, PREVIOUS, old)

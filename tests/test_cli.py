@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from recvae import cli, synthetic
-from recvae.log import progress, progress_disabled, setup_logging
+from recvae.log import mask_secrets, progress, progress_disabled, setup_logging
 from recvae.validate import DataValidationError
 
 
@@ -105,6 +105,42 @@ def test_prepare_from_sql(tmp_path, capsys):
     assert m["source_fingerprint"]["kind"] == "sql" and m["source_fingerprint"]["rows"] == len(df)
 
 
+SECRET = "s3cretPW"
+
+
+def test_unreachable_sql_source_never_shows_the_password(tmp_path, capsys, caplog):
+    url = f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/db"
+    argv = ["prepare", "--format", "sql", "--input", url, "--sql-query", "ratings", "--out", str(tmp_path / "s")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "recvae prepare: error: postgresql+psycopg://u:***@127.0.0.1:1/db" in err
+    assert SECRET not in err and SECRET not in caplog.text
+
+
+@pytest.mark.postgres
+def test_sql_source_password_is_masked_in_logs_manifest_and_mlflow(tmp_path, capsys, caplog, postgres_db_url):
+    """prepare from PostgreSQL then a run on the snapshot: the URL's password is nowhere the user or MLflow sees."""
+    import mlflow
+    from sqlalchemy import create_engine, make_url
+
+    engine = create_engine(postgres_db_url)
+    synthetic.generate("small", n_users=200, seed=3).to_sql("ratings", engine, index=False)
+    engine.dispose()
+    url = make_url(postgres_db_url).set(password=SECRET).render_as_string(hide_password=False)  # trust auth
+    snap = tmp_path / "s"
+    assert cli.main(["prepare", "--format", "sql", "--input", url, "--sql-query", "ratings", "--out", str(snap)]) == 0
+    assert cli.main(["baseline", "popularity", "--snapshot", str(snap)]) == 0
+    assert SECRET not in capsys.readouterr().err and SECRET not in caplog.text
+    assert manifest(snap)["source"]["path"] == make_url(url).render_as_string(hide_password=True)
+    assert not [f for f in snap.rglob("*") if f.is_file() and SECRET.encode() in f.read_bytes()]
+    run = mlflow.get_run(mlflow.last_active_run().info.run_id)
+    logged = {**run.data.params, **run.data.tags}
+    assert logged["snapshot.source"] == f"sql {make_url(url).render_as_string(hide_password=True)}"
+    assert not [k for k, v in logged.items() if SECRET in v]
+    artifact = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/snapshot/manifest.json")
+    assert "***" in artifact and SECRET not in artifact
+
+
 def test_no_command_prints_help_and_exits_2(capsys):
     assert cli.main([]) == 2
     assert "prepare" in capsys.readouterr().err
@@ -135,6 +171,38 @@ def test_setup_logging_is_idempotent():
     assert len(ours) == 1 and root.level == logging.DEBUG
     with pytest.raises(ValueError, match="unknown log level"):
         setup_logging("LOUD")
+
+
+def test_log_records_mask_url_passwords_for_every_handler(capsys):
+    """Any logger, any handler (e.g. Airflow's task log, added after set-up): URL passwords are masked, in the
+    message, its args and the traceback."""
+    setup_logging("INFO")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(self.format(record))
+
+    late = Keep()
+    logging.getLogger().addHandler(late)
+    try:
+        logging.getLogger("recvae.some.module").info("reading %s", "postgresql+psycopg://u:pw123@h/db")
+        try:
+            raise RuntimeError("cannot connect to postgresql://u:pw123@h/db?sslmode=require")
+        except RuntimeError:
+            logging.getLogger("other.library").exception("failed with dsn host=h password=pw123")
+    finally:
+        logging.getLogger().removeHandler(late)
+    err = capsys.readouterr().err
+    assert seen[0] == "reading postgresql+psycopg://u:***@h/db" and "u:***@h/db" in err
+    assert "password=***" in seen[1] and "postgresql://u:***@h/db" in seen[1] and "Traceback" in seen[1]
+    assert "pw123" not in err and not [s for s in seen if "pw123" in s]
+
+
+def test_mask_secrets_leaves_other_text_alone():
+    assert mask_secrets("ndcg@100 of runs:/abc/model at http://127.0.0.1:5000/#/x") == (
+        "ndcg@100 of runs:/abc/model at http://127.0.0.1:5000/#/x")
+    assert mask_secrets("sqlite:////tmp/x.db and postgresql://u@h/db") == "sqlite:////tmp/x.db and postgresql://u@h/db"
 
 
 def test_progress_respects_tqdm_disable(monkeypatch):

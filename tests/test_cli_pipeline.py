@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 
@@ -164,3 +165,147 @@ def test_ensemble_refuses_models_of_another_snapshot(home, tmp_path, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the INFO lines of the loads
     assert last.startswith("recvae ensemble: error:") and "was trained on snapshot" in last
     assert len(mlflow.search_runs(search_all_experiments=True)) == n_runs
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.strip().splitlines() if line.startswith("recvae ")]
+
+
+def test_evaluate_and_recommend_refuse_a_model_trained_on_other_items(home, tmp_path, capsys):
+    """A model scored against another data set's items: one error line with the overlap (evaluate: unless
+    --allow-other-items, which reports the overlap beside the metrics)."""
+    import mlflow
+
+    from recvae import synthetic
+
+    a = synthetic.generate("small", n_users=400, seed=1)
+    b = synthetic.generate("small", n_users=400, seed=2).assign(item=lambda d: d["item"] + 300)  # other items
+    a.to_csv(tmp_path / "a.csv", index=False)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    for name in ("a", "b"):
+        assert main(["--log-level", "WARNING", "prepare", "--input", str(tmp_path / f"{name}.csv"),
+                     "--out", str(tmp_path / name)]) == 0
+    assert main(["--log-level", "WARNING", "baseline", "popularity", "--snapshot", str(tmp_path / "a")]) == 0
+    uri = f"runs:/{mlflow.last_active_run().info.run_id}/model"
+    capsys.readouterr()
+
+    assert main(["evaluate", "--model", uri, "--snapshot", str(tmp_path / "b")]) == 2
+    captured = capsys.readouterr()
+    [line] = error_lines(captured.err)
+    assert line.startswith(f"recvae evaluate: error: {uri} was trained on other items than snapshot snap-")
+    assert re.search(r"knows \d+ of the snapshot's \d+ items \(\d+\.\d%\)", line) and "--allow-other-items" in line
+    assert "ndcg" not in captured.out and "Traceback" not in captured.err
+
+    assert main(["evaluate", "--model", uri, "--snapshot", str(tmp_path / "b"), "--allow-other-items"]) == 0
+    out = capsys.readouterr().out
+    assert "ndcg@100" in out and re.search(r"knows \d+ of the snapshot's \d+ items \((?!100\.0)\d+\.\d%\)", out)
+    assert main(["evaluate", "--model", uri, "--snapshot", str(tmp_path / "a")]) == 0
+    assert "items (100.0%)" in capsys.readouterr().out
+
+    db = f"sqlite:///{tmp_path / 'recs.db'}"
+    for extra in ([], ["--user-ids", "1"]):
+        assert main(["recommend", "--model", uri, "--snapshot", str(tmp_path / "b"), "--db", db, *extra]) == 2
+        err = capsys.readouterr().err
+        [line] = error_lines(err)
+        assert line.startswith(f"recvae recommend: error: {uri} was trained on other items") and "Traceback" not in err
+
+
+def register_untrained_vae(snapshot_dir: str, name: str = "recvae") -> str:
+    """Log and register a small untrained Mult-VAE over a snapshot's items (fast); returns its version."""
+    from recvae import tracking
+    from recvae.config import ModelConfig
+    from recvae.model import MultVAERecommender, build_module
+    from recvae.snapshot import Snapshot
+
+    snap = Snapshot.load(snapshot_dir)
+    config = ModelConfig(hidden_dims=(16,), latent_dim=8)
+    rec = MultVAERecommender(model_config=config, module=build_module(snap.n_items, config))
+    rec.items = snap.items
+    with tracking.start_run("recvae", run_name="untrained"):
+        info = tracking.log_recommender(rec, registered_model_name=name, extra_meta={"snapshot_id": snap.snapshot_id})
+    return str(info.registered_model_version)
+
+
+def test_promote_refuses_bad_versions_and_aliases_in_one_line(home, tmp_path, capsys):
+    import mlflow
+
+    snap = str(tmp_path / "snap")
+    assert main(["--log-level", "WARNING", "prepare", "--out", snap]) == 0
+    assert register_untrained_vae(snap) == "1"
+    assert main(["promote", "--version", "1"]) == 0
+    capsys.readouterr()
+    cases = [
+        (["--version", "999"], "models:/recvae/999: model 'recvae' has no version 999; versions: 1"),
+        (["--version", "abc"], "version must be a registered version number (1, 2, ...); got 'abc'"),
+        (["--version", "1", "--alias", "x; drop table"],
+         "invalid alias 'x; drop table': use 1 to 255 letters, digits, underscores (_) and dashes (-)"),
+        (["--version", "1", "--alias", "latest"], "alias 'latest' is reserved"),
+        (["--name", "nope", "--version", "1"], "models:/nope/1: no registered model 'nope'"),
+    ]
+    for args, message in cases:
+        assert main(["promote", *args]) == 2, args
+        err = capsys.readouterr().err
+        [line] = error_lines(err)
+        assert line.startswith("recvae promote: error: ") and message in line and "Traceback" not in err
+    aliases = mlflow.MlflowClient().get_registered_model("recvae").aliases
+    assert {k: str(v) for k, v in aliases.items()} == {"champion": "1"}  # nothing moved
+
+
+def test_corrupt_model_file_is_one_line_naming_the_model_and_the_file(home, tmp_path, capsys):
+    from recvae.snapshot import Snapshot
+    from recvae.tracking import load_recommender_from_uri
+
+    snap = str(tmp_path / "snap")
+    assert main(["--log-level", "WARNING", "prepare", "--out", snap]) == 0
+    register_untrained_vae(snap)
+    folder = tmp_path / "model"
+    rec, _ = load_recommender_from_uri("models:/recvae/1")
+    rec.save(folder, snapshot_id=Snapshot.load(snap).snapshot_id)
+    weights = [folder / "model.pt", *(home / "mlartifacts").rglob("model.pt")]
+    assert len(weights) == 2
+    for f in weights:
+        f.write_bytes(f.read_bytes()[:-10] + b"corrupted!")
+    for uri, where in (("models:/recvae/1", "artifacts/recommender/model.pt"), (str(folder), "model.pt")):
+        for command in (["evaluate", "--snapshot", snap], ["recommend", "--snapshot", snap, "--user-ids", "1"]):
+            assert main([command[0], "--model", uri, *command[1:]]) == 2
+            err = capsys.readouterr().err
+            [line] = error_lines(err)
+            assert line.startswith(f"recvae {command[0]}: error: {uri}: {where}: sha256 does not match"), line
+            assert "Traceback" not in err and "recvae-download-" not in line
+
+
+def test_pipeline_checks_the_database_before_training(home, capsys):
+    """An unreachable database fails the pipeline in seconds: nothing trained, registered or promoted."""
+    import mlflow
+
+    url = "postgresql+psycopg://u:secretpw@127.0.0.1:1/db"
+    assert main(["pipeline", *FAST, "--baselines", "popularity", "--db", url]) == 2
+    err = capsys.readouterr().err
+    [line] = error_lines(err)
+    assert "postgresql+psycopg://u:***@127.0.0.1:1/db" in line and "secretpw" not in err
+    assert mlflow.MlflowClient().search_registered_models() == []
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_recommend_bad_histories_and_unknown_users_are_one_line(home, tmp_path, capsys):
+    import mlflow
+
+    snap = str(tmp_path / "snap")
+    assert main(["--log-level", "WARNING", "prepare", "--out", snap]) == 0
+    assert main(["--log-level", "WARNING", "baseline", "popularity", "--snapshot", snap]) == 0
+    uri = f"runs:/{mlflow.last_active_run().info.run_id}/model"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("u,i\n1,2\n")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("user,item\nnew-a,1\n,2\n")
+    cases = [
+        (["--users", str(bad)], f"{bad}, line 1, column 'user': missing column(s) 'user', 'item' (found: u, i)"),
+        (["--users", str(empty)], f"{empty}, line 3, column 'user': missing value"),
+        (["--snapshot", snap, "--user-ids", "no-such-user"], "none of the 1 requested user(s) has a history to score"),
+    ]
+    capsys.readouterr()
+    for args, message in cases:
+        assert main(["recommend", "--model", uri, *args]) == 2, args
+        err = capsys.readouterr().err
+        [line] = error_lines(err)
+        assert message in line and "Traceback" not in err, line

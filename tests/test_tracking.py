@@ -350,6 +350,16 @@ def test_log_register_alias_and_load_back(store, cooc, tmp_path):
     assert meta4.run_id == run2.info.run_id and meta4.version == "2"
 
 
+def test_urls_logged_to_mlflow_are_masked(store):
+    """A URL's password never reaches MLflow's params or tags (a run's config or snapshot source may hold one)."""
+    url, masked = "postgresql+psycopg://u:pw123@db.example/recs", "postgresql+psycopg://u:***@db.example/recs"
+    with tracking.start_run("exp-mask", "m", tags={"source": url}) as run:
+        logged = tracking.log_params({"data": {"source": url, "dsn": "host=h password=pw123"}})
+    data = MlflowClient().get_run(run.info.run_id).data
+    assert logged["data.source"] == data.params["data.source"] == masked
+    assert data.params["data.dsn"] == "host=h password=***" and data.tags["source"] == masked
+
+
 def test_unknown_model_uri_errors_are_clear(store, cooc):
     with tracking.start_run("exp-err", "cooc") as run:
         tracking.log_recommender(cooc)
