@@ -11,8 +11,7 @@ from typing import Any
 
 from recvae.config import Config, ConfigError, apply_overrides
 from recvae.log import mask_secrets, parse_level, setup_logging
-from recvae.snapshot import Snapshot, SnapshotError
-from recvae.validate import DataValidationError
+from recvae.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -20,25 +19,11 @@ EXIT_USAGE = 2  # bad input or arguments: one-line message, no traceback (unless
 EXIT_INTERNAL = 70  # an unexpected internal error (sysexits' EX_SOFTWARE): traceback kept, labelled as a bug
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input rather than a bug; commands may add theirs to EXTRA_USER_ERRORS."""
-    from mlflow.exceptions import MlflowException
+def _reported_errors() -> tuple[type[BaseException], ...]:
+    """Errors that end in one `error:` line: the user's, and faults of a service (recvae.errors)."""
+    from recvae.errors import fault_errors, user_errors
 
-    from recvae.datasets import ChecksumError, DatasetNotFoundError
-    from recvae.items import ItemMismatchError
-    from recvae.model import ModelLoadError
-    from recvae.recommend import UnknownUsersError
-    from recvae.store import IdentifierError, StoreError
-    from recvae.tracking import ModelNotFoundError, RegistryInputError
-
-    # MlflowException: a tracking store or server that fails (unreachable, refusing a request) is a fault, not a bug
-    return (DataValidationError, ConfigError, SnapshotError, DatasetNotFoundError, ChecksumError,
-            FileNotFoundError, NotADirectoryError, PermissionError, StoreError, IdentifierError, ModelNotFoundError,
-            ItemMismatchError, ModelLoadError, RegistryInputError, UnknownUsersError, MlflowException,
-            *EXTRA_USER_ERRORS)
-
-
-EXTRA_USER_ERRORS: list[type[BaseException]] = []
+    return (*user_errors(), *fault_errors())
 
 
 # --- prepare -------------------------------------------------------------------------------------
@@ -549,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(func(args) or 0)
-    except _user_errors() as exc:
+    except _reported_errors() as exc:
         if level <= logging.DEBUG:
             raise
         message = mask_secrets(" ".join(str(exc).split())) or type(exc).__name__

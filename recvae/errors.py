@@ -1,0 +1,36 @@
+"""Which exceptions are the user's (bad input, configuration, data) and which are passing faults (a database or
+tracking server away): the CLI ends both in one `error:` line; an Airflow task fails at once on the first kind and
+retries the second. Anything else is a bug. Imports are inside the functions, so this module stays light."""
+
+from __future__ import annotations
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that cannot succeed on a retry: bad input, configuration, data or model references."""
+    from recvae.config import ConfigError
+    from recvae.datasets import ChecksumError, DatasetNotFoundError
+    from recvae.items import ItemMismatchError
+    from recvae.model import ModelLoadError
+    from recvae.recommend import UnknownUsersError
+    from recvae.snapshot import SnapshotError
+    from recvae.store import IdentifierError
+    from recvae.tracking import ModelNotFoundError, RegistryInputError
+    from recvae.validate import DataValidationError
+
+    return (DataValidationError, ConfigError, SnapshotError, DatasetNotFoundError, ChecksumError, FileNotFoundError,
+            NotADirectoryError, IsADirectoryError, PermissionError, IdentifierError, ModelNotFoundError,
+            ItemMismatchError, ModelLoadError, RegistryInputError, UnknownUsersError)
+
+
+def fault_errors() -> tuple[type[BaseException], ...]:
+    """Errors of a service that may pass (database, tracking store or server, network): worth a retry."""
+    from mlflow.exceptions import MlflowException
+
+    from recvae.store import StoreError
+
+    return (StoreError, MlflowException, ConnectionError, TimeoutError)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """True when `exc` is the user's to fix (a retry would fail the same way)."""
+    return isinstance(exc, user_errors())
