@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import torch
 from threadpoolctl import threadpool_limits
 
+from recvae.config import ConfigError
 from recvae.idmap import IdMap
 from recvae.metrics import evaluate
 from recvae.recommender import Recommender
@@ -372,15 +373,24 @@ BASELINES: dict[str, type[Recommender]] = {"popularity": Popularity, "ease": EAS
 
 
 def make_baseline(kind: str, **params: Any) -> Recommender:
-    """An unfitted baseline of `kind` ('popularity', 'ease', 'als') with `params`."""
+    """An unfitted baseline of `kind` ('popularity', 'ease', 'als') with `params`; ConfigError names a bad one."""
     if kind not in BASELINES:
-        raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
+        raise ConfigError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
     cls = BASELINES[kind]
-    known = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    signature = inspect.signature(cls.__init__).parameters
+    known = [p for p in signature if p != "self"]
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise ValueError(f"{kind}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(known) or 'none'}")
-    return cls(**params)
+        raise ConfigError(f"{kind}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(known) or 'none'}")
+    for name, value in params.items():
+        default = signature[name].default
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise ConfigError(f"{kind}: parameter {name} must be a finite number; got {value!r}")
+    try:
+        return cls(**params)
+    except ValueError as exc:  # the constructor's own range checks
+        raise ConfigError(str(exc)) from None
 
 
 def fit_baseline(kind: str, train: sp.csr_matrix, *, items: IdMap | None = None, **params: Any) -> Recommender:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -259,6 +260,11 @@ def apply_overrides(config: Config, overrides: list[str] | dict[str, Any]) -> Co
         section, _, name = key.partition(".")
         if section not in d or not name:
             raise ConfigError(f"override {key!r}: expected SECTION.FIELD with SECTION in {', '.join(d)}")
+        if name not in d[section]:
+            close = difflib.get_close_matches(name, d[section], n=1)
+            hint = f"; did you mean {section}.{close[0]}?" if close else ""
+            raise ConfigError(f"override {key!r}: no field {name!r} in section {section}{hint} "
+                              f"(known: {', '.join(sorted(d[section]))})")
         d[section][name] = value
     return Config.from_dict(d)
 

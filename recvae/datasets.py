@@ -8,7 +8,6 @@ before extracting (never called by the tests).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -19,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recvae.digest import sha256_file
 from recvae.readers import Source
 
 logger = logging.getLogger(__name__)
@@ -184,21 +184,12 @@ def _urllib_fetch(url: str, dest: Path) -> None:
         shutil.copyfileobj(r, f, length=1 << 20)
 
 
-def file_checksum(path: str | Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_checksum(path: str | Path, expected: str) -> None:
     """Raise ChecksumError unless `path` has checksum `expected` ('sha256:<hex>' or 'md5:<hex>')."""
     algorithm, _, digest = expected.partition(":")
     if algorithm not in ("sha256", "md5") or not digest:
         raise ValueError(f"checksum must be 'sha256:<hex>' or 'md5:<hex>'; got {expected!r}")
-    actual = file_checksum(path, algorithm)
+    actual = sha256_file(path, algorithm)
     if actual != digest.lower():
         raise ChecksumError(f"{path}: {algorithm} {actual} does not match the expected {digest}")
 

@@ -10,7 +10,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from recvae.config import ConfigError
     from recvae.datasets import ChecksumError, DatasetNotFoundError
     from recvae.items import ItemMismatchError
-    from recvae.model import ModelLoadError
+    from recvae.recommender import ModelLoadError
     from recvae.recommend import UnknownUsersError
     from recvae.snapshot import SnapshotError
     from recvae.store import IdentifierError

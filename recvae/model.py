@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import pickle
@@ -18,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recvae.digest import sha256_file
 from recvae.config import RECOMMENDER_KINDS, Config, ModelConfig, TrainConfig, from_dict
-from recvae.recommender import Recommender
+from recvae.recommender import ModelLoadError, Recommender
 
 if TYPE_CHECKING:
     from recvae.train import TrainResult
@@ -30,10 +30,6 @@ STATE_FILE = "model.pt"
 DIGEST_FILE = "model.pt.sha256"
 ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "sigmoid": torch.sigmoid, "elu": F.elu, "selu": F.selu, "swish": F.silu}
 KINDS = RECOMMENDER_KINDS
-
-
-class ModelLoadError(ValueError):
-    """A saved model file is missing, altered, or does not match the architecture it claims."""
 
 
 # --------------------------------------------------------------------------------------------- sparse input
@@ -592,7 +588,7 @@ class MultVAERecommender(Recommender):
             "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
         }
         torch.save(state, path / STATE_FILE)
-        (path / DIGEST_FILE).write_text(_sha256(path / STATE_FILE) + "\n")
+        (path / DIGEST_FILE).write_text(sha256_file(path / STATE_FILE) + "\n")
 
     @classmethod
     def _load_state(cls, path: Path, meta: dict[str, Any]) -> "MultVAERecommender":
@@ -634,7 +630,7 @@ def load_state_file(path: Path, expected_sha256: str | None = None) -> dict[str,
     """torch.load(weights_only=True) of a saved state, refusing altered files and anything needing pickled code."""
     if not path.exists():
         raise ModelLoadError(f"{path}: file not found")
-    if expected_sha256 is not None and _sha256(path) != expected_sha256:
+    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
         raise ModelLoadError(f"{path}: sha256 does not match {DIGEST_FILE} (file altered or corrupt)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -651,9 +647,4 @@ def _read_digest(path: Path) -> str:
     return path.read_text().strip()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+

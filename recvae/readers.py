@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from recvae.idmap import IdMap
-from recvae.snapshot import Snapshot, sha256_file
+from recvae.digest import sha256_file
+from recvae.snapshot import Snapshot
 from recvae.urls import mask_url
 from recvae.validate import DataValidationError, Positions, Validator, build_interactions, integer_text_only
 

@@ -11,9 +11,11 @@ from typing import Any, ClassVar
 import scipy.sparse as sp
 import torch
 
+from recvae.digest import sha256_file
 from recvae.idmap import IdMap
 
 META_FILE = "recommender.json"
+FILES_KEY = "files"  # in the metadata: the sha256 of every file saved beside it, checked on load
 # kind -> "module:Class"; modules are imported only when that kind is loaded.
 KINDS: dict[str, str] = {
     "multvae": "recvae.model:MultVAERecommender",
@@ -24,6 +26,10 @@ KINDS: dict[str, str] = {
     "als": "recvae.baselines:ALS",
     "ensemble": "recvae.ensemble:Ensemble",
 }
+
+
+class ModelLoadError(ValueError):
+    """A saved model is missing files, was altered or is corrupt, or does not match what it claims to be."""
 
 
 class Recommender(ABC):
@@ -68,7 +74,8 @@ class Recommender(ABC):
         self._save_state(path)
         if self.items is not None:
             self.items.save(path / "items.parquet")
-        meta = {"kind": self.kind, "n_items": self.n_items, "params": self.params(), **extra}
+        files = {f.name: sha256_file(f) for f in sorted(path.iterdir()) if f.is_file() and f.name != META_FILE}
+        meta = {"kind": self.kind, "n_items": self.n_items, "params": self.params(), **extra, FILES_KEY: files}
         (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         return path
 
@@ -78,7 +85,25 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     f = Path(path) / META_FILE
     if not f.exists():
         raise FileNotFoundError(f"{path}: not a saved recommender (no {META_FILE})")
-    return json.loads(f.read_text())
+    try:
+        meta = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{f}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{f}: expected a JSON object")
+    return meta
+
+
+def verify_files(path: Path, meta: dict[str, Any]) -> None:
+    """Check every file recorded at save time against its sha256 (models saved before digests have none)."""
+    for name, digest in (meta.get(FILES_KEY) or {}).items():
+        f = path / name
+        if f.parent != path:
+            raise ModelLoadError(f"{path / META_FILE}: file name {name!r} points outside the model folder")
+        if not f.is_file():
+            raise ModelLoadError(f"{f}: missing (listed in {META_FILE})")
+        if sha256_file(f) != digest:
+            raise ModelLoadError(f"{f}: sha256 does not match the digest in {META_FILE} (file altered or corrupt)")
 
 
 def load_recommender(path: str | Path) -> Recommender:
@@ -87,7 +112,8 @@ def load_recommender(path: str | Path) -> Recommender:
     meta = read_meta(path)
     kind = meta.get("kind")
     if kind not in KINDS:
-        raise ValueError(f"{path}: unknown recommender kind {kind!r}; known: {', '.join(KINDS)}")
+        raise ModelLoadError(f"{path}: unknown recommender kind {kind!r}; known: {', '.join(KINDS)}")
+    verify_files(path, meta)
     module, _, cls_name = KINDS[kind].partition(":")
     cls = getattr(importlib.import_module(module), cls_name)
     rec = cls._load_state(path, meta)

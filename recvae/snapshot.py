@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from recvae.digest import sha256_file
 from recvae.idmap import IdMap
 
 FORMAT_VERSION = 1
@@ -251,11 +252,4 @@ def compute_snapshot_id(snap: Snapshot) -> str:
     return "snap-" + h.hexdigest()[:16]
 
 
-def sha256_file(path: str | Path) -> str:
-    """sha256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 

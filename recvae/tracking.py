@@ -513,7 +513,7 @@ def _find_recommender_dir(model_dir: Path) -> Path:
 def _load_model_dir(uri: str, model_dir: Path) -> tuple[Recommender, dict[str, Any]]:
     """The recommender in a model folder and its metadata; errors name `uri` and the file inside the model (a
     downloaded model's temporary folder means nothing to the user)."""
-    from recvae.model import ModelLoadError
+    from recvae.recommender import ModelLoadError
 
     def where(exc: BaseException) -> str:
         text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)

@@ -59,7 +59,7 @@ def test_debug_log_level_shows_the_exception(tmp_path):
     "args, message",
     [
         (["prepare", "--dataset", "nope", "--out", "X"], "unknown dataset 'nope'"),
-        (["prepare", "--out", "X", "--set", "data.treshold=1"], "unknown DataConfig field(s): treshold"),
+        (["prepare", "--out", "X", "--set", "data.treshold=1"], "no field 'treshold' in section data; did you mean data.threshold?"),
         (["prepare", "--out", "X", "--set", "split.test_prop=2"], "test_prop must be in (0, 1)"),
         (["prepare", "--input", "/no/such/file.csv", "--out", "X"], "/no/such/file.csv: file not found"),
         (["prepare", "--input", "sqlite:///x.db", "--format", "sql", "--out", "X"], "needs --sql-query"),

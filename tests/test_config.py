@@ -46,7 +46,7 @@ def test_dict_overrides_and_original_untouched():
         ("data.threshold=abc", "DataConfig.threshold: cannot read 'abc' as float"),
         ("train.epochs=1.5", "TrainConfig.epochs: cannot read"),
         ("data.lenient=maybe", "DataConfig.lenient: cannot read 'maybe' as bool"),
-        ("data.treshold=3", "unknown DataConfig field(s): treshold"),
+        ("data.treshold=3", "no field 'treshold' in section data; did you mean data.threshold?"),
         ("nosection.x=1", "expected SECTION.FIELD with SECTION in"),
         ("data", "expected SECTION.FIELD=VALUE"),
         # regression: a bad list used to escape as a bare ValueError

@@ -326,11 +326,17 @@ def test_load_refuses_tampered_file(fitted, tmp_path: Path) -> None:
 
 
 def _rewrite_state(path: Path, obj: object) -> None:
-    """Replace model.pt and its recorded digest consistently (an attacker or a buggy writer)."""
+    """Replace model.pt and every digest of it consistently (an attacker or a buggy writer)."""
     import hashlib
+    import json
+
+    from recvae.recommender import FILES_KEY, META_FILE
 
     torch.save(obj, path / STATE_FILE)
     (path / "model.pt.sha256").write_text(hashlib.sha256((path / STATE_FILE).read_bytes()).hexdigest())
+    meta = json.loads((path / META_FILE).read_text())
+    meta[FILES_KEY] = {name: hashlib.sha256((path / name).read_bytes()).hexdigest() for name in meta[FILES_KEY]}
+    (path / META_FILE).write_text(json.dumps(meta))
 
 
 class Evil:
@@ -513,3 +519,28 @@ def test_bf16_scores_rank_like_float32(fitted) -> None:
     top32, top16 = s32.topk(5, dim=1).indices, s16.topk(5, dim=1).indices
     overlap = np.mean([len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(top32, top16)])
     assert overlap > 0.8
+
+
+def test_every_saved_file_is_checked_on_load(tmp_path: Path) -> None:
+    """A baseline's arrays have no format-level check: bytes zeroed in the middle of counts.npy loaded as other
+    (wrong but plausible) counts before the save recorded each file's sha256."""
+    from recvae.baselines import Popularity
+    from recvae.recommender import FILES_KEY, META_FILE, ModelLoadError
+
+    X = random_csr(np.random.default_rng(3), 40)
+    Popularity().fit(X).save(tmp_path / "p")
+    f = tmp_path / "p" / "counts.npy"
+    data = bytearray(f.read_bytes())
+    data[-8:] = bytes(8)
+    f.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="counts.npy: sha256 does not match"):
+        load_recommender(tmp_path / "p")
+    f.unlink()
+    with pytest.raises(ModelLoadError, match="counts.npy: missing"):
+        load_recommender(tmp_path / "p")
+    # a model saved before digests existed (no "files" in its metadata) still loads
+    Popularity().fit(X).save(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / META_FILE).read_text())
+    del meta[FILES_KEY]
+    (tmp_path / "old" / META_FILE).write_text(json.dumps(meta))
+    assert load_recommender(tmp_path / "old").n_items == X.shape[1]

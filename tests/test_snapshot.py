@@ -62,7 +62,7 @@ def test_tampered_file_is_refused(tmp_path):
 
 def test_tampered_file_with_rewritten_hash_is_refused(tmp_path):
     """Regression: a file changed together with its manifest hash no longer passes as the same snapshot."""
-    from recvae.snapshot import sha256_file
+    from recvae.digest import sha256_file
 
     make().save(tmp_path / "s")
     f = tmp_path / "s" / "train_rows.npy"
@@ -176,7 +176,7 @@ def test_corrupt_npz_is_named_with_its_hash_check(tmp_path):
 
 @pytest.mark.parametrize("name", ["train.npz", "train_rows.npy", "items.parquet"])
 def test_unreadable_file_whose_hash_matches_is_named(tmp_path, name):
-    from recvae.snapshot import sha256_file
+    from recvae.digest import sha256_file
 
     make().save(tmp_path / "s")
     f = tmp_path / "s" / name
@@ -210,7 +210,7 @@ def test_manifest_that_is_not_an_object_or_not_json(tmp_path):
 
 @pytest.mark.parametrize("damage", ["no-files", "unlisted-truncated-npz", "corrupt-npz-with-its-hash"])
 def test_cli_on_a_broken_snapshot_is_one_error_line(tmp_path, capsys, damage):
-    from recvae.snapshot import sha256_file
+    from recvae.digest import sha256_file
 
     make().save(tmp_path / "s")
     npz = tmp_path / "s" / "train.npz"
