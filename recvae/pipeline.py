@@ -179,16 +179,16 @@ def train_step(
     if done is not None:
         logger.info("run key %s already trained as MLflow run %s; reusing it", run_key, done.info.run_id)
         return _run_summary(done, RECOMMENDER_KINDS[kind])
-    check_memory(config, snap.n_items, snap.train.shape[0], resolve_device(config.train))  # before a run is opened
+    check_memory(config, snap.n_items, len(snap.users), resolve_device(config.train))  # before a run is opened
     work = home() / "runs" / _safe(run_key)
     resume = resume and (work / LAST_FILE).exists()
-    run_id = _run_to_resume(work, experiment, run_key) if resume else None
-    if run_id is None:  # the checkpoints start over: a run killed on them is over too
+    resume_id = _run_to_resume(work, experiment, run_key) if resume else None
+    if resume_id is None:  # the checkpoints start over: a run killed on them is over too
         tracking.end_unfinished_runs(experiment, TAG_RUN_KEY, run_key)
     tags = {TAG_RUN_KEY: run_key, TAG_ROLE: CHALLENGER}
-    with tracking.start_run(experiment, run_name=RUN_NAMES[kind], tags=tags, run_id=run_id) as run:
+    with tracking.start_run(experiment, run_name=RUN_NAMES[kind], tags=tags, run_id=resume_id) as run:
         _remember_run(work, run.info.run_id)
-        tracking.log_params(config.to_dict(), resumed=run_id is not None)
+        tracking.log_params(config.to_dict(), resumed=resume_id is not None)
         tracking.log_snapshot(snap)  # the same values on a resume: the checkpoint is bound to the snapshot id
         select_on = _select_on(snap)
         epochs = tracking.EpochLogger()

@@ -24,6 +24,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
@@ -201,7 +202,7 @@ def resumable_run(experiment: str, run_id: str | None) -> str | None:
     return run_id if run.info.status != "FINISHED" else None
 
 
-def unfinished_runs(experiment: str, tag: str, value: str) -> list[Any]:
+def unfinished_runs(experiment: str, tag: str, value: str) -> list[Run]:
     """Runs of `experiment` tagged `tag`=`value` that did not finish (RUNNING, FAILED, KILLED), newest first."""
     configure_if_needed()
     exp = MlflowClient().get_experiment_by_name(experiment)

@@ -294,7 +294,7 @@ def _fit(
                 module.set_phase(None)
             # the one sync of the epoch also reads a sum over the weights: a NaN/inf anywhere shows in it
             loss_v, nll_v, kl_v, weight_sum = torch.cat([sums / (n_users * len(phases)), _weight_sum(module)]).tolist()
-            _check_finite(epoch, [loss_v, nll_v, kl_v], weight_sum, batch_losses, tc)  # before anything is saved
+            _stop_if_diverged(epoch, [loss_v, nll_v, kl_v], weight_sum, batch_losses, tc)  # before anything is saved
             train_time = time.perf_counter() - t0
 
             record: dict[str, Any] = {
@@ -483,7 +483,7 @@ def _weight_sum(module: torch.nn.Module) -> torch.Tensor:
     return torch.stack([p.detach().float().sum() for p in module.parameters()]).sum().reshape(1)
 
 
-def _check_finite(epoch: int, means: list[float], weight_sum: float, batch_losses: list[torch.Tensor],
+def _stop_if_diverged(epoch: int, means: list[float], weight_sum: float, batch_losses: list[torch.Tensor],
                   tc: TrainConfig) -> None:
     """NonFiniteLossError when the epoch's loss or the weights are NaN/inf, naming the first bad batch."""
     if all(math.isfinite(v) for v in means) and math.isfinite(weight_sum):
