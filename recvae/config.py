@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,22 @@ from typing import Any
 
 class ConfigError(ValueError):
     """A configuration value is invalid; raised before any work starts."""
+
+
+def _check_finite(part: Any, section: str) -> None:
+    """Every float field of a config part a finite number: NaN passes comparisons such as `lr <= 0` unnoticed."""
+    for f in dataclasses.fields(part):
+        value = getattr(part, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{section}.{f.name} must be a finite number; got {value}")
+
+
+def _check_at_least(part: Any, section: str, minimum: int, *names: str) -> None:
+    """Integer fields (None allowed: 'not set') that must be >= `minimum`."""
+    for name in names:
+        value = getattr(part, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{section}.{name} must be >= {minimum}; got {value}")
 
 
 @dataclass
@@ -24,10 +41,10 @@ class DataConfig:
     lenient: bool = False  # quarantine bad rows instead of failing
 
     def validate(self) -> None:
-        if self.min_user_count < 0 or self.min_item_count < 0:
-            raise ConfigError("min_user_count and min_item_count must be >= 0")
+        _check_finite(self, "data")
+        _check_at_least(self, "data", 0, "min_user_count", "min_item_count")
         if self.duplicates not in ("max", "first", "error"):
-            raise ConfigError(f"duplicates must be one of max, first, error; got {self.duplicates!r}")
+            raise ConfigError(f"data.duplicates must be one of max, first, error; got {self.duplicates!r}")
 
 
 @dataclass
@@ -41,14 +58,15 @@ class SplitConfig:
     temporal_test_prop: float = 0.2  # temporal: share of each user's latest interactions held out
 
     def validate(self) -> None:
+        _check_finite(self, "split")
         if self.kind not in ("strong", "temporal"):
-            raise ConfigError(f"split kind must be 'strong' or 'temporal'; got {self.kind!r}")
+            raise ConfigError(f"split.kind: split kind must be 'strong' or 'temporal'; got {self.kind!r}")
         if not 0.0 < self.test_prop < 1.0:
-            raise ConfigError(f"test_prop must be in (0, 1); got {self.test_prop}")
+            raise ConfigError(f"split.test_prop must be in (0, 1); got {self.test_prop}")
         if not 0.0 < self.temporal_test_prop < 1.0:
-            raise ConfigError(f"temporal_test_prop must be in (0, 1); got {self.temporal_test_prop}")
-        if self.n_heldout_users is not None and self.n_heldout_users < 1:
-            raise ConfigError(f"n_heldout_users must be >= 1; got {self.n_heldout_users}")
+            raise ConfigError(f"split.temporal_test_prop must be in (0, 1); got {self.temporal_test_prop}")
+        _check_at_least(self, "split", 1, "n_heldout_users")
+        _check_at_least(self, "split", 0, "seed")
 
 
 @dataclass
@@ -65,21 +83,22 @@ class ModelConfig:
     latent_activation: bool = False
 
     def validate(self) -> None:
+        _check_finite(self, "model")
         if self.kind not in ("vae", "dae", "recvae"):
-            raise ConfigError(f"model kind must be 'vae', 'dae' or 'recvae'; got {self.kind!r}")
+            raise ConfigError(f"model.kind must be 'vae', 'dae' or 'recvae'; got {self.kind!r}")
         if self.latent_activation and self.kind != "vae":
-            raise ConfigError(f"latent_activation is for kind 'vae' (the Mult-DAE's code already goes through the "
+            raise ConfigError(f"model.latent_activation is for kind 'vae' (the Mult-DAE's code already goes through the "
                               f"activation; RecVAE's decoder reads z); got kind {self.kind!r}")
         if self.kind == "recvae" and (not self.hidden_dims or len(set(self.hidden_dims)) != 1):
-            raise ConfigError(f"recvae: hidden_dims are densely connected layers of one width; got {list(self.hidden_dims)}")
-        if self.latent_dim < 1 or any(int(h) < 1 for h in self.hidden_dims):
-            raise ConfigError(
-                f"layer sizes must be >= 1; got hidden_dims={list(self.hidden_dims)} latent_dim={self.latent_dim}"
-            )
+            raise ConfigError(f"model.hidden_dims: recvae's hidden_dims are densely connected layers of one width; got {list(self.hidden_dims)}")
+        if any(int(h) < 1 for h in self.hidden_dims):
+            raise ConfigError(f"model.hidden_dims: layer sizes must be >= 1; got {list(self.hidden_dims)}")
+        if self.latent_dim < 1:
+            raise ConfigError(f"model.latent_dim: layer sizes must be >= 1; got {self.latent_dim}")
         if self.activation not in ("tanh", "relu", "sigmoid", "elu", "selu", "swish"):
-            raise ConfigError(f"unknown activation {self.activation!r}")
+            raise ConfigError(f"model.activation: unknown activation {self.activation!r}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}")
+            raise ConfigError(f"model.dropout must be in [0, 1); got {self.dropout}")
 
 
 @dataclass
@@ -119,30 +138,26 @@ class TrainConfig:
     compile: bool = False
 
     def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError("epochs, batch_size and eval_batch_size must be >= 1")
+        _check_finite(self, "train")
+        _check_at_least(self, "train", 1, "epochs", "batch_size", "eval_batch_size", "total_anneal_steps",
+                        "encoder_epochs", "decoder_epochs", "patience", "num_threads")
+        _check_at_least(self, "train", 0, "seed")
         if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0; got {self.lr}")
+            raise ConfigError(f"train.lr must be > 0; got {self.lr}")
         if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0; got {self.weight_decay}")
+            raise ConfigError(f"train.weight_decay must be >= 0; got {self.weight_decay}")
         if self.lr_schedule not in ("constant", "cosine"):
-            raise ConfigError(f"lr_schedule must be constant or cosine; got {self.lr_schedule!r}")
+            raise ConfigError(f"train.lr_schedule must be constant or cosine; got {self.lr_schedule!r}")
         if self.beta_schedule not in ("anneal", "constant", "anneal_to_1"):
-            raise ConfigError(f"beta_schedule must be anneal, constant or anneal_to_1; got {self.beta_schedule!r}")
+            raise ConfigError(f"train.beta_schedule must be anneal, constant or anneal_to_1; got {self.beta_schedule!r}")
         if not 0.0 <= self.anneal_cap <= 1.0:
-            raise ConfigError(f"anneal_cap must be in [0, 1]; got {self.anneal_cap}")
+            raise ConfigError(f"train.anneal_cap must be in [0, 1]; got {self.anneal_cap}")
         if not 0.0 <= self.beta <= 1.0:
-            raise ConfigError(f"beta must be in [0, 1]; got {self.beta}")
-        if self.total_anneal_steps < 1:
-            raise ConfigError(f"total_anneal_steps must be >= 1; got {self.total_anneal_steps}")
-        if self.encoder_epochs < 1 or self.decoder_epochs < 1:
-            raise ConfigError(f"encoder_epochs and decoder_epochs must be >= 1; got {self.encoder_epochs}, {self.decoder_epochs}")
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"patience must be >= 1; got {self.patience}")
+            raise ConfigError(f"train.beta must be in [0, 1]; got {self.beta}")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be auto, cpu or cuda; got {self.device!r}")
+            raise ConfigError(f"train.device must be auto, cpu or cuda; got {self.device!r}")
         if self.amp not in ("none", "bf16", "fp16"):
-            raise ConfigError(f"amp must be none, bf16 or fp16; got {self.amp!r}")
+            raise ConfigError(f"train.amp must be none, bf16 or fp16; got {self.amp!r}")
 
 
 @dataclass

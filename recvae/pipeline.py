@@ -3,6 +3,7 @@ passes small JSON-able references (paths, run ids, batch keys), never data."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -19,6 +20,7 @@ CHALLENGER = "challenger"
 TAG_RUN_KEY = "recvae.run_key"
 TAG_ROLE = "recvae.role"
 TAG_PROMOTION = "recvae.promotion"
+RUN_FILE = "mlflow_run.json"  # in a training's work folder: the MLflow run its checkpoints belong to
 DEFAULT_BASELINE_GRIDS: dict[str, dict[str, list[Any]]] = {
     "popularity": {},
     "ease": {"lam": [250.0, 500.0, 1000.0]},
@@ -151,12 +153,13 @@ def train_step(
     """Train Mult-VAE (or Mult-DAE, or RecVAE) from its preset plus `overrides`, log everything to MLflow, register a version and point `challenger` at it.
 
     `run_key` names the work folder (checkpoints) and tags the run: with `resume` a killed run continues from its
-    last checkpoint, and with `reuse_finished` a run already finished for the key is returned instead."""
+    last checkpoint in the same MLflow run, and with `reuse_finished` a run already finished for the key is returned
+    instead."""
     import mlflow
 
     from recvae import tracking
     from recvae.metrics import evaluate
-    from recvae.train import train
+    from recvae.train import LAST_FILE, check_memory, resolve_device, train
 
     config = apply_overrides(preset(kind), overrides or {}).validate()
     snap = _load_snapshot(snapshot_dir)
@@ -165,14 +168,21 @@ def train_step(
     if done is not None:
         logger.info("run key %s already trained as MLflow run %s; reusing it", run_key, done.info.run_id)
         return _run_summary(done, RECOMMENDER_KINDS[kind])
+    check_memory(config, snap.n_items, len(snap.users), resolve_device(config.train))  # before a run is opened
     work = paths.runs_dir() / _safe(run_key)
-    resume = resume and (work / "last.pt").exists()
+    resume = resume and (work / LAST_FILE).exists()
+    resume_id = _run_to_resume(work, experiment, run_key) if resume else None
+    if resume_id is None:  # the checkpoints start over: a run killed on them is over too
+        tracking.end_unfinished_runs(experiment, TAG_RUN_KEY, run_key)
     tags = {TAG_RUN_KEY: run_key, TAG_ROLE: CHALLENGER}
-    with tracking.start_run(experiment, run_name=RUN_NAMES[kind], tags=tags) as run:
-        tracking.log_params(config.to_dict())
-        tracking.log_snapshot(snap)
+    with tracking.start_run(experiment, run_name=RUN_NAMES[kind], tags=tags, run_id=resume_id) as run:
+        _remember_run(work, run.info.run_id)
+        tracking.log_params(config.to_dict(), resumed=resume_id is not None)
+        tracking.log_snapshot(snap)  # the same values on a resume: the checkpoint is bound to the snapshot id
         select_on = _select_on(snap)
-        result = train(snap, config, work, resume=resume, select_on=select_on, on_epoch_end=tracking.EpochLogger())
+        epochs = tracking.EpochLogger()
+        result = train(snap, config, work, resume=resume, select_on=select_on, on_epoch_end=epochs)
+        epochs.log_missing(result.history)  # an epoch checkpointed by a killed process before it was logged
         rec = result.recommender
         mlflow.log_metric("best_epoch", result.best_epoch)
         for k, v in result.best_metrics.items():
@@ -185,6 +195,27 @@ def train_step(
         version = _log_challenger(rec, snap.snapshot_id, model_name)
         run_id = run.info.run_id
     return _challenger_summary(run_id, rec.kind, model_name, version)
+
+
+def _remember_run(work: Path, run_id: str) -> None:
+    """Write the run id beside the checkpoints (before any), so that resuming them reopens this run."""
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = work / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps({"run_id": run_id}) + "\n")
+    os.replace(tmp, work / RUN_FILE)
+
+
+def _run_to_resume(work: Path, experiment: str, run_key: str) -> str | None:
+    """The unfinished MLflow run the checkpoints in `work` belong to: the one recorded there, else (a folder written
+    before runs were recorded) the latest unfinished run tagged with `run_key`; None starts a new run."""
+    from recvae import tracking
+
+    try:
+        recorded = json.loads((work / RUN_FILE).read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        unfinished = tracking.unfinished_runs(experiment, TAG_RUN_KEY, run_key)
+        recorded = unfinished[0].info.run_id if unfinished else None
+    return tracking.resumable_run(experiment, recorded)
 
 
 def _log_challenger(rec: Any, snapshot_id: str, model_name: str | None) -> str | None:

@@ -24,6 +24,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
@@ -187,14 +188,65 @@ def _package_version() -> str:
 
 @contextlib.contextmanager
 def start_run(
-    experiment: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None, *, nested: bool = False
+    experiment: str,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    *,
+    nested: bool = False,
+    run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run in `experiment` tagged with the code version and `tags`; ended (FAILED on error) on exit."""
+    """An MLflow run in `experiment` tagged with the code version and `tags`; ended (FAILED on error) on exit.
+
+    With `run_id` (see `resumable_run`) that run is reopened, RUNNING again, instead of a new one: a resumed training
+    continues its own run."""
     exp_id = get_or_create_experiment(experiment)
     all_tags = {**code_version(), **{k: mask_secrets(str(v)) for k, v in (tags or {}).items()}}
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=all_tags, nested=nested) as run:
-        logger.info("MLflow run %s (%s) in experiment %r", run.info.run_id, run_name or run.info.run_name, experiment)
+    if run_id is not None:
+        opened = mlflow.start_run(run_id=run_id, tags=all_tags, nested=nested)
+    else:
+        opened = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=all_tags, nested=nested)
+    with opened as run:
+        verb = "continuing" if run_id is not None else "started"
+        logger.info("MLflow run %s (%s) %s in experiment %r", run.info.run_id, run.info.run_name, verb, experiment)
         yield run
+
+
+def resumable_run(experiment: str, run_id: str | None) -> str | None:
+    """`run_id` if it is a run of `experiment` in this tracking store that did not finish (killed, failed), else None."""
+    if not run_id:
+        return None
+    configure_if_needed()
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        logger.warning("MLflow run %s is not in %s: a new run is started", run_id, mlflow.get_tracking_uri())
+        return None
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None or run.info.experiment_id != exp.experiment_id or run.info.lifecycle_stage == "deleted":
+        return None
+    return run_id if run.info.status != "FINISHED" else None
+
+
+def unfinished_runs(experiment: str, tag: str, value: str) -> list[Run]:
+    """Runs of `experiment` tagged `tag`=`value` that did not finish (RUNNING, FAILED, KILLED), newest first."""
+    configure_if_needed()
+    exp = MlflowClient().get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return MlflowClient().search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{tag}` = '{value}' and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+
+
+def end_unfinished_runs(experiment: str, tag: str, value: str) -> list[str]:
+    """Mark the RUNNING runs tagged `tag`=`value` KILLED (their process is gone); returns their ids."""
+    ended = [r.info.run_id for r in unfinished_runs(experiment, tag, value) if r.info.status == "RUNNING"]
+    for run_id in ended:
+        MlflowClient().set_terminated(run_id, status="KILLED")
+        logger.info("MLflow run %s was left RUNNING by a process that is gone: marked KILLED", run_id)
+    return ended
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -231,16 +283,34 @@ def _param_value(value: Any) -> str:
     return text
 
 
-def log_params(params: Any, prefix: str = "") -> dict[str, str]:
-    """Log a config dataclass or (nested) dict as flat params `prefix.key.sub`; returns what was logged."""
+def log_params(params: Any, prefix: str = "", *, resumed: bool = False) -> dict[str, str]:
+    """Log a config dataclass or (nested) dict as flat params `prefix.key.sub`; returns what was logged.
+
+    `resumed`: the active run was reopened, so params it has are kept (MLflow refuses to change them); values that
+    differ now (say, more epochs) are warned about and listed in the tag `recvae.resume.changed_params`."""
     flat = {metric_key(k): mask_secrets(_param_value(v)) for k, v in flatten(params, prefix).items()}
     for key in flat:
         if len(key) > 250:
             raise ValueError(f"param name {key!r} is longer than MLflow's 250 characters")
+    if resumed:
+        flat = _params_not_logged(flat)
     items = list(flat.items())
     for start in range(0, len(items), _PARAMS_PER_BATCH):
         mlflow.log_params(dict(items[start : start + _PARAMS_PER_BATCH]))
     return flat
+
+
+def _params_not_logged(flat: dict[str, str]) -> dict[str, str]:
+    """The params the active run does not have yet; differing values are reported and left as they were."""
+    run = mlflow.active_run()
+    if run is None:
+        return flat
+    logged = MlflowClient().get_run(run.info.run_id).data.params
+    changed = [f"{k}: {logged[k]} -> {v}" for k, v in flat.items() if k in logged and logged[k] != v]
+    if changed:
+        logger.warning("resumed run %s keeps its params; now different: %s", run.info.run_id, "; ".join(changed))
+        mlflow.set_tag("recvae.resume.changed_params", "; ".join(changed)[:5000])
+    return {k: v for k, v in flat.items() if k not in logged}
 
 
 def log_snapshot(snapshot: Any) -> dict[str, str]:
@@ -305,6 +375,14 @@ class EpochLogger:
             self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
 
     on_epoch_end = __call__
+
+    def log_missing(self, history: list[Mapping[str, Any]], key: str = "loss") -> int:
+        """Log the epochs of `history` the run has no `key` for (one checkpointed just before a kill); returns how many."""
+        logged = {m.step for m in self.client.get_metric_history(self.run_id, metric_key(key))}
+        missing = [h for h in history if int(h["epoch"]) not in logged]
+        for record in missing:
+            self(int(record["epoch"]), record)
+        return len(missing)
 
 
 def log_test_metrics(result: EvalResult, prefix: str = "test_") -> dict[str, float]:

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recvae.digest import sha256_file
 from recvae.config import Config, ConfigError, TrainConfig
 from recvae.metrics import evaluate
 from recvae.model import (
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 BEST_FILE = "best.pt"
 LAST_FILE = "last.pt"
+DIGEST_SUFFIX = ".sha256"  # last.pt.sha256: the checkpoint's sha256, then the one of the file it replaced
 CHECKPOINT_FORMAT = 1
 SELECT_ON = ("validation", "test", None)
 SELECT_METRIC = "ndcg@100"
@@ -54,6 +56,14 @@ EpochCallback = Callable[[int, dict[str, Any]], None]
 
 class CheckpointMismatchError(ConfigError):
     """A checkpoint to resume from belongs to another snapshot, configuration or protocol."""
+
+
+class CheckpointCorruptError(CheckpointMismatchError):
+    """A checkpoint does not match the sha256 written beside it, or cannot be read (altered, truncated, corrupt)."""
+
+
+class NonFiniteLossError(ConfigError):
+    """Training diverged (a NaN/inf loss or weights): the settings, most often train.lr, do not suit this data."""
 
 
 # ------------------------------------------------------------------------------------------ beta schedule
@@ -177,6 +187,7 @@ def fit_model(
     tc = config.train
     config.validate()
     _check_inputs(train_matrix, validation, tc, select_on, out_dir, resume)
+    check_memory(config, train_matrix.shape[1], train_matrix.shape[0], resolve_device(tc))
     threads = torch.get_num_threads()
     if tc.num_threads is not None:
         torch.set_num_threads(tc.num_threads)
@@ -248,6 +259,7 @@ def _fit(
             t0 = time.perf_counter()
             module.train()
             sums = torch.zeros(3, device=device)
+            batch_losses: list[torch.Tensor] = []  # never synced, unless the epoch's loss is not finite
             beta, lr = 0.0, tc.lr
             for phase in phases:
                 if phase == "decoder" and module.phase == "encoder":
@@ -276,10 +288,13 @@ def _fit(
                         loss.backward()
                         optimizer.step()  # parameters frozen in this phase have no gradient and are skipped
                     state.step += 1
+                    batch_losses.append(loss.detach())
                     sums += torch.stack([loss.detach(), parts.neg_ll.detach(), parts.kl.detach()]) * batch.n_rows
             if phases != [None]:
                 module.set_phase(None)
-            loss_v, nll_v, kl_v = (sums / (n_users * len(phases))).tolist()
+            # the one sync of the epoch also reads a sum over the weights: a NaN/inf anywhere shows in it
+            loss_v, nll_v, kl_v, weight_sum = torch.cat([sums / (n_users * len(phases)), _weight_sum(module)]).tolist()
+            _stop_if_diverged(epoch, [loss_v, nll_v, kl_v], weight_sum, batch_losses, tc)  # before anything is saved
             train_time = time.perf_counter() - t0
 
             record: dict[str, Any] = {
@@ -308,10 +323,12 @@ def _fit(
                 state.best_metrics = {name: record[key] for name, key in EPOCH_METRICS.items()} if validation is not None else {}
                 state.best_beta = beta if module.variational else None
                 state.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-                if best_path is not None:
-                    _atomic_save(_best_payload(module, config, state, snapshot_id), best_path)
+            checkpoints = []
+            if improved and best_path is not None:
+                checkpoints.append((_best_payload(module, config, state, snapshot_id), best_path))
             if last_path is not None:
-                _atomic_save(_last_payload(module, optimizer, scaler, shuffle_gen, fingerprint, state), last_path)
+                checkpoints.append((_last_payload(module, optimizer, scaler, shuffle_gen, fingerprint, state), last_path))
+            _save_checkpoints(checkpoints)
 
             logger.info(
                 "epoch %d/%d loss %.4f neg_ll %.4f kl %.4f beta %.4f val ndcg@100 %s (%.2fs)",
@@ -355,12 +372,15 @@ def load_best(path: str | Path) -> MultVAERecommender:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint dict, read with torch.load(weights_only=True)."""
+    """A checkpoint dict, checked against its sha256 file and read with torch.load(weights_only=True)."""
     path = Path(path)
+    if not path.exists():
+        raise CheckpointMismatchError(f"{path}: file not found")
+    _verify_digest(path)
     try:
         state = load_state_file(path)
     except ModelLoadError as exc:
-        raise CheckpointMismatchError(str(exc)) from exc
+        raise CheckpointCorruptError(str(exc)) from exc
     if state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(f"{path}: checkpoint format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}")
     return state
@@ -408,6 +428,74 @@ def _check_inputs(
         raise ConfigError("resume=True needs out_dir (where last.pt is)")
     if tc.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is 'cuda' but no CUDA device is available")
+
+
+def training_memory_bytes(config: Config, n_items: int, n_users: int) -> int:
+    """A low estimate of what training needs: weights, gradients, Adam's two moments and the best epoch's copy (4 bytes
+    each), plus one batch's logits and their gradient; counted on a module built on the meta device (no memory)."""
+    with torch.device("meta"):
+        module = build_module(n_items, config.model)
+    tensors = [*module.parameters(), *module.buffers()]
+    n_all = sum(t.numel() for t in tensors)
+    n_trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    batch = min(config.train.batch_size, n_users)
+    return 4 * (2 * n_all + 3 * n_trained) + 4 * 2 * batch * n_items
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free on `device`: the GPU's free memory, or the host's available memory within its cgroup limit."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    found = []
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        found.append(int(meminfo["MemAvailable"].split()[0]) * 1024)
+    except (OSError, KeyError, ValueError):
+        pass
+    try:  # a container's limit (cgroup v2), which /proc/meminfo does not show; its page cache is reclaimable
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
+            used = int((cgroup / "memory.current").read_text()) - int(stat.get("inactive_file", 0))
+            found.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def check_memory(config: Config, n_items: int, n_users: int, device: torch.device) -> None:
+    """ConfigError, naming the sizes and the estimate, when training would need more memory than `device` has free."""
+    need = training_memory_bytes(config, n_items, n_users)
+    have = available_memory(device)
+    if have is not None and need > have:
+        mc = config.model
+        raise ConfigError(
+            f"model.hidden_dims={list(mc.hidden_dims)}, model.latent_dim={mc.latent_dim} and "
+            f"train.batch_size={config.train.batch_size} on {n_items:,} items need about {need / 2**30:,.1f} GiB to "
+            f"train (weights, gradients, Adam moments, the best epoch's copy), more than the {have / 2**30:,.1f} GiB "
+            f"available on {device.type}"
+        )
+
+
+def _weight_sum(module: torch.nn.Module) -> torch.Tensor:
+    """Sum of every weight, as a 1-element tensor: finite unless a weight is NaN or inf."""
+    return torch.stack([p.detach().float().sum() for p in module.parameters()]).sum().reshape(1)
+
+
+def _stop_if_diverged(epoch: int, means: list[float], weight_sum: float, batch_losses: list[torch.Tensor],
+                  tc: TrainConfig) -> None:
+    """NonFiniteLossError when the epoch's loss or the weights are NaN/inf, naming the first bad batch."""
+    if all(math.isfinite(v) for v in means) and math.isfinite(weight_sum):
+        return
+    losses = torch.stack(batch_losses).float().cpu()
+    bad = torch.nonzero(~torch.isfinite(losses)).flatten().tolist()
+    advice = f"nothing of epoch {epoch} was saved; lower train.lr (now {tc.lr:g}) or check the data"
+    if bad:
+        where = f"at epoch {epoch}, batch {bad[0] + 1} of {len(losses)}"
+        raise NonFiniteLossError(f"training diverged: the loss is {losses[bad[0]].item()} {where}; {advice}")
+    raise NonFiniteLossError(f"training diverged: the weights became nan or inf in epoch {epoch} "
+                             f"(every batch's loss was finite); {advice}")
 
 
 def resolve_device(tc: TrainConfig) -> torch.device:
@@ -587,8 +675,41 @@ def _restore(
     return state
 
 
-def _atomic_save(obj: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename over it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _save_checkpoints(checkpoints: list[tuple[dict[str, Any], Path]]) -> None:
+    """Write each checkpoint to a temporary file beside it, then its digest and rename them all: the slow writes
+    come first, so a kill leaves the previous best.pt/last.pt pair (all but a few system calls' time)."""
+    staged = []
+    for obj, path in checkpoints:
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(obj, tmp)
+        staged.append((tmp, path, sha256_file(tmp)))
+    for tmp, path, digest in staged:
+        _write_digest(path, digest)
+        os.replace(tmp, path)
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def _write_digest(path: Path, digest: str) -> None:
+    """`path`.sha256: the new file's digest, then the current one's, so a kill before the rename still verifies."""
+    sidecar = _digest_path(path)
+    previous = sidecar.read_text().split()[:1] if sidecar.exists() else []
+    tmp = sidecar.with_name(f".{sidecar.name}.tmp")
+    tmp.write_text("\n".join([digest, *previous]) + "\n")
+    os.replace(tmp, sidecar)
+
+
+def _verify_digest(path: Path) -> None:
+    """CheckpointCorruptError unless `path` has a sha256 written beside it (none: an older checkpoint, warned about)."""
+    sidecar = _digest_path(path)
+    if not sidecar.exists():
+        logger.warning("%s has no sha256 beside it (written before checkpoints had digests): loaded unchecked", path)
+        return
+    actual = sha256_file(path)
+    if actual not in sidecar.read_text().split():
+        raise CheckpointCorruptError(
+            f"{path}: sha256 {actual[:16]}... does not match {sidecar.name}: the checkpoint was altered or is corrupt; "
+            f"restore it, or delete {path.parent} to train from scratch"
+        )

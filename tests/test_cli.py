@@ -243,7 +243,7 @@ def _one_error_line(capsys, command: str) -> str:
 @pytest.mark.parametrize("keep", ["0", "-3"])
 def test_recommend_keep_below_one_is_a_user_error(capsys, keep):
     assert cli.main(["--log-level", "ERROR", "recommend", "--keep", keep, "--db", "sqlite:///unused.db"]) == 2
-    assert f"--keep must be >= 1" in _one_error_line(capsys, "recommend")
+    assert "--keep must be >= 1" in _one_error_line(capsys, "recommend")
 
 
 @pytest.mark.parametrize(

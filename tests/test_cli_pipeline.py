@@ -167,8 +167,11 @@ def test_ensemble_refuses_models_of_another_snapshot(home, tmp_path, capsys):
     assert len(mlflow.search_runs(search_all_experiments=True)) == n_runs
 
 
-def error_lines(err: str) -> list[str]:
-    return [line for line in err.strip().splitlines() if line.startswith("recvae ")]
+def error_lines(err: str, command: str | None = None) -> list[str]:
+    """The `recvae <command>: error:` lines of `err` (any command's when None), asserting no traceback."""
+    assert "Traceback" not in err
+    prefix = f"recvae {command}: error:" if command else "recvae "
+    return [line for line in err.strip().splitlines() if line.startswith(prefix)]
 
 
 def test_evaluate_and_recommend_refuse_a_model_trained_on_other_items(home, tmp_path, capsys):
@@ -309,3 +312,142 @@ def test_recommend_bad_histories_and_unknown_users_are_one_line(home, tmp_path, 
         err = capsys.readouterr().err
         [line] = error_lines(err)
         assert message in line and "Traceback" not in err, line
+
+
+# ------------------------------------------------------------------------------ failures and resume of `train`
+
+
+def mlflow_state(experiment: str = "recvae") -> tuple[list, list, str | None]:
+    """(runs of the experiment, registered versions of 'recvae', the version 'challenger' points to)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    try:
+        versions = [str(v.version) for v in client.search_model_versions("name = 'recvae'")]
+        challenger = str(client.get_model_version_by_alias("recvae", "challenger").version)
+    except mlflow.exceptions.MlflowException:
+        versions, challenger = [], None
+    return runs, sorted(versions), challenger
+
+
+def prepare(tmp_path, capsys) -> str:
+    """A snapshot of the synthetic default, made in the test itself (a command run in a fixture would leave its log
+    handler on the set-up phase's captured stream)."""
+    snap = str(tmp_path / "snap")
+    assert main(["prepare", "--out", snap]) == 0
+    capsys.readouterr()
+    return snap
+
+
+SMALL = [*FAST, "--set", "model.hidden_dims=32", "--set", "model.latent_dim=16"]
+
+
+def test_train_refuses_non_finite_and_oversized_settings_before_any_run(home, tmp_path, capsys):
+    snap_dir = prepare(tmp_path, capsys)
+    for setting, message in [("train.lr=inf", "train.lr must be a finite number"),
+                             ("train.lr=nan", "train.lr must be a finite number"),
+                             ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
+                             ("model.latent_dim=100000000", "model.latent_dim=100000000")]:
+        assert main(["train", "--snapshot", snap_dir, *FAST, "--set", setting]) == 2, setting
+        err = capsys.readouterr().err
+        assert len(error_lines(err)) == 1 and message in error_lines(err)[0], err
+    assert "GiB" in err  # the memory estimate is named
+    assert mlflow_state() == ([], [], None)
+
+
+def test_a_diverging_train_exits_2_fails_its_run_and_registers_nothing(home, tmp_path, capsys):
+    """lr=100 turns the loss NaN in epoch 1: one error line, exit 2, the run FAILED, no version, the alias unmoved."""
+    snap_dir = prepare(tmp_path, capsys)
+    assert main(["train", "--snapshot", snap_dir, *SMALL]) == 0
+    capsys.readouterr()
+    runs, versions, challenger = mlflow_state()
+    assert (len(runs), versions, challenger) == (1, ["1"], "1")
+    assert main(["train", "--snapshot", snap_dir, *SMALL, "--set", "train.lr=100"]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1
+    assert re.search(r"loss is (nan|inf) at epoch 1, batch \d+ of \d+", lines[0]) and "train.lr" in lines[0]
+    runs, versions, challenger = mlflow_state()
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+    assert (versions, challenger) == (["1"], "1")
+
+
+def test_a_diverging_pipeline_promotes_nothing(home, capsys):
+    import mlflow
+
+    assert main(["pipeline", *SMALL, "--set", "train.lr=100", "--baselines", "popularity"]) == 2
+    lines = error_lines(capsys.readouterr().err, "pipeline")
+    assert len(lines) == 1 and "loss is" in lines[0]
+    client = mlflow.MlflowClient()
+    assert client.search_registered_models() == []
+    assert [r.info.status for r in client.search_runs([client.get_experiment_by_name("recvae").experiment_id])] == ["FAILED"]
+
+
+def kill_at_epoch(monkeypatch, epoch: int) -> None:
+    """Die like `kill -9` once `epoch` is checkpointed, before its metrics reach MLflow: no run end, status RUNNING."""
+    import mlflow
+
+    from recvae import tracking
+
+    real = tracking.EpochLogger.__call__
+
+    def call(self, e, metrics):
+        if e == epoch:
+            run_id = self.run_id
+            mlflow.end_run()  # what the with-block does on the way out (FAILED) ...
+            mlflow.MlflowClient().update_run(run_id, status="RUNNING")  # ... and what kill -9 leaves instead
+            raise SystemExit(137)
+        return real(self, e, metrics)
+
+    monkeypatch.setattr(tracking.EpochLogger, "__call__", call)
+
+
+def test_resume_after_a_kill_continues_the_same_run(home, tmp_path, monkeypatch, capsys):
+    """`train --resume` reopens the killed run: one run id, every epoch's metrics once, FINISHED, its model registered.
+    A resume refused on a corrupt checkpoint opens no second run either."""
+    snap_dir = prepare(tmp_path, capsys)
+    import mlflow
+
+    from recvae.paths import home as recvae_home
+
+    args = ["train", "--snapshot", snap_dir, *SMALL, "--set", "train.epochs=4"]
+    with monkeypatch.context() as patched, pytest.raises(SystemExit):
+        kill_at_epoch(patched, 2)
+        main(args)
+    runs, versions, _ = mlflow_state()
+    assert [r.info.status for r in runs] == ["RUNNING"] and versions == []
+    run_id = runs[0].info.run_id
+
+    (work,) = (recvae_home() / "runs").iterdir()
+    last = work / "last.pt"
+    good = last.read_bytes()
+    data = bytearray(good)
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    last.write_bytes(bytes(data))
+    assert main([*args, "--resume"]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "last.pt" in lines[0] and "sha256" in lines[0]
+    runs, versions, _ = mlflow_state()
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "FAILED")] and versions == []
+
+    last.write_bytes(good)
+    assert main([*args, "--resume"]) == 0
+    runs, versions, challenger = mlflow_state()
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "FINISHED")]
+    client = mlflow.MlflowClient()
+    assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == [1, 2, 3, 4]  # 2 backfilled, once
+    assert client.get_model_version("recvae", challenger).run_id == run_id and versions == ["1"]
+    assert runs[0].data.params["train.epochs"] == "4"
+
+
+def test_a_fresh_train_over_a_killed_run_marks_it_killed(home, tmp_path, monkeypatch, capsys):
+    """Without --resume the checkpoints start over in a new run; the killed one is not left RUNNING."""
+    snap_dir = prepare(tmp_path, capsys)
+    args = ["train", "--snapshot", snap_dir, *SMALL]
+    with monkeypatch.context() as patched, pytest.raises(SystemExit):
+        kill_at_epoch(patched, 1)
+        main(args)
+    assert main(args) == 0
+    runs, versions, _ = mlflow_state()
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"] and versions == ["1"]

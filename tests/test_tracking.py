@@ -245,6 +245,69 @@ def test_failed_run_is_marked_failed(store):
     assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"
 
 
+def killed_run(experiment: str, epochs: int = 2) -> str:
+    """A run left RUNNING with `epochs` epochs of metrics, as a `kill -9` leaves it (nothing ended it)."""
+    client = MlflowClient()
+    run = client.create_run(tracking.get_or_create_experiment(experiment), tags={"recvae.run_key": "k1"})
+    for epoch in range(1, epochs + 1):
+        client.log_metric(run.info.run_id, "loss", 10.0 - epoch, step=epoch)
+    client.log_param(run.info.run_id, "train.epochs", "5")
+    return run.info.run_id
+
+
+def test_start_run_reopens_a_killed_run(store):
+    """start_run(run_id=...) continues a run: same id, metrics appended at later steps, FINISHED at the end."""
+    rid = killed_run("exp-resume")
+    assert tracking.resumable_run("exp-resume", rid) == rid
+    assert tracking.resumable_run("other-exp", rid) is None  # another experiment's run is not continued
+    assert tracking.resumable_run("exp-resume", "0" * 32) is None
+    with tracking.start_run("exp-resume", "again", tags={"recvae.run_key": "k1"}, run_id=rid) as run:
+        assert run.info.run_id == rid and MlflowClient().get_run(rid).info.status == "RUNNING"
+        mlflow.log_metric("loss", 7.0, step=3)
+    client = MlflowClient()
+    assert client.get_run(rid).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(rid, "loss")] == [1, 2, 3]
+    assert tracking.resumable_run("exp-resume", rid) is None  # a finished run is never reopened
+    assert len(client.search_runs([client.get_experiment_by_name("exp-resume").experiment_id])) == 1
+
+
+def test_unfinished_runs_are_found_by_tag_and_can_be_marked_killed(store):
+    rid = killed_run("exp-stale")
+    with tracking.start_run("exp-stale", "done", tags={"recvae.run_key": "k1"}):
+        pass
+    assert [r.info.run_id for r in tracking.unfinished_runs("exp-stale", "recvae.run_key", "k1")] == [rid]
+    assert tracking.unfinished_runs("exp-stale", "recvae.run_key", "k2") == []
+    assert tracking.unfinished_runs("no-such-exp", "recvae.run_key", "k1") == []
+    assert tracking.end_unfinished_runs("exp-stale", "recvae.run_key", "k1") == [rid]
+    assert MlflowClient().get_run(rid).info.status == "KILLED"
+    assert tracking.end_unfinished_runs("exp-stale", "recvae.run_key", "k1") == []  # KILLED is final
+
+
+def test_params_of_a_resumed_run_are_not_relogged_in_conflict(store, caplog):
+    """A resumed run keeps its params; a changed value (epochs extended) is reported, not an MLflow error."""
+    rid = killed_run("exp-params")
+    with tracking.start_run("exp-params", run_id=rid):
+        with caplog.at_level("WARNING", logger="recvae.tracking"):
+            logged = tracking.log_params({"train": {"epochs": 8, "lr": 0.001}}, resumed=True)
+    params = MlflowClient().get_run(rid).data.params
+    assert params["train.epochs"] == "5" and params["train.lr"] == "0.001"
+    assert logged == {"train.lr": "0.001"}
+    assert "train.epochs" in caplog.text and "5" in caplog.text and "8" in caplog.text
+    assert MlflowClient().get_run(rid).data.tags["recvae.resume.changed_params"] == "train.epochs: 5 -> 8"
+
+
+def test_epoch_logger_backfills_only_the_epochs_a_run_lacks(store):
+    """An epoch checkpointed just before a kill was never logged: log_missing adds it, and no duplicates."""
+    rid = killed_run("exp-backfill", epochs=1)
+    history = [{"epoch": e, "loss": 10.0 - e} for e in (1, 2, 3)]
+    with tracking.start_run("exp-backfill", run_id=rid):
+        epochs = tracking.EpochLogger()
+        epochs(3, history[2])
+        assert epochs.log_missing(history) == 1  # epoch 2; epoch 1 came from the killed process, epoch 3 from now
+    steps = sorted(m.step for m in MlflowClient().get_metric_history(rid, "loss"))
+    assert steps == [1, 2, 3]
+
+
 def test_epoch_logger_needs_a_run(store):
     with pytest.raises(RuntimeError, match="active MLflow run"):
         tracking.EpochLogger()

@@ -15,10 +15,13 @@ from recvae.config import Config, ConfigError, ModelConfig, TrainConfig
 from recvae.idmap import IdMap
 from recvae.metrics import evaluate
 from recvae.snapshot import Snapshot
+from recvae.model import Loss, MultVAE
 from recvae.train import (
     BEST_FILE,
     LAST_FILE,
+    CheckpointCorruptError,
     CheckpointMismatchError,
+    NonFiniteLossError,
     beta_at,
     effective_anneal_steps,
     fit_model,
@@ -27,6 +30,7 @@ from recvae.train import (
     load_checkpoint,
     lr_at,
     train,
+    training_memory_bytes,
 )
 
 HISTORY_KEYS = {"epoch", "loss", "neg_ll", "kl", "beta", "lr", "step", "epoch_time_s", "val_ndcg@100", "val_recall@20", "val_recall@50"}
@@ -282,8 +286,149 @@ def test_checkpoints_load_without_pickle(snap: Snapshot, tmp_path: Path) -> None
     assert {"model", "optimizer", "step", "epoch", "history", "best", "rng", "fingerprint"} <= set(last)
     assert {"torch", "numpy", "python", "shuffle"} <= set(last["rng"])
     (tmp_path / LAST_FILE).write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointMismatchError, match="weights_only"):
+    (tmp_path / f"{LAST_FILE}.sha256").unlink()  # past the digest check: torch.load itself refuses it
+    with pytest.raises(CheckpointCorruptError, match="weights_only"):
         train(snap, config(epochs=2), tmp_path, resume=True)
+
+
+def flip_bytes(path: Path, n: int = 64) -> None:
+    """Invert `n` bytes in the middle of a file (a bit rot or a bad copy torch.load may still read)."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + n] = bytes(b ^ 0xFF for b in data[mid : mid + n])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", [LAST_FILE, BEST_FILE])
+def test_resume_refuses_an_altered_checkpoint(snap: Snapshot, tmp_path: Path, name: str) -> None:
+    """Each checkpoint's sha256 is written beside it and checked on load: flipped bytes are refused, naming the file."""
+    train(snap, config(epochs=1), tmp_path)
+    assert (tmp_path / f"{name}.sha256").exists()
+    flip_bytes(tmp_path / name)
+    before = (tmp_path / LAST_FILE).read_bytes()
+    with pytest.raises(CheckpointCorruptError, match=rf"{name}.*sha256"):
+        train(snap, config(epochs=2), tmp_path, resume=True)
+    assert (tmp_path / LAST_FILE).read_bytes() == before  # nothing trained over it
+    with pytest.raises(CheckpointCorruptError, match=name):
+        load_checkpoint(tmp_path / name)
+
+
+def test_resume_refuses_a_truncated_checkpoint(snap: Snapshot, tmp_path: Path) -> None:
+    train(snap, config(epochs=1), tmp_path)
+    data = (tmp_path / LAST_FILE).read_bytes()
+    (tmp_path / LAST_FILE).write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointCorruptError, match=LAST_FILE):
+        train(snap, config(epochs=2), tmp_path, resume=True)
+
+
+def test_checkpoints_without_a_digest_still_resume_with_a_warning(snap: Snapshot, tmp_path: Path, caplog) -> None:
+    """Checkpoints written before digests existed load unchecked, with a warning; the next save adds the digests."""
+    train(snap, config(epochs=1), tmp_path)
+    for name in (LAST_FILE, BEST_FILE):
+        (tmp_path / f"{name}.sha256").unlink()
+    with caplog.at_level("WARNING", logger="recvae.train"):
+        more = train(snap, config(epochs=2), tmp_path, resume=True)
+    assert [h["epoch"] for h in more.history] == [1, 2]
+    assert "no sha256" in caplog.text and LAST_FILE in caplog.text
+    assert (tmp_path / f"{LAST_FILE}.sha256").exists()
+
+
+def test_a_kill_between_the_digest_and_the_rename_leaves_a_loadable_checkpoint(
+    snap: Snapshot, tmp_path: Path, monkeypatch
+) -> None:
+    """The digest file is replaced before the checkpoint and keeps the previous digest: the old file still loads."""
+    import recvae.train as train_mod
+
+    train(snap, config(epochs=1), tmp_path)
+    real_replace = train_mod.os.replace
+
+    def killed(src, dst):
+        if Path(dst).name == LAST_FILE:
+            raise Killed("killed between the renames")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(train_mod.os, "replace", killed)
+    with pytest.raises(Killed):
+        train(snap, config(epochs=2), tmp_path, resume=True)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / LAST_FILE)["epoch"] == 1
+
+
+# ------------------------------------------------------------------------------------ non-finite loss
+
+
+def nan_at(step: int, monkeypatch) -> None:
+    """Make the loss of update number `step` (1-based, counted over the whole run) NaN."""
+    real = MultVAE.loss
+    calls = {"n": 0}
+
+    def loss(self, x, beta, beta_per_item=False):
+        parts = real(self, x, beta, beta_per_item)
+        calls["n"] += 1
+        if calls["n"] == step:
+            return Loss(parts.loss * math.nan, parts.neg_ll, parts.kl)
+        return parts
+
+    monkeypatch.setattr(MultVAE, "loss", loss)
+
+
+def test_a_nan_loss_stops_training_and_saves_nothing_of_that_epoch(snap: Snapshot, tmp_path: Path, monkeypatch) -> None:
+    """8 updates an epoch: update 11 is epoch 2, batch 3. The run stops there; the checkpoints stay at epoch 1."""
+    nan_at(11, monkeypatch)
+    calls = []
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 2, batch 3 of 8") as info:
+        train(snap, config(epochs=4), tmp_path, on_epoch_end=lambda e, m: calls.append(e))
+    assert isinstance(info.value, ConfigError)  # a user error: one line and exit 2 from the CLI
+    assert "train.lr" in str(info.value)
+    assert calls == [1]
+    assert load_checkpoint(tmp_path / LAST_FILE)["epoch"] == 1
+    assert load_checkpoint(tmp_path / BEST_FILE)["epoch"] == 1
+
+
+def test_a_diverging_learning_rate_stops_in_the_first_epoch(snap: Snapshot, tmp_path: Path) -> None:
+    """lr=100 turns the weights to inf/NaN within a few updates: training stops in epoch 1, with no checkpoint."""
+    with pytest.raises(NonFiniteLossError, match=r"(loss is nan|weights) .*epoch 1"):
+        train(snap, config(epochs=50, lr=100.0), tmp_path)
+    assert not (tmp_path / LAST_FILE).exists() and not (tmp_path / BEST_FILE).exists()
+
+
+def test_non_finite_weights_after_a_finite_loss_are_caught(snap: Snapshot, tmp_path: Path, monkeypatch) -> None:
+    """An update that turns the weights to NaN after the last batch's finite loss: still never checkpointed."""
+    real_step = torch.optim.Adam.step
+    count = {"n": 0}
+
+    def step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        count["n"] += 1
+        if count["n"] == 16:  # the last update of epoch 2
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(math.nan)
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    with pytest.raises(NonFiniteLossError, match="weights .* epoch 2"):
+        train(snap, config(epochs=3), tmp_path)
+    assert load_checkpoint(tmp_path / LAST_FILE)["epoch"] == 1
+
+
+# ---------------------------------------------------------------------------------------- memory estimate
+
+
+def test_training_memory_estimate_counts_weights_gradients_and_adam_moments() -> None:
+    c = config()
+    # I-32-16(x2 for mu and logvar)-32-I with I = 100 items: weights and biases
+    n = (100 * 32 + 32) + (32 * 32 + 32) + (16 * 32 + 32) + (32 * 100 + 100)
+    estimate = training_memory_bytes(c, 100, n_users=10)
+    assert 5 * 4 * n <= estimate < 5 * 4 * n + 10 * 100 * 4 * 8
+
+
+def test_a_model_too_large_for_memory_is_refused_before_anything_is_allocated(snap: Snapshot, tmp_path: Path) -> None:
+    c = config()
+    c.model.hidden_dims, c.model.latent_dim = (600,), 100_000_000  # 1.8e11 parameters: terabytes
+    with pytest.raises(ConfigError, match=r"model\.latent_dim=100000000.*GiB") as info:
+        train(snap, c, tmp_path / "out")
+    assert "available" in str(info.value)
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------------------- config errors
