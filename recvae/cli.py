@@ -261,20 +261,22 @@ def _add_compare(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="recvae")
     p.add_argument("--metric", default="val_ndcg@100", help="sort key (default: val_ndcg@100)")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--snapshot", metavar="ID", help="only runs trained on this snapshot (the snapshot_id column)")
     return p
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from recvae import tracking
 
-    df = tracking.compare_runs(args.experiment, metric=args.metric)
+    df = tracking.compare_runs(args.experiment, metric=args.metric, snapshot=args.snapshot)
     # the validation score of the model each run kept (a trained run's best epoch), which ranks the table
     wanted = ["run_id", "run_name", "model_kind", "status", "snapshot_id", f"model_{tracking.metric_key(args.metric)}",
               "test_ndcg_at_100", "test_recall_at_20", "test_recall_at_50", "best_epoch"]
     df = df[[c for c in wanted if c in df.columns]].head(args.limit)
     if "run_id" in df:
         df = df.assign(run_id=df["run_id"].str[:8])
-    print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}") if len(df) else "no runs")
+    empty = f"no runs on snapshot {args.snapshot}" if args.snapshot else "no runs"
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}") if len(df) else empty)
     return 0
 
 

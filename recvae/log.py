@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from recvae.urls import mask_secrets
+
 T = TypeVar("T")
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _HANDLER_NAME = "recvae-stderr"
-# scheme://user:PASSWORD@host as SQLAlchemy parses it (the password runs to the last '@' before any space), and
-# password=... in a query string or a libpq DSN
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@]*@")
-_KEY_PASSWORD = re.compile(r"(?i)\b((?:password|passwd|pwd)=)[^&\s'\"]*")
-
-
-def mask_secrets(text: str) -> str:
-    """`text` with the password of every URL in it (user:password@ or password=...) replaced by ***."""
-    if "@" not in text and "=" not in text:  # the common case: nothing to look for
-        return text
-    return _KEY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
 def mask_record(record: logging.LogRecord) -> logging.LogRecord:

@@ -1,7 +1,9 @@
 """A saved recommender as an MLflow pyfunc ("models from code"): raw-id histories in, top-N raw ids out.
 
 MLflow copies this file into the logged model and executes it on load (no unpickling); the learned state
-is the saved recommender directory logged as the artifact named `recommender`.
+is the saved recommender directory logged as the artifact named `recommender`, and the recvae package itself is
+logged with the model (`code/`), so loading needs only the model's requirements. Keep this module's imports (and
+those of `recvae.recommender` and the model kinds' modules) light: they are what serving loads.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ def recommend_frame(rec: Recommender, history: pd.DataFrame, top_n: int = DEFAUL
 
 
 class RecommenderModel(PythonModel):
-    """Pyfunc over a saved recommender directory; param `top_n` (default 100)."""
+    """Pyfunc over a saved recommender directory: history rows (user, item) in, rows (user, rank, item, score) out;
+    param `top_n` (default 100). Column types come from the logged signature (`tracking.model_signature`)."""
 
     rec: Recommender
 

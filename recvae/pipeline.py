@@ -192,7 +192,7 @@ def train_step(
         if snap.has("test"):
             tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("test")))
         tracking.plot_history(result.history)
-        version = _log_challenger(rec, snap.snapshot_id, model_name)
+        version = _log_challenger(rec, snap, model_name)
         run_id = run.info.run_id
     return _challenger_summary(run_id, rec.kind, model_name, version)
 
@@ -218,13 +218,13 @@ def _run_to_resume(work: Path, experiment: str, run_key: str) -> str | None:
     return tracking.resumable_run(experiment, recorded)
 
 
-def _log_challenger(rec: Any, snapshot_id: str, model_name: str | None) -> str | None:
+def _log_challenger(rec: Any, snap: Any, model_name: str | None) -> str | None:
     """Log `rec` in the active run and, with a `model_name`, register it and point `challenger` at the version."""
     import mlflow
 
     from recvae import tracking
 
-    info = tracking.log_recommender(rec, registered_model_name=model_name, extra_meta={"snapshot_id": snapshot_id})
+    info = tracking.log_recommender(rec, registered_model_name=model_name, snapshot=snap)
     version = str(info.registered_model_version) if model_name and info.registered_model_version else None
     if version:
         mlflow.set_tag("recvae.model_version", version)
@@ -274,7 +274,7 @@ def baseline_step(
             tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("validation")), prefix="val_")
         if snap.has("test"):
             tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("test")))
-        tracking.log_recommender(rec, extra_meta={"snapshot_id": snap.snapshot_id})
+        tracking.log_recommender(rec, snapshot=snap)
         run_id = run.info.run_id
     return _run_summary(mlflow.get_run(run_id), kind)
 
@@ -351,7 +351,7 @@ def ensemble_step(
             tracking.log_test_metrics(evaluate(scorer, *snap.heldout("validation")), prefix="val_")
         if snap.has("test"):
             tracking.log_test_metrics(evaluate(scorer, *snap.heldout("test")))
-        version = _log_challenger(ens, snap.snapshot_id, model_name)
+        version = _log_challenger(ens, snap, model_name)
         run_id = run.info.run_id
     return _challenger_summary(run_id, ens.kind, model_name, version)
 

@@ -102,7 +102,7 @@ def prepare(
     unit = "row" if src.format in ("parquet", "sql", "synthetic") else "line"
     path = src.path
     if src.format == "sql" and path:  # a database URL: its password must reach no log, manifest or report
-        from recvae.store import mask_url
+        from recvae.urls import mask_url
 
         path = mask_url(path)
     validator = Validator(path or src.dataset or src.format, lenient=config.data.lenient, unit=unit)

@@ -25,16 +25,23 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+from mlflow.data.http_dataset_source import HTTPDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from recvae import paths
 from recvae.log import mask_secrets
 from recvae.metrics import EvalResult
 from recvae.mlflow_model import ARTIFACT_KEY, DEFAULT_TOP_N
 from recvae.recommender import META_FILE, Recommender, load_recommender, read_meta
+from recvae.urls import mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +51,11 @@ PREVIOUS = "previous"  # the champion before the last promote(), for rollback
 TAG_MODEL_KIND = "model_kind"
 TAG_SNAPSHOT_ID = "snapshot_id"
 MODEL_FILE = Path(__file__).with_name("mlflow_model.py")
+PACKAGE_DIR = Path(__file__).resolve().parent  # logged with every model (code_paths)
+# What loading and scoring a model imports (recvae.mlflow_model, recvae.recommender and the kind's module);
+# tests/test_serving.py checks the list against what a load really imports.
+_BASE_REQUIREMENTS = ("mlflow", "torch", "numpy", "scipy", "pandas", "pyarrow", "threadpoolctl")
+_KIND_REQUIREMENTS: dict[str, tuple[str, ...]] = {"als": ("implicit",)}
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 _PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
 _NAME_BAD_CHARS = re.compile(r"[^\w./\- ]")
@@ -314,7 +326,7 @@ def _params_not_logged(flat: dict[str, str]) -> dict[str, str]:
 
 
 def log_snapshot(snapshot: Any) -> dict[str, str]:
-    """Log a Snapshot's id, counts and file hashes (params/tags) and its manifest.json (artifact)."""
+    """Log a Snapshot's id, counts and file hashes (params/tags), its splits as input datasets and its manifest.json."""
     manifest = dict(snapshot.manifest or {})
     sid = snapshot.snapshot_id
     params: dict[str, Any] = {"snapshot.id": sid, "snapshot.n_users": len(snapshot.users), "snapshot.n_items": snapshot.n_items,
@@ -326,6 +338,7 @@ def log_snapshot(snapshot: Any) -> dict[str, str]:
         params[f"snapshot.sha256.{fname}"] = digest
     logged = log_params(params)
     mlflow.set_tags({TAG_SNAPSHOT_ID: sid, **({"snapshot_path": mask_secrets(str(snapshot.path))} if snapshot.path else {})})
+    log_datasets(snapshot)
     saved = Path(snapshot.path) / "manifest.json" if snapshot.path is not None else None
     if saved is not None and saved.exists():
         text = saved.read_text()
@@ -341,6 +354,74 @@ def _source_text(source: Any) -> str:
         return str(source) if source else "?"
     parts = [str(source[k]) for k in ("dataset", "format", "path") if source.get(k)]
     return " ".join(dict.fromkeys(parts)) or "?"
+
+
+class SnapshotDataset(MetaDataset):
+    """One split of a snapshot as an MLflow dataset: metadata and counts only, never the interactions."""
+
+    def __init__(self, source: DatasetSource, name: str, digest: str, schema: Schema, profile: dict[str, Any]) -> None:
+        self._profile = profile
+        super().__init__(source, name=name, digest=digest, schema=schema)
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        """Users and interaction counts of the split."""
+        return self._profile
+
+    def to_dict(self) -> dict[str, str]:
+        """MetaDataset's fields plus the profile (MetaDataset itself logs none)."""
+        return {**super().to_dict(), "profile": json.dumps(self._profile)}
+
+
+def _dataset_source(snapshot: Any) -> DatasetSource:
+    """Where the snapshot's data came from: its file, URL (password masked) or data set name, else its folder."""
+    src = (snapshot.manifest or {}).get("source") or {}
+    text = str(src.get("path") or src.get("dataset") or snapshot.path or "")
+    if not text:
+        return CodeDatasetSource(tags={})  # built in memory: MLflow's "made by code" source
+    if "://" in text:
+        text = mask_url(text)
+    if re.match(r"^https?://", text):
+        return HTTPDatasetSource(text)
+    # MLflow has no SQL source type: a file, a folder, a dataset name or a database URL is a "local" uri.
+    return get_dataset_source_from_json(json.dumps({"uri": text}), "local")
+
+
+def _dataset_base_name(snapshot: Any) -> str:
+    src = (snapshot.manifest or {}).get("source") or {}
+    path = str(src.get("path") or "")
+    if src.get("dataset"):
+        return str(src["dataset"])
+    if path and "://" not in path:
+        return Path(path).name or path
+    return str(src.get("format") or "snapshot")
+
+
+def snapshot_datasets(snapshot: Any) -> list[tuple[SnapshotDataset, str]]:
+    """(dataset, context) for each split the snapshot has: train ('training'), validation and test users."""
+    sid = snapshot.snapshot_id
+    source, base = _dataset_source(snapshot), _dataset_base_name(snapshot)
+    schema = Schema([ColSpec(id_type(snapshot.users.raw_ids), "user"), ColSpec(id_type(snapshot.items.raw_ids), "item")])
+    out = []
+    if "train" in snapshot.matrices:
+        m = snapshot.train
+        profile = {"users": int(m.shape[0]), "items": int(snapshot.n_items), "interactions": int(m.nnz)}
+        out.append((SnapshotDataset(source, f"{base}/train", sid, schema, profile), "training"))
+    for split in ("validation", "test"):
+        if snapshot.has(split):
+            fold_in, held_out = snapshot.heldout(split)
+            profile = {"users": int(fold_in.shape[0]), "items": int(snapshot.n_items),
+                       "fold_in_interactions": int(fold_in.nnz), "held_out_interactions": int(held_out.nnz)}
+            out.append((SnapshotDataset(source, f"{base}/{split}", sid, schema, profile), split))
+    return out
+
+
+def log_datasets(snapshot: Any) -> list[str]:
+    """Log the snapshot's splits as the active run's input datasets (digest: the snapshot id); returns the contexts."""
+    pairs = snapshot_datasets(snapshot)
+    if pairs:
+        mlflow.log_inputs([d for d, _ in pairs], contexts=[c for _, c in pairs], tags_list=[None] * len(pairs))
+    return [c for _, c in pairs]
 
 
 def _numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -445,31 +526,49 @@ def plot_history(history: list[Mapping[str, Any]], path: str | Path | None = Non
 # ---------------------------------------------------------------------------------------------- model
 
 
-def _schema_type(values: np.ndarray) -> str:
+def id_type(values: Any) -> str:
+    """MLflow column type of raw ids: 'long' for integers, 'double' for floats, else 'string'."""
     kind = np.asarray(values).dtype.kind
     return "long" if kind in "iu" else "double" if kind == "f" else "string"
 
 
-def model_signature(rec: Recommender) -> ModelSignature:
-    """Input (user: any, item: the model's raw item id type), output (user, rank, item, score), param top_n."""
-    item_type = _schema_type(rec.items.raw_ids) if rec.items is not None else "long"
+def model_signature(rec: Recommender, user_type: str | None = None) -> ModelSignature:
+    """Input (user: `user_type`, item: the model's raw item id type), output (user, rank, item, score), param top_n.
+
+    `user_type` is the snapshot's user id type ('string' or 'long'); without it the user column is untyped, which
+    JSON requests accept but CSV requests cannot be parsed by (the server needs a pandas type per column)."""
+    item_type = id_type(rec.items.raw_ids) if rec.items is not None else "long"
+    user: Any = user_type or AnyType()
     return ModelSignature(
-        inputs=Schema([ColSpec(AnyType(), "user"), ColSpec(item_type, "item")]),
-        outputs=Schema([ColSpec(AnyType(), "user"), ColSpec("long", "rank"), ColSpec(item_type, "item"), ColSpec("double", "score")]),
+        inputs=Schema([ColSpec(user, "user"), ColSpec(item_type, "item")]),
+        outputs=Schema([ColSpec(user, "user"), ColSpec("long", "rank"), ColSpec(item_type, "item"), ColSpec("double", "score")]),
         params=ParamSchema([ParamSpec("top_n", "long", DEFAULT_TOP_N)]),
     )
 
 
-def _input_example(rec: Recommender) -> pd.DataFrame:
+def _input_example(rec: Recommender, user_type: str | None) -> pd.DataFrame:
     n = min(3, rec.n_items)
     raw = rec.items.raw_ids[:n] if rec.items is not None else np.arange(n, dtype=np.int64)
-    return pd.DataFrame({"user": ["example-user"] * n, "item": raw})
+    user: Any = {"long": 0, "double": 0.0}.get(user_type or "string", "example-user")
+    return pd.DataFrame({"user": [user] * n, "item": raw})
 
 
-def default_pip_requirements() -> list[str]:
-    """Pinned runtime requirements of the pyfunc (recvae itself must be installed where it is served)."""
+def _kinds(rec: Recommender) -> set[str]:
+    """`rec`'s kind and, for an ensemble, its members' kinds."""
+    out = {rec.kind}
+    for member in getattr(rec, "members", ()):
+        out |= _kinds(member)
+    return out
+
+
+def default_pip_requirements(rec: Recommender | None = None) -> list[str]:
+    """Pinned requirements of the served pyfunc: what loading and scoring `rec` imports (recvae itself is logged
+    with the model); implicit only for an ALS model (or an ensemble holding one)."""
+    dists = list(_BASE_REQUIREMENTS)
+    for kind in sorted(_kinds(rec)) if rec is not None else ():
+        dists += [d for d in _KIND_REQUIREMENTS.get(kind, ()) if d not in dists]
     reqs = []
-    for dist in ("mlflow", "torch", "numpy", "scipy", "pandas", "pyarrow"):
+    for dist in dists:
         try:
             version = importlib.metadata.version(dist).split("+")[0]  # drop local tags like +cpu
         except importlib.metadata.PackageNotFoundError:
@@ -486,22 +585,32 @@ def log_recommender(
     extra_meta: Mapping[str, Any] | None = None,
     pip_requirements: list[str] | None = None,
     input_example: bool = True,
+    snapshot: Any | None = None,
 ) -> ModelInfo:
-    """Log `rec` as a pyfunc model (models from code) in the active run, optionally registering it."""
+    """Log `rec` as a self-contained pyfunc model (models from code, the recvae package logged with it) in the
+    active run, optionally registering it. `snapshot`, the data it was trained on, gives the model's snapshot id
+    and the user id type of its signature."""
     run = mlflow.active_run()
     meta = {**(extra_meta or {})}
+    user_type = None
+    if snapshot is not None:
+        meta.setdefault("snapshot_id", snapshot.snapshot_id)
+        user_type = id_type(snapshot.users.raw_ids)
     if run is not None:
         meta.setdefault("run_id", run.info.run_id)
     with tempfile.TemporaryDirectory(prefix="recvae-model-") as tmp:
         rec_dir = rec.save(Path(tmp) / ARTIFACT_KEY, **meta)
-        example = (_input_example(rec), {"top_n": 10}) if input_example and rec.n_items > 0 else None
+        example = (_input_example(rec, user_type), {"top_n": 10}) if input_example and rec.n_items > 0 else None
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=MODEL_FILE,
             artifacts={ARTIFACT_KEY: str(rec_dir)},
-            signature=model_signature(rec),
+            # The package travels with the model (MLflow puts code/ first on sys.path when loading), so the model
+            # loads and serves where recvae is not installed, and always with the code it was logged with.
+            code_paths=[str(PACKAGE_DIR)],
+            signature=model_signature(rec, user_type),
             input_example=example,
-            pip_requirements=pip_requirements if pip_requirements is not None else default_pip_requirements(),
+            pip_requirements=pip_requirements if pip_requirements is not None else default_pip_requirements(rec),
             metadata={"recvae_kind": rec.kind, "recvae_version": _package_version(), **_json_safe(meta)},
             registered_model_name=registered_model_name,
         )
@@ -739,18 +848,28 @@ def promote(name: str, version: str | int, alias: str = CHAMPION) -> str | None:
     return old
 
 
-def compare_runs(experiment: str, metric: str = "val_ndcg_at_100", max_results: int = 1000) -> pd.DataFrame:
-    """One row per (non-deleted) run of `experiment`: name, kind, status, latest metrics and params; best first.
+def compare_runs(
+    experiment: str, metric: str = "val_ndcg_at_100", max_results: int = 1000, snapshot: str | None = None
+) -> pd.DataFrame:
+    """One row per (non-deleted) run of `experiment` (only those on `snapshot` when given): name, kind, status,
+    snapshot, latest metrics and params; best first.
 
     Runs are ranked by `model_<metric>`: the metric of the model a run logged, which for a trained run is its best
-    epoch's (`best_<metric>`), not the last epoch's, and for a baseline or an ensemble its only value."""
+    epoch's (`best_<metric>`), not the last epoch's, and for a baseline or an ensemble its only value. A run's
+    snapshot is the digest of its training dataset (its `snapshot_id` tag for runs logged before datasets were)."""
     configure_if_needed()
     exp = MlflowClient().get_experiment_by_name(experiment)
     if exp is None:
         raise ModelNotFoundError(f"no experiment {experiment!r} in {mlflow.get_tracking_uri()}")
     df = mlflow.search_runs(experiment_ids=[exp.experiment_id], max_results=max_results, output_format="pandas")
+    if not df.empty:
+        trained_on = _training_snapshots(exp.experiment_id, max_results)
+        tags = df[f"tags.{TAG_SNAPSHOT_ID}"] if f"tags.{TAG_SNAPSHOT_ID}" in df.columns else pd.Series(None, index=df.index)
+        df[f"tags.{TAG_SNAPSHOT_ID}"] = df["run_id"].map(trained_on).fillna(tags)
+        if snapshot is not None:
+            df = df[df[f"tags.{TAG_SNAPSHOT_ID}"] == snapshot].dropna(axis=1, how="all")
     if df.empty:
-        return pd.DataFrame(columns=["run_id", "run_name", "model_kind", "status", "start_time"])
+        return pd.DataFrame(columns=["run_id", "run_name", "model_kind", "snapshot_id", "status", "start_time"])
 
     def tag(key: str) -> pd.Series:
         col = f"tags.{key}"
@@ -780,3 +899,13 @@ def compare_runs(experiment: str, metric: str = "val_ndcg_at_100", max_results: 
         logger.warning("no run of experiment %r has metric %r; sorted by start time", experiment, key)
         out = out.sort_values("start_time", ascending=False, kind="stable")
     return out.reset_index(drop=True)
+
+
+def _training_snapshots(experiment_id: str, max_results: int) -> dict[str, str]:
+    """run id -> digest (snapshot id) of the run's training input dataset."""
+    out = {}
+    for run in mlflow.search_runs(experiment_ids=[experiment_id], max_results=max_results, output_format="list"):
+        for inp in run.inputs.dataset_inputs if run.inputs else ():
+            if any(t.key == MLFLOW_DATASET_CONTEXT and t.value == "training" for t in inp.tags):
+                out[run.info.run_id] = inp.dataset.digest
+    return out

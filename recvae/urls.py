@@ -15,6 +15,19 @@ _SCHEME_RE = re.compile(r"^.*?://")
 _QUERY_PW_RE = re.compile(r"(?i)(^|[?&;\s])(" + "|".join(PASSWORD_KEYS) + r")=([^&\s]*)")
 
 
+# In free text (log lines, error messages): scheme://user:PASSWORD@host as SQLAlchemy parses it (the password runs
+# to the last '@' before any space), and password=... in a query string or a libpq DSN.
+_TEXT_URL_PASSWORD_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@]*@")
+_TEXT_KEY_PASSWORD_RE = re.compile(r"(?i)\b((?:" + "|".join(PASSWORD_KEYS) + r")=)[^&\s'\"]*")
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with the password of every URL in it (user:password@ or password=...) replaced by ***."""
+    if "@" not in text and "=" not in text:  # the common case: nothing to look for
+        return text
+    return _TEXT_KEY_PASSWORD_RE.sub(rf"\1{MASK}", _TEXT_URL_PASSWORD_RE.sub(rf"\1{MASK}@", text))
+
+
 def _text(url: str | URL) -> str:
     return url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
 

@@ -503,3 +503,76 @@ def test_compare_ranks_trained_runs_by_the_epoch_they_kept(store):
     assert table["run_name"].tolist() == ["stopped-early", "ease"]
     assert table["model_val_ndcg_at_100"].tolist() == pytest.approx([0.45, 0.40])
     assert table["val_ndcg_at_100"].tolist() == pytest.approx([0.38, 0.40])  # the latest values stay as logged
+
+
+# ---------------------------------------------------------------------------------------- datasets
+
+
+def _inputs(run_id: str) -> dict[str, Any]:
+    """context -> the run's input dataset logged with it."""
+    out = {}
+    for inp in MlflowClient().get_run(run_id).inputs.dataset_inputs:
+        context = {t.key: t.value for t in inp.tags}["mlflow.data.context"]
+        out[context] = inp.dataset
+    return out
+
+
+def test_trained_and_baseline_runs_log_their_snapshot_as_datasets(store, tmp_path, capsys):
+    from recvae import pipeline
+    from recvae.cli import main
+
+    snap = _small_snapshot(tmp_path)
+    other = Snapshot(matrices={"train": _train_matrix()[10:]}, rows={"train": np.arange(10, 60)},
+                     users=IdMap(np.arange(60)), items=IdMap(np.arange(1000, 1000 + N_ITEMS)))
+    other.save(tmp_path / "other")
+    small = ["train.epochs=2", "train.batch_size=32", "model.hidden_dims=[8]", "model.latent_dim=4"]
+    vae = pipeline.train_step(tmp_path / "snap", overrides=small, experiment="exp-ds", model_name=None)
+    pop = pipeline.baseline_step("popularity", tmp_path / "snap", experiment="exp-ds")
+    pipeline.baseline_step("popularity", tmp_path / "other", experiment="exp-ds")
+
+    sid = snap.snapshot_id
+    for run_id in (vae["run_id"], pop["run_id"]):
+        datasets = _inputs(run_id)
+        assert set(datasets) == {"training", "validation"}  # the snapshot has no test users
+        assert {d.digest for d in datasets.values()} == {sid}
+        train = datasets["training"]
+        assert json.loads(train.profile) == {"users": 56, "items": N_ITEMS, "interactions": int(snap.train.nnz)}
+        assert json.loads(datasets["validation"].profile)["users"] == 4
+        assert json.loads(train.schema)["mlflow_colspec"] == [{"type": "long", "name": "user", "required": True},
+                                                              {"type": "long", "name": "item", "required": True}]
+        assert train.source_type == "local" and json.loads(train.source)["uri"] == str(tmp_path / "snap")
+    assert _inputs(vae["run_id"])["training"].name == "snapshot/train"  # no recorded origin: no data set name
+
+    # compare shows each run's snapshot and keeps only one snapshot's runs when asked
+    table = tracking.compare_runs("exp-ds")
+    assert sorted(table["snapshot_id"]) == sorted([sid, sid, other.snapshot_id])
+    only = tracking.compare_runs("exp-ds", snapshot=sid)
+    assert sorted(only["run_id"]) == sorted([vae["run_id"], pop["run_id"]])
+    assert tracking.compare_runs("exp-ds", snapshot="snap-0000000000000000").empty
+    capsys.readouterr()
+    assert main(["compare", "--experiment", "exp-ds", "--snapshot", other.snapshot_id]) == 0
+    out = capsys.readouterr().out
+    assert "snapshot_id" in out and other.snapshot_id in out and sid not in out
+    assert main(["compare", "--experiment", "exp-ds", "--snapshot", "snap-nope"]) == 0
+    assert "no runs on snapshot snap-nope" in capsys.readouterr().out
+
+
+def test_dataset_source_is_the_data_origin_with_its_password_masked(store):
+    snap = Snapshot(matrices={"train": _train_matrix()}, rows={"train": np.arange(60)},
+                    users=IdMap(np.array([f"u{i}" for i in range(60)], dtype=object)), items=IdMap(np.arange(N_ITEMS)))
+    origins = {
+        "sql": ({"format": "sql", "path": "postgresql://reader:s3cret@db.example:5432/shop"}, "local", "uri"),
+        "http": ({"format": "csv", "path": "https://user:s3cret@data.example/ratings.csv"}, "http", "url"),
+        "named": ({"format": "movielens", "dataset": "ml-1m", "path": "/data/ml-1m/ratings.dat"}, "local", "uri"),
+    }
+    for label, (source, source_type, key) in origins.items():
+        snap.manifest = {"source": source}
+        with tracking.start_run("exp-src", label) as run:
+            assert tracking.log_datasets(snap) == ["training"]
+        ds = _inputs(run.info.run_id)["training"]
+        assert ds.source_type == source_type, label
+        text = json.loads(ds.source)[key]
+        assert "s3cret" not in text and ("***" in text) == (label != "named"), text
+        assert ds.digest == snap.snapshot_id
+        assert json.loads(ds.schema)["mlflow_colspec"][0]["type"] == "string"  # the user ids
+    assert _inputs(run.info.run_id)["training"].name == "ml-1m/train"
