@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -81,6 +82,9 @@ def setup_logging(level: int | str = "INFO") -> None:
         handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
         handler.addFilter(MaskSecretsFilter())  # records made before the factory was wrapped
         root.addHandler(handler)
+    elif isinstance(handler, logging.StreamHandler) and handler.stream is not sys.stderr:
+        with handler.lock or contextlib.nullcontext():  # not setStream: it flushes the old stream, maybe closed
+            handler.stream = sys.stderr  # stderr was replaced since (a test's capture, a redirect): follow it
     root.setLevel(lvl)
     handler.setLevel(lvl)
 
