@@ -19,10 +19,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from recvae.baselines import fit_baseline, tune  # noqa: E402
-from recvae.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
-from recvae.readers import read_pro_sg  # noqa: E402
-from recvae.snapshot import Snapshot  # noqa: E402
+from recvae.models.baselines import fit_baseline, tune  # noqa: E402
+from recvae.evaluation.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
+from recvae.data.readers import read_pro_sg  # noqa: E402
+from recvae.data.snapshot import Snapshot  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402

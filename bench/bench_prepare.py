@@ -26,14 +26,14 @@ import pyarrow.csv as pacsv
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from recvae import synthetic  # noqa: E402
+from recvae.data import synthetic  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 from recvae.log import setup_logging  # noqa: E402
-from recvae.prepare import prepare  # noqa: E402
-from recvae.readers import Source  # noqa: E402
-from recvae.snapshot import Snapshot  # noqa: E402
+from recvae.data.prepare import prepare  # noqa: E402
+from recvae.data.readers import Source  # noqa: E402
+from recvae.data.snapshot import Snapshot  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 

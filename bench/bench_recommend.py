@@ -1,4 +1,4 @@
-"""Benchmark the batch top-N job (recvae.recommend): bounded memory at 1M users x 50k items, and throughput on
+"""Benchmark the batch top-N job (recvae.serving.recommend): bounded memory at 1M users x 50k items, and throughput on
 ML-20M-shaped data (scoring alone, SQLite, PostgreSQL, and implicit's ALS `recommend` on the same users).
 Writes bench/results/recommend.json and recommend.md (a part run again replaces only its own section).
 
@@ -175,7 +175,7 @@ def mem_data_dir(work: Path, n_users: int, n_items: int, mean_per_user: float, s
 def build_mem_data(work: Path, n_users: int, n_items: int, mean_per_user: float, seed: int) -> dict[str, Any]:
     """Generate the synthetic histories once and store them as raw CSR arrays (indptr int64, indices int32), so a
     scoring process can read exactly the first U users without touching the rest."""
-    from recvae import synthetic
+    from recvae.data import synthetic
 
     d = mem_data_dir(work, n_users, n_items, mean_per_user, seed)
     meta_file = d / "meta.json"
@@ -209,7 +209,7 @@ def load_mem_prefix(d: Path, n_users: int, n_items: int) -> sp.csr_matrix:
 def ml20m_csr(work: Path, seed: int = 0) -> tuple[sp.csr_matrix, dict[str, Any]]:
     """Synthetic ML-20M-shaped interactions, kept as in the paper's preprocessing (rating > 3.5, users with >= 5),
     as a users x items CSR; cached under `work`."""
-    from recvae import synthetic
+    from recvae.data import synthetic
 
     cache = work / f"ml20m-s{seed}.npz"
     meta_file = work / f"ml20m-s{seed}.json"
@@ -238,7 +238,7 @@ def vae_recommender(n_items: int, hidden: int, latent: int, seed: int = 0) -> An
     import torch
 
     from recvae.config import ModelConfig
-    from recvae.model import MultVAE, MultVAERecommender
+    from recvae.models.multvae import MultVAE, MultVAERecommender
 
     torch.manual_seed(seed)
     module = MultVAE(n_items, (hidden,), latent)
@@ -257,8 +257,8 @@ def worker_memory(cfg: dict[str, Any]) -> dict[str, Any]:
     """One scoring process: load U users' histories, recommend_to_store into SQLite, report memory and time."""
     import torch
 
-    from recvae.recommend import recommend_to_store
-    from recvae.store import RecommendationStore
+    from recvae.serving.recommend import recommend_to_store
+    from recvae.serving.store import RecommendationStore
 
     sampler = RssSampler(cfg["sample_interval"]).start()
     phases: list[dict[str, Any]] = []
@@ -310,8 +310,8 @@ def worker_memory(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def time_recommend_to_store(rec: Any, user_ids: np.ndarray, X: sp.csr_matrix, url: str, top_n: int,
                             chunk_size: int, key: str) -> dict[str, Any]:
-    from recvae.recommend import recommend_to_store
-    from recvae.store import RecommendationStore
+    from recvae.serving.recommend import recommend_to_store
+    from recvae.serving.store import RecommendationStore
 
     with RecommendationStore(url) as store:
         t = time.perf_counter()
@@ -327,7 +327,7 @@ def time_store_write(url: str, user_ids: np.ndarray, item_ids: np.ndarray, items
                      counts: np.ndarray, top_n: int, chunk_size: int, key: str) -> dict[str, Any]:
     """The store side of the job alone: stream precomputed top-N lists (as recommend_to_store hands them over)
     through write_shard, then publish."""
-    from recvae.store import RecChunk, RecommendationStore
+    from recvae.serving.store import RecChunk, RecommendationStore
 
     def chunks() -> Iterator[RecChunk]:
         for s in range(0, len(user_ids), chunk_size):
@@ -353,7 +353,7 @@ def worker_throughput(cfg: dict[str, Any]) -> dict[str, Any]:
     """ML-20M shape: scoring alone, store writes (SQLite, PostgreSQL), end to end on a subset, implicit ALS."""
     import torch
 
-    from recvae.recommend import _as_text, iter_topn
+    from recvae.serving.recommend import _as_text, iter_topn
 
     out: dict[str, Any] = {"loadavg_start": loadavg()}
     work = Path(cfg["work"])
@@ -454,7 +454,7 @@ def worker_throughput(cfg: dict[str, Any]) -> dict[str, Any]:
     del items, scores
 
     # 2. implicit ALS: recommend() for the same users and N (factors fitted briefly; cost does not depend on values)
-    from recvae.baselines import ALS
+    from recvae.models.baselines import ALS
 
     als_rows = []
     for factors in cfg["als_factors"]:
@@ -491,7 +491,7 @@ def worker_breakdown(cfg: dict[str, Any]) -> dict[str, Any]:
     """Milliseconds per user of each step iter_topn and MultVAERecommender.scores take on one chunk."""
     import torch
 
-    from recvae.model import CSRBatch
+    from recvae.models.multvae import CSRBatch
 
     rng = np.random.default_rng(0)
     rows = []
@@ -747,7 +747,7 @@ def md_throughput(r: dict[str, Any]) -> list[str]:
         "empty database. The end-to-end rows are the whole job on a subset of users spread over all of them: "
         "`build_input` (copies the history into canonical form), `begin_batch`, scoring and writing chunk by chunk "
         "(one thread: scoring and writing take turns), `publish`.",
-        f"- ALS: `recvae.baselines.ALS` (implicit {r['machine_implicit']} CPU ALS) fitted with "
+        f"- ALS: `recvae.models.baselines.ALS` (implicit {r['machine_implicit']} CPU ALS) fitted with "
         f"{r['als'][0]['fit_iterations'] if r['als'] else '-'} iteration(s) only (fit time "
         + ", ".join(f"{a['factors']} factors {a['fit_s']:,.0f} s" for a in r["als"])
         + "): `recommend` cost does not depend on the factor values. implicit uses "

@@ -22,11 +22,11 @@ import scipy.sparse as sp
 import torch
 
 from recvae.config import Config, apply_overrides, preset
-from recvae.idmap import IdMap
+from recvae.data.idmap import IdMap
 from recvae.log import setup_logging
-from recvae.metrics import evaluate
-from recvae.snapshot import Snapshot
-from recvae.train import paper_equivalent_anneal_steps, train
+from recvae.evaluation.metrics import evaluate
+from recvae.data.snapshot import Snapshot
+from recvae.training.loop import paper_equivalent_anneal_steps, train
 
 logger = logging.getLogger("bench.parity_ml1m")
 
@@ -195,7 +195,7 @@ NOTES = """## Reading the figures
   the model is then practically a noise-injected autoencoder (a diagnostic run with β = 0,
   `--models vae --set train.beta_schedule=constant --set train.beta=0 --epochs 120`, gave test NDCG@100 0.365;
   `--set train.seed=1` for the `vae` row gave 0.364). REFERENCE.md's Mult-VAE rows differ by β cap (0.377-0.381), which suggests that β reached
-  the cap; `vae_scaled` (`recvae.train.paper_equivalent_anneal_steps`: 200,000 × 9 / 234 = 7,692 steps) puts β
+  the cap; `vae_scaled` (`recvae.training.loop.paper_equivalent_anneal_steps`: 200,000 × 9 / 234 = 7,692 steps) puts β
   where the paper's schedule puts it and lands on the reference figures.
 - The reference notebook's Mult-DAE is I-200-I with an L2 term λ = 0.01 / batch size; on this small data set
   that regularised, smaller model beats every Mult-VAE row here. REFERENCE.md does not say which DAE it ran.

@@ -46,15 +46,15 @@ import torch  # noqa: E402
 
 import baselines_ml1m  # noqa: E402  (bench/baselines_ml1m.py: grids and reference of the tuned baselines)
 import parity_ml1m  # noqa: E402  (bench/parity_ml1m.py: paper settings of Mult-VAE / Mult-DAE on pro_sg)
-from recvae import datasets  # noqa: E402
-from recvae.baselines import EASE, fit_baseline, param_grid  # noqa: E402
+from recvae.data import datasets  # noqa: E402
+from recvae.models.baselines import EASE, fit_baseline, param_grid  # noqa: E402
 from recvae.config import Config, TrainConfig, apply_overrides  # noqa: E402
 from recvae.log import setup_logging  # noqa: E402
-from recvae.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
-from recvae.prepare import prepare  # noqa: E402
-from recvae.readers import Source  # noqa: E402
-from recvae.snapshot import Snapshot  # noqa: E402
-from recvae.train import load_best, resolve_device, train  # noqa: E402
+from recvae.evaluation.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
+from recvae.data.prepare import prepare  # noqa: E402
+from recvae.data.readers import Source  # noqa: E402
+from recvae.data.snapshot import Snapshot  # noqa: E402
+from recvae.training.loop import load_best, resolve_device, train  # noqa: E402
 
 logger = logging.getLogger("bench.reproduce")
 
@@ -413,7 +413,7 @@ def _gowalla_ease(snap: Snapshot, foldin: Any, heldout: Any, lam: float) -> tupl
     try:
         EASE(lam=lam).check_memory(snap.n_items)
     except MemoryError as exc:
-        return row(label, {}, {}, {}, "not run: refused by recvae.baselines (memory)"), f"EASE not run: {exc}."
+        return row(label, {}, {}, {}, "not run: refused by recvae.models.baselines (memory)"), f"EASE not run: {exc}."
     t = time.perf_counter()
     res = evaluate(fit_baseline("ease", snap.train, lam=lam).scores, foldin, heldout, LIGHTGCN_METRICS)
     seconds = time.perf_counter() - t
@@ -454,7 +454,7 @@ def run_ml20m(args: argparse.Namespace) -> dict[str, Any]:
                          ["stage", "seconds", "RSS at start MiB", "peak RSS MiB", "what"], stage_rows)],
         "notes": [
             ("The ML-20M files are not on this machine, so the generated data of the same shape ran through the "
-             "same code path (recvae.prepare → recvae.train → recvae.metrics). Its figures say nothing about "
+             "same code path (recvae.data.prepare → recvae.training.loop → recvae.evaluation.metrics). Its figures say nothing about "
              "ML-20M quality: the published figures beside them are NOT measured here (no ML-20M data)."
              if synthetic else "Real ML-20M."),
             f"Data: {counts['train']['users']:,} training users, {counts['validation_tr']['users']:,} validation and "

@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/train_speed.py [--epochs 6] [--dataset ml-1m-pro-sg | synthetic-ml20m]
 Writes bench/results/train_speed.json and .md. Each variant trains the paper's Mult-VAE (I-600-200-600-I, batch 500)
-through recvae.train.fit_model for a few epochs (no validation) and reports the median epoch time; quality after
+through recvae.training.loop.fit_model for a few epochs (no validation) and reports the median epoch time; quality after
 those epochs (test NDCG@100) shows that a variant changes speed, not results. The Adam variants are made by
 wrapping torch.optim.Adam in this script only (the library always uses fused=True).
 """
@@ -26,10 +26,10 @@ from machine import describe, machine_info  # noqa: E402
 
 from recvae.config import Config, apply_overrides  # noqa: E402
 from recvae.log import setup_logging  # noqa: E402
-from recvae.metrics import evaluate  # noqa: E402
-from recvae.model import CSRBatch, MultVAE, SparseLinear  # noqa: E402
-from recvae.snapshot import Snapshot  # noqa: E402
-from recvae.train import fit_model  # noqa: E402
+from recvae.evaluation.metrics import evaluate  # noqa: E402
+from recvae.models.multvae import CSRBatch, MultVAE, SparseLinear  # noqa: E402
+from recvae.data.snapshot import Snapshot  # noqa: E402
+from recvae.training.loop import fit_model  # noqa: E402
 
 logger = logging.getLogger("bench.train_speed")
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ EVAL_BATCHES = (500, 2000, 8000)
 
 @contextmanager
 def adam_impl(kind: str) -> Iterator[None]:
-    """torch.optim.Adam as recvae.train builds it, forced to `kind` ('fused' or 'foreach')."""
+    """torch.optim.Adam as recvae.training.loop builds it, forced to `kind` ('fused' or 'foreach')."""
     original = torch.optim.Adam
 
     def make(params: Any, **kw: Any) -> torch.optim.Optimizer:
@@ -71,7 +71,7 @@ def adam_impl(kind: str) -> Iterator[None]:
 def load(dataset: str, data_home: Path) -> Snapshot:
     """ML-1M pro_sg, or the ML-20M-shaped synthetic set of bench/peers."""
     if dataset == "ml-1m-pro-sg":
-        from recvae.readers import read_pro_sg
+        from recvae.data.readers import read_pro_sg
 
         return read_pro_sg(data_home / "ml-1m" / "pro_sg")
     sys.path.insert(0, str(REPO / "bench" / "peers"))
@@ -82,7 +82,7 @@ def load(dataset: str, data_home: Path) -> Snapshot:
 
 @contextmanager
 def sparse_backward(on: bool) -> Iterator[None]:
-    """recvae.model.SparseLinear's training backward: x^T @ grad (the library's) or embedding_bag's own."""
+    """recvae.models.multvae.SparseLinear's training backward: x^T @ grad (the library's) or embedding_bag's own."""
     original = SparseLinear.sparse_backward
     SparseLinear.sparse_backward = on
     try:

@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from parity_ml1m import METRICS, load_pro_sg, machine, paper_config, test_metrics  # noqa: E402
 
 from recvae.config import apply_overrides, preset  # noqa: E402
-from recvae.ensemble import Ensemble  # noqa: E402
+from recvae.models.ensemble import Ensemble  # noqa: E402
 from recvae.log import setup_logging  # noqa: E402
-from recvae.metrics import EvalResult, evaluate  # noqa: E402
-from recvae.recommender import load_recommender  # noqa: E402
-from recvae.train import train  # noqa: E402
+from recvae.evaluation.metrics import EvalResult, evaluate  # noqa: E402
+from recvae.models.base import load_recommender  # noqa: E402
+from recvae.training.loop import train  # noqa: E402
 
 logger = logging.getLogger("bench.tune_vae_ml1m")
 
@@ -113,7 +113,7 @@ def _member_names(name: str) -> list[str]:
 def paired(names: list[str], data_home: Path) -> dict:
     """Per test user, NDCG@100 of each saved run (or `ens_a+b+...`) minus EASE's: the mean difference and its
     standard error, which the shared users make far smaller than either model's own."""
-    from recvae.baselines import EASE
+    from recvae.models.baselines import EASE
 
     snap = load_pro_sg(data_home / "ml-1m" / "pro_sg")
     foldin, heldout = snap.heldout("test")

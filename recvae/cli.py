@@ -11,7 +11,7 @@ from typing import Any
 
 from recvae.config import Config, ConfigError, apply_overrides
 from recvae.log import mask_secrets, parse_level, setup_logging
-from recvae.snapshot import Snapshot
+from recvae.data.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ def _add_prepare(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _source_from_args(args: argparse.Namespace) -> Any:
-    from recvae import datasets
-    from recvae.readers import Source
+    from recvae.data import datasets
+    from recvae.data.readers import Source
 
     if args.dataset:
         return datasets.resolve(args.dataset, seed=args.seed)
@@ -97,7 +97,7 @@ def _source_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from recvae.prepare import prepare
+    from recvae.data.prepare import prepare
 
     config = Config()
     overrides = list(args.overrides)
@@ -238,7 +238,7 @@ _NOT_METRICS = ("n_users", "n_items", "n_items_known")
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from recvae import pipeline
-    from recvae.items import ItemMismatchError
+    from recvae.serving.items import ItemMismatchError
 
     try:
         metrics = pipeline.evaluate_model_uri(args.model, args.snapshot, args.split,
@@ -322,21 +322,21 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     import uuid
 
     from recvae import pipeline, tracking
-    from recvae.recommend import recommend_to_store
+    from recvae.serving.recommend import recommend_to_store
     from recvae.paths import default_db_url
-    from recvae.store import RecommendationStore
+    from recvae.serving.store import RecommendationStore
 
     if args.top_n < 1:
         raise ConfigError("--top-n must be >= 1")
     if args.keep < 1:
         raise ConfigError(f"--keep must be >= 1 (published batches kept, the current one included); got {args.keep}")
-    from recvae.recommend import default_chunk_size
+    from recvae.serving.recommend import default_chunk_size
 
     rec, info = tracking.load_recommender_from_uri(args.model)
     args.chunk_size = args.chunk_size or default_chunk_size(rec.n_items)
     if args.users or args.user_ids:
         # A subset is an ad-hoc answer, never a batch: publishing it would replace everyone's current lists.
-        from recvae.recommend import build_input, topn_frame
+        from recvae.serving.recommend import build_input, topn_frame
 
         source: Any = args.users or pipeline._load_snapshot(args.snapshot)
         if not args.users:
@@ -380,7 +380,7 @@ def _add_db(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_db(args: argparse.Namespace) -> int:
     from recvae.paths import default_db_url
-    from recvae.store import RecommendationStore, parse_query_params, query_names, schema_sql
+    from recvae.serving.store import RecommendationStore, parse_query_params, query_names, schema_sql
 
     if args.action == "query" and not args.query:
         raise ConfigError(f"db query needs a query name; known: {', '.join(query_names())}")
@@ -414,7 +414,7 @@ def _add_download(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from recvae import datasets
+    from recvae.data import datasets
 
     path = datasets.download(args.name, args.dest, force=args.force)
     print(f"{args.name}: {path}")

@@ -8,14 +8,14 @@ from __future__ import annotations
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that cannot succeed on a retry: bad input, configuration, data or model references."""
     from recvae.config import ConfigError
-    from recvae.datasets import ChecksumError, DatasetNotFoundError
-    from recvae.items import ItemMismatchError
-    from recvae.recommender import ModelLoadError
-    from recvae.recommend import UnknownUsersError
-    from recvae.snapshot import SnapshotError
-    from recvae.store import IdentifierError
+    from recvae.data.datasets import ChecksumError, DatasetNotFoundError
+    from recvae.serving.items import ItemMismatchError
+    from recvae.models.base import ModelLoadError
+    from recvae.serving.recommend import UnknownUsersError
+    from recvae.data.snapshot import SnapshotError
+    from recvae.serving.store import IdentifierError
     from recvae.tracking import ModelNotFoundError, RegistryInputError
-    from recvae.validate import DataValidationError
+    from recvae.data.validate import DataValidationError
 
     return (DataValidationError, ConfigError, SnapshotError, DatasetNotFoundError, ChecksumError, FileNotFoundError,
             NotADirectoryError, IsADirectoryError, PermissionError, IdentifierError, ModelNotFoundError,
@@ -26,7 +26,7 @@ def fault_errors() -> tuple[type[BaseException], ...]:
     """Errors of a service that may pass (database, tracking store or server, network): worth a retry."""
     from mlflow.exceptions import MlflowException
 
-    from recvae.store import StoreError
+    from recvae.serving.store import StoreError
 
     return (StoreError, MlflowException, ConnectionError, TimeoutError)
 

@@ -67,7 +67,7 @@ def prepare_step(
     run_key: str | None = None,
 ) -> dict[str, Any]:
     """Ingest, validate and split into a snapshot under `paths.snapshots_dir()`; the same data gives the same snapshot."""
-    from recvae.prepare import Source, prepare
+    from recvae.data.prepare import Source, prepare
 
     config = _config(overrides)
     source = Source(dataset=None if input_path else dataset, path=input_path, format=input_format)
@@ -81,7 +81,7 @@ def prepare_step(
 
 
 def _load_snapshot(snapshot_dir: str | Path | None):
-    from recvae.snapshot import Snapshot, SnapshotError
+    from recvae.data.snapshot import Snapshot, SnapshotError
 
     path = Path(snapshot_dir) if snapshot_dir else latest_snapshot()
     if path is None:
@@ -158,8 +158,8 @@ def train_step(
     import mlflow
 
     from recvae import tracking
-    from recvae.metrics import evaluate
-    from recvae.train import LAST_FILE, check_memory, resolve_device, train
+    from recvae.evaluation.metrics import evaluate
+    from recvae.training.loop import LAST_FILE, check_memory, resolve_device, train
 
     config = apply_overrides(preset(kind), overrides or {}).validate()
     snap = _load_snapshot(snapshot_dir)
@@ -252,8 +252,10 @@ def baseline_step(
     """Fit a baseline (hyperparameters tuned on validation users unless `params` fixes them) and log its run."""
     import mlflow
 
-    from recvae import baselines, tracking
-    from recvae.metrics import evaluate
+    from recvae import tracking
+
+    from recvae.models import baselines
+    from recvae.evaluation.metrics import evaluate
 
     done = _finished_run(experiment, run_key)
     if done is not None:
@@ -317,8 +319,8 @@ def ensemble_step(
     import mlflow
 
     from recvae import tracking
-    from recvae.ensemble import Ensemble
-    from recvae.metrics import evaluate
+    from recvae.models.ensemble import Ensemble
+    from recvae.evaluation.metrics import evaluate
 
     if len(model_uris) < 2:
         raise ConfigError(f"an ensemble needs at least 2 models; got {len(model_uris)}")
@@ -366,7 +368,7 @@ def evaluate_model_uri(
     `n_items` and `n_items_known` (the snapshot's items, and those the model knows). A model trained on other
     items raises ItemMismatchError unless `allow_other_items`; items it does not know then score -inf."""
     from recvae import tracking
-    from recvae.metrics import evaluate
+    from recvae.evaluation.metrics import evaluate
 
     snap = _load_snapshot(snapshot_dir)
     rec, _ = tracking.load_recommender_from_uri(model_uri)
@@ -379,7 +381,7 @@ def evaluate_model_uri(
 def align_model(rec: Any, snap: Any, model_uri: str, *, allow_other: bool = False) -> Any:
     """The `ItemAlignment` of a model's items to a snapshot's; ItemMismatchError (naming `model_uri`) when the model
     was trained on other items, unless `allow_other`."""
-    from recvae.items import align_items
+    from recvae.serving.items import align_items
 
     return align_items(rec.items, rec.n_items, snap.items, model=model_uri, snapshot_id=snap.snapshot_id,
                        allow_other=allow_other)
@@ -501,7 +503,7 @@ def db_url_from_connection(conn_id: str | None = "recvae_db") -> str:
 def check_db_step(db_url: str) -> dict[str, Any]:
     """Connect to the recommendations database and create or check its tables; StoreError (masked URL) if it
     cannot be used, so a job fails before its expensive steps rather than after them."""
-    from recvae.store import RecommendationStore
+    from recvae.serving.store import RecommendationStore
 
     with RecommendationStore(db_url) as store:
         store.check_connection()
@@ -522,7 +524,7 @@ def begin_score_step(
 ) -> dict[str, Any]:
     """Check the model and snapshot belong together, then open (or reuse) the staging batch for `batch_key`."""
     from recvae import tracking
-    from recvae.store import RecommendationStore
+    from recvae.serving.store import RecommendationStore
 
     snap = _load_snapshot(snapshot_dir)
     rec, info = tracking.load_recommender_from_uri(model_uri)
@@ -542,7 +544,7 @@ def begin_score_step(
 def item_metadata(snap: Any) -> Any:
     """Item titles (a DataFrame: item_id, title, genres) when the snapshot's source folder (or its parent) has
     MovieLens metadata (movies.dat, u.item), else None."""
-    from recvae.store import read_item_metadata
+    from recvae.serving.store import read_item_metadata
 
     path = (snap.manifest.get("source") or {}).get("path")
     if not path or "://" in str(path):
@@ -564,8 +566,8 @@ def load_titles(store: Any, snap: Any, batch: Any) -> int:
 def score_shard_step(batch: dict[str, Any], shard: int, *, db_url: str, chunk_size: int | None = None) -> dict[str, Any]:
     """Score shard `shard` of the batch's users into staging (a re-run replaces that shard's rows)."""
     from recvae import tracking
-    from recvae.recommend import default_chunk_size, recommend_to_store
-    from recvae.store import RecommendationStore
+    from recvae.serving.recommend import default_chunk_size, recommend_to_store
+    from recvae.serving.store import RecommendationStore
 
     if batch.get("done"):
         return {"shard": shard, "rows": 0, "skipped": "batch already published"}
@@ -583,7 +585,7 @@ def score_shard_step(batch: dict[str, Any], shard: int, *, db_url: str, chunk_si
 
 def publish_step(batch: dict[str, Any], *, db_url: str, retention: int | None = None) -> dict[str, Any]:
     """Check the staging batch holds every shard's rows and make it current in one transaction."""
-    from recvae.store import RecommendationStore
+    from recvae.serving.store import RecommendationStore
 
     with RecommendationStore(db_url) as store:
         summary = store.publish(batch["batch_key"], n_shards=batch["n_shards"], keep=retention)

@@ -38,9 +38,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from recvae import paths
 from recvae.log import mask_secrets
-from recvae.metrics import EvalResult
-from recvae.mlflow_model import ARTIFACT_KEY, DEFAULT_TOP_N
-from recvae.recommender import META_FILE, Recommender, load_recommender, read_meta
+from recvae.evaluation.metrics import EvalResult
+from recvae.serving.pyfunc import ARTIFACT_KEY, DEFAULT_TOP_N
+from recvae.models.base import META_FILE, Recommender, load_recommender, read_meta
 from recvae.urls import mask_url
 
 logger = logging.getLogger(__name__)
@@ -50,9 +50,9 @@ CHALLENGER = "challenger"
 PREVIOUS = "previous"  # the champion before the last promote(), for rollback
 TAG_MODEL_KIND = "model_kind"
 TAG_SNAPSHOT_ID = "snapshot_id"
-MODEL_FILE = Path(__file__).with_name("mlflow_model.py")
+MODEL_FILE = Path(__file__).resolve().parent / "serving" / "pyfunc.py"
 PACKAGE_DIR = Path(__file__).resolve().parent  # logged with every model (code_paths)
-# What loading and scoring a model imports (recvae.mlflow_model, recvae.recommender and the kind's module);
+# What loading and scoring a model imports (recvae.serving.pyfunc, recvae.models.base and the kind's module);
 # tests/test_serving.py checks the list against what a load really imports.
 _BASE_REQUIREMENTS = ("mlflow", "torch", "numpy", "scipy", "pandas", "pyarrow", "threadpoolctl")
 _KIND_REQUIREMENTS: dict[str, tuple[str, ...]] = {"als": ("implicit",)}
@@ -700,7 +700,7 @@ def _find_recommender_dir(model_dir: Path) -> Path:
 def _load_model_dir(uri: str, model_dir: Path) -> tuple[Recommender, dict[str, Any]]:
     """The recommender in a model folder and its metadata; errors name `uri` and the file inside the model (a
     downloaded model's temporary folder means nothing to the user)."""
-    from recvae.recommender import ModelLoadError
+    from recvae.models.base import ModelLoadError
 
     def where(exc: BaseException) -> str:
         text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)

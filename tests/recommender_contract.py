@@ -14,9 +14,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recvae.idmap import IdMap
-from recvae.metrics import evaluate, mask_seen
-from recvae.recommender import Recommender, load_recommender, read_meta
+from recvae.data.idmap import IdMap
+from recvae.evaluation.metrics import evaluate, mask_seen
+from recvae.models.base import Recommender, load_recommender, read_meta
 
 
 @dataclass

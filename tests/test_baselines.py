@@ -8,10 +8,10 @@ import scipy.sparse as sp
 import torch
 from recommender_contract import Planted, RecommenderContract, planted_data
 
-from recvae.baselines import ALS, EASE, Popularity, fit_baseline, make_baseline, param_grid, tune
-from recvae.idmap import IdMap
-from recvae.metrics import evaluate
-from recvae.snapshot import Snapshot
+from recvae.models.baselines import ALS, EASE, Popularity, fit_baseline, make_baseline, param_grid, tune
+from recvae.data.idmap import IdMap
+from recvae.evaluation.metrics import evaluate
+from recvae.data.snapshot import Snapshot
 
 
 class TestPopularityContract(RecommenderContract):

@@ -8,9 +8,11 @@ import sqlite3
 
 import pytest
 
-from recvae import cli, synthetic
+from recvae import cli
+
+from recvae.data import synthetic
 from recvae.log import mask_secrets, progress, progress_disabled, setup_logging
-from recvae.validate import DataValidationError
+from recvae.data.validate import DataValidationError
 
 
 def manifest(path):
@@ -298,7 +300,7 @@ def test_db_with_an_unreachable_database_fails_fast_with_the_masked_url(capsys):
 def test_db_gc_fails_abandoned_batches_and_says_so(tmp_path, capsys):
     import numpy as np
 
-    from recvae.store import RecChunk, RecommendationStore
+    from recvae.serving.store import RecChunk, RecommendationStore
 
     db = f"sqlite:///{tmp_path / 'recs.db'}"
     with RecommendationStore(db) as store:

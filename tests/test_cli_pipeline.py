@@ -34,7 +34,7 @@ def test_pipeline_trains_promotes_and_publishes(home, capsys):
     out = capsys.readouterr().out
     assert "promoted challenger v1" in out
 
-    from recvae.store import RecommendationStore
+    from recvae.serving.store import RecommendationStore
 
     with RecommendationStore(db) as store:
         batch = store.current_batch()
@@ -68,7 +68,7 @@ def test_recommend_for_new_users_writes_csv_not_the_tables(home, tmp_path, capsy
     db = f"sqlite:///{home / 'recs.db'}"
     assert main(["pipeline", *FAST, "--model", "dae", "--baselines", "", "--top-n", "5", "--db", db]) == 0
     assert "multdae" in capsys.readouterr().out  # the challenger kind chosen on the command line
-    from recvae.store import RecommendationStore
+    from recvae.serving.store import RecommendationStore
 
     with RecommendationStore(db) as store:
         before = store.current_batch().batch_id
@@ -179,7 +179,7 @@ def test_evaluate_and_recommend_refuse_a_model_trained_on_other_items(home, tmp_
     --allow-other-items, which reports the overlap beside the metrics)."""
     import mlflow
 
-    from recvae import synthetic
+    from recvae.data import synthetic
 
     a = synthetic.generate("small", n_users=400, seed=1)
     b = synthetic.generate("small", n_users=400, seed=2).assign(item=lambda d: d["item"] + 300)  # other items
@@ -217,8 +217,8 @@ def register_untrained_vae(snapshot_dir: str, name: str = "recvae") -> str:
     """Log and register a small untrained Mult-VAE over a snapshot's items (fast); returns its version."""
     from recvae import tracking
     from recvae.config import ModelConfig
-    from recvae.model import MultVAERecommender, build_module
-    from recvae.snapshot import Snapshot
+    from recvae.models.multvae import MultVAERecommender, build_module
+    from recvae.data.snapshot import Snapshot
 
     snap = Snapshot.load(snapshot_dir)
     config = ModelConfig(hidden_dims=(16,), latent_dim=8)
@@ -255,7 +255,7 @@ def test_promote_refuses_bad_versions_and_aliases_in_one_line(home, tmp_path, ca
 
 
 def test_corrupt_model_file_is_one_line_naming_the_model_and_the_file(home, tmp_path, capsys):
-    from recvae.snapshot import Snapshot
+    from recvae.data.snapshot import Snapshot
     from recvae.tracking import load_recommender_from_uri
 
     snap = str(tmp_path / "snap")

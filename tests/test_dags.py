@@ -40,7 +40,7 @@ def stack(tmp_path, monkeypatch):
 
 
 def _current(db: str):
-    from recvae.store import RecommendationStore
+    from recvae.serving.store import RecommendationStore
 
     with RecommendationStore(db) as store:
         batch = store.current_batch()

@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
-from recvae import datasets
-from recvae.datasets import ChecksumError, DatasetNotFoundError, DatasetSpec, Remote
+from recvae.data import datasets
+from recvae.data.datasets import ChecksumError, DatasetNotFoundError, DatasetSpec, Remote
 
 
 @pytest.fixture

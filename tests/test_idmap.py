@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recvae.idmap import IdMap
+from recvae.data.idmap import IdMap
 
 
 def test_extend_keeps_existing_indices_and_appends_new_ids_in_order():

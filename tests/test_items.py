@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recvae.idmap import IdMap
-from recvae.items import ItemMismatchError, align_items, item_positions
+from recvae.data.idmap import IdMap
+from recvae.serving.items import ItemMismatchError, align_items, item_positions
 
 
 def test_same_items_are_identical():

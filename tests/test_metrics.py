@@ -1,4 +1,4 @@
-"""recvae.metrics against plain-Python loops written from the paper's definitions (Liang et al. 2018) and LightGCN's."""
+"""recvae.evaluation.metrics against plain-Python loops written from the paper's definitions (Liang et al. 2018) and LightGCN's."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recvae.metrics import evaluate, mask_seen, ndcg_at_k, per_user_metrics, recall_at_k
+from recvae.evaluation.metrics import evaluate, mask_seen, ndcg_at_k, per_user_metrics, recall_at_k
 
 
 def ranking(scores: list[float], excluded: set[int]) -> list[int]:

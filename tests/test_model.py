@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from recommender_contract import RecommenderContract
 
 from recvae.config import Config, ConfigError, ModelConfig, TrainConfig, preset
-from recvae.model import (
+from recvae.models.multvae import (
     STATE_FILE,
     CSRBatch,
     ModelLoadError,
@@ -28,7 +28,7 @@ from recvae.model import (
     multinomial_nll,
     normalized_dropout,
 )
-from recvae.recommender import load_recommender
+from recvae.models.base import load_recommender
 
 N_ITEMS = 30
 
@@ -330,7 +330,7 @@ def _rewrite_state(path: Path, obj: object) -> None:
     import hashlib
     import json
 
-    from recvae.recommender import FILES_KEY, META_FILE
+    from recvae.models.base import FILES_KEY, META_FILE
 
     torch.save(obj, path / STATE_FILE)
     (path / "model.pt.sha256").write_text(hashlib.sha256((path / STATE_FILE).read_bytes()).hexdigest())
@@ -524,8 +524,8 @@ def test_bf16_scores_rank_like_float32(fitted) -> None:
 def test_every_saved_file_is_checked_on_load(tmp_path: Path) -> None:
     """A baseline's arrays have no format-level check: bytes zeroed in the middle of counts.npy loaded as other
     (wrong but plausible) counts before the save recorded each file's sha256."""
-    from recvae.baselines import Popularity
-    from recvae.recommender import FILES_KEY, META_FILE, ModelLoadError
+    from recvae.models.baselines import Popularity
+    from recvae.models.base import FILES_KEY, META_FILE, ModelLoadError
 
     X = random_csr(np.random.default_rng(3), 40)
     Popularity().fit(X).save(tmp_path / "p")

@@ -10,12 +10,14 @@ import pytest
 
 from cli_error_line import error_line
 
-from recvae import cli, synthetic
+from recvae import cli
+
+from recvae.data import synthetic
 from recvae.config import Config, ConfigError, apply_overrides
-from recvae.prepare import as_source, default_quarantine, prepare
-from recvae.readers import Source
-from recvae.snapshot import Snapshot, SnapshotError
-from recvae.validate import DataValidationError
+from recvae.data.prepare import as_source, default_quarantine, prepare
+from recvae.data.readers import Source
+from recvae.data.snapshot import Snapshot, SnapshotError
+from recvae.data.validate import DataValidationError
 
 
 def csv_of(df: pd.DataFrame, path) -> Source:

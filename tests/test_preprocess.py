@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from recvae.config import ConfigError, DataConfig
-from recvae.preprocess import binarize, counts_of, filter_counts, preprocess
-from recvae.validate import DataValidationError
+from recvae.data.preprocess import binarize, counts_of, filter_counts, preprocess
+from recvae.data.validate import DataValidationError
 
 
 def frame(rows):

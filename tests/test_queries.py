@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
-from recvae.store import RecChunk, RecommendationStore, load_query, query_names
+from recvae.serving.store import RecChunk, RecommendationStore, load_query, query_names
 
 N, N_ITEMS = 5, 30
 TESTED = {"user_top", "user_top_with_titles", "batch_overlap", "coverage", "top_items", "current_batch"}

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recvae import readers
-from recvae.readers import Source
-from recvae.validate import DataValidationError, Validator
+from recvae.data import readers
+from recvae.data.readers import Source
+from recvae.data.validate import DataValidationError, Validator
 
 
 def write(path, text):
@@ -377,7 +377,7 @@ def test_lightgcn_and_pro_sg_ids_beyond_int64(tmp_path):
 
 def test_header_only_csv_reads_as_no_rows(tmp_path):
     from recvae.config import DataConfig
-    from recvae.preprocess import preprocess
+    from recvae.data.preprocess import preprocess
 
     f = write(tmp_path / "h.csv", "user,item,rating,timestamp\n")
     df = readers.read_csv(f)

@@ -14,12 +14,12 @@ import torch
 from cli_error_line import error_line
 from sqlalchemy import create_engine, text
 
-from recvae.idmap import IdMap
-from recvae.recommend import build_input, expected_counts, iter_topn, read_foldin, recommend_to_store, topn_frame
-from recvae.recommender import Recommender
-from recvae.snapshot import Snapshot
-from recvae.store import RecommendationStore, StoreError, read_item_metadata
-from recvae.validate import DataValidationError
+from recvae.data.idmap import IdMap
+from recvae.serving.recommend import build_input, expected_counts, iter_topn, read_foldin, recommend_to_store, topn_frame
+from recvae.models.base import Recommender
+from recvae.data.snapshot import Snapshot
+from recvae.serving.store import RecommendationStore, StoreError, read_item_metadata
+from recvae.data.validate import DataValidationError
 
 N_ITEMS = 25
 
@@ -354,7 +354,7 @@ def test_unreachable_database_fails_before_scoring(rng):
 
 
 def test_popularity_baseline_through_the_job(tmp_path, rng):
-    baselines = pytest.importorskip("recvae.baselines")
+    baselines = pytest.importorskip("recvae.models.baselines")
     snap = make_snapshot(rng)
     pop = baselines.Popularity().fit(snap.train)
     pop.items = snap.items
@@ -372,7 +372,7 @@ def test_popularity_baseline_through_the_job(tmp_path, rng):
 
 @pytest.mark.realdata
 def test_ml100k_popularity_with_titles(data_home, tmp_path):
-    baselines = pytest.importorskip("recvae.baselines")
+    baselines = pytest.importorskip("recvae.models.baselines")
     ratings = pd.read_csv(data_home / "ml-100k" / "u.data", sep="\t", names=["user", "item", "rating", "ts"])
     users, items = IdMap.from_values(ratings.user), IdMap.from_values(ratings.item)
     x = sp.csr_matrix((np.ones(len(ratings), np.float32), (users.to_index(ratings.user), items.to_index(ratings.item))),
@@ -391,7 +391,7 @@ def test_ml100k_popularity_with_titles(data_home, tmp_path):
 
 
 def test_default_chunk_size_bounds_the_scores_held():
-    from recvae.recommend import SCORE_BUDGET, default_chunk_size
+    from recvae.serving.recommend import SCORE_BUDGET, default_chunk_size
 
     assert default_chunk_size(50_000) == 1_000  # the 1M x 50k benchmark's setting (peak 1.72 GiB)
     assert default_chunk_size(3_000) == 2_000  # small catalogues: capped
@@ -445,7 +445,7 @@ def test_foldin_users_without_candidates_or_known_items_are_reported(rng, caplog
 @pytest.fixture
 def model_dir(tmp_path):
     """A saved Popularity model over items a, b, c, d (the CLI loads a model folder)."""
-    from recvae.baselines import Popularity
+    from recvae.models.baselines import Popularity
 
     model = Popularity().fit(sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1]], np.float32)))
     model.items = IdMap(["a", "b", "c", "d"])

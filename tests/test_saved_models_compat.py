@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recvae.recommender import load_recommender
+from recvae.models.base import load_recommender
 
 FIXTURES = Path(__file__).parent / "fixtures" / "models_v0_1"
 

@@ -26,9 +26,9 @@ import scipy.sparse as sp
 mlflow = pytest.importorskip("mlflow")
 
 from recvae import pipeline, tracking  # noqa: E402
-from recvae.idmap import IdMap  # noqa: E402
-from recvae.mlflow_model import recommend_frame  # noqa: E402
-from recvae.snapshot import Snapshot  # noqa: E402
+from recvae.data.idmap import IdMap  # noqa: E402
+from recvae.serving.pyfunc import recommend_frame  # noqa: E402
+from recvae.data.snapshot import Snapshot  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*noload.*loader strategy"),
@@ -206,7 +206,7 @@ def test_loading_a_model_imports_only_what_it_needs(isolated):
     report = isolated["report"]
     for name in ("vae", "ease"):
         assert not {"airflow", "implicit"} & set(report[name]), name
-        assert not {"recvae.pipeline", "recvae.store", "recvae.tracking", "recvae.cli", "recvae.train", "recvae.readers",
+        assert not {"recvae.pipeline", "recvae.serving.store", "recvae.tracking", "recvae.cli", "recvae.training.loop", "recvae.data.readers",
                     "recvae.log"} & set(report[f"{name}:recvae"]), name
     assert "implicit" in report["als"]
 

@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 from cli_error_line import error_line
 
-from recvae.idmap import IdMap
-from recvae.snapshot import Snapshot, SnapshotError, compute_snapshot_id
+from recvae.data.idmap import IdMap
+from recvae.data.snapshot import Snapshot, SnapshotError, compute_snapshot_id
 
 
 def make(seed: int = 0) -> Snapshot:

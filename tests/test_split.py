@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recvae import synthetic
+from recvae.data import synthetic
 from recvae.config import ConfigError, DataConfig, SplitConfig
-from recvae.idmap import IdMap
-from recvae.preprocess import preprocess
-from recvae.split import default_n_heldout, fold_in_mask, reindex_snapshot, strong_split, temporal_split, training_items
-from recvae.validate import DataValidationError
+from recvae.data.idmap import IdMap
+from recvae.data.preprocess import preprocess
+from recvae.data.split import default_n_heldout, fold_in_mask, reindex_snapshot, strong_split, temporal_split, training_items
+from recvae.data.validate import DataValidationError
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +191,7 @@ def test_reindex_snapshot_onto_previous_maps(data):
 @pytest.mark.realdata
 def test_real_pro_sg_item_order_and_fold_in_reproduced(data_home):
     """Rebuild the ML-1M pro_sg item order and every *_te set from the positives with our functions."""
-    from recvae.readers import read_parquet, read_pro_sg
+    from recvae.data.readers import read_parquet, read_pro_sg
 
     snap = read_pro_sg(data_home / "ml-1m" / "pro_sg")
     imp = read_parquet(data_home / "ml-1m" / "ratings_implicit.parquet", user_col="userId", item_col="movieId",

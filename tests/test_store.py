@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from recvae.store import (
+from recvae.serving.store import (
     IdentifierError,
     RecChunk,
     RecommendationStore,
@@ -402,7 +402,7 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from recvae.store import RecChunk, RecommendationStore
+    from recvae.serving.store import RecChunk, RecommendationStore
     url = sys.argv[1]
 
     def chunk(lo, hi):
@@ -512,7 +512,7 @@ def test_titles_of_an_unpublished_batch_never_reach_readers(db_url, tmp_path, mo
     """The bug: a publish killed right after it wrote its item titles changed the titles readers of the current
     batch see (user 1's item 1196 became the ML-100K "Savage Nights" instead of "Star Wars: Episode V")."""
     from recvae import pipeline, tracking
-    from recvae.idmap import IdMap
+    from recvae.data.idmap import IdMap
 
     ml1m, ml100k = _movielens(tmp_path)
     items = IdMap(["1196", "260"])

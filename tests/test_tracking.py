@@ -17,15 +17,15 @@ import torch
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 
-from recvae import recommender as recommender_mod  # noqa: E402
+from recvae.models import base as recommender_mod  # noqa: E402
 from recvae import tracking  # noqa: E402
 from recvae import paths  # noqa: E402
 from recvae.config import Config  # noqa: E402
-from recvae.idmap import IdMap  # noqa: E402
-from recvae.metrics import EvalResult  # noqa: E402
-from recvae.mlflow_model import recommend_frame  # noqa: E402
-from recvae.recommender import Recommender  # noqa: E402
-from recvae.snapshot import Snapshot  # noqa: E402
+from recvae.data.idmap import IdMap  # noqa: E402
+from recvae.evaluation.metrics import EvalResult  # noqa: E402
+from recvae.serving.pyfunc import recommend_frame  # noqa: E402
+from recvae.models.base import Recommender  # noqa: E402
+from recvae.data.snapshot import Snapshot  # noqa: E402
 
 N_ITEMS = 20
 
@@ -447,9 +447,9 @@ def test_unknown_model_uri_errors_are_clear(store, cooc):
 
 
 def test_popularity_baseline_round_trip(store):
-    baselines = pytest.importorskip("recvae.baselines")
+    baselines = pytest.importorskip("recvae.models.baselines")
     if not hasattr(baselines, "Popularity"):
-        pytest.skip("recvae.baselines.Popularity not written yet")
+        pytest.skip("recvae.models.baselines.Popularity not written yet")
     rec = baselines.Popularity().fit(_train_matrix())
     rec.items = IdMap(np.array([f"i{i}" for i in range(N_ITEMS)], dtype=object))  # string raw ids
     with tracking.start_run("exp-pop", "pop") as run:

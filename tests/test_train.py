@@ -12,11 +12,11 @@ import torch
 from recommender_contract import Planted, planted_data
 
 from recvae.config import Config, ConfigError, ModelConfig, TrainConfig
-from recvae.idmap import IdMap
-from recvae.metrics import evaluate
-from recvae.snapshot import Snapshot
-from recvae.model import Loss, MultVAE
-from recvae.train import (
+from recvae.data.idmap import IdMap
+from recvae.evaluation.metrics import evaluate
+from recvae.data.snapshot import Snapshot
+from recvae.models.multvae import Loss, MultVAE
+from recvae.training.loop import (
     BEST_FILE,
     LAST_FILE,
     CheckpointCorruptError,
@@ -326,7 +326,7 @@ def test_checkpoints_without_a_digest_still_resume_with_a_warning(snap: Snapshot
     train(snap, config(epochs=1), tmp_path)
     for name in (LAST_FILE, BEST_FILE):
         (tmp_path / f"{name}.sha256").unlink()
-    with caplog.at_level("WARNING", logger="recvae.train"):
+    with caplog.at_level("WARNING", logger="recvae.training.loop"):
         more = train(snap, config(epochs=2), tmp_path, resume=True)
     assert [h["epoch"] for h in more.history] == [1, 2]
     assert "no sha256" in caplog.text and LAST_FILE in caplog.text
@@ -337,7 +337,7 @@ def test_a_kill_between_the_digest_and_the_rename_leaves_a_loadable_checkpoint(
     snap: Snapshot, tmp_path: Path, monkeypatch
 ) -> None:
     """The digest file is replaced before the checkpoint and keeps the previous digest: the old file still loads."""
-    import recvae.train as train_mod
+    import recvae.training.loop as train_mod
 
     train(snap, config(epochs=1), tmp_path)
     real_replace = train_mod.os.replace

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.engine import make_url
 
-from recvae import readers, store
-from recvae.readers import Source
+from recvae.data import readers
+
+from recvae.serving import store
+from recvae.data.readers import Source
 from recvae.urls import mask_url, url_secrets
 
 

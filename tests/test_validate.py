@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recvae import readers
-from recvae.validate import DataValidationError, Validator, resolve_duplicates
+from recvae.data import readers
+from recvae.data.validate import DataValidationError, Validator, resolve_duplicates
 
 HEADER = "userId,movieId,rating,timestamp\n"
 
@@ -192,7 +192,7 @@ def test_validator_flags_accumulate_in_file_order():
 
 def test_empty_file_and_header_only(tmp_path):
     from recvae.config import DataConfig
-    from recvae.preprocess import preprocess
+    from recvae.data.preprocess import preprocess
 
     (tmp_path / "u.data").write_text("")
     assert str(error_of(readers.read_movielens, tmp_path / "u.data")).endswith("u.data: empty file")

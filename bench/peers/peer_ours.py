@@ -1,10 +1,10 @@
 """Our side of the peer comparison, run in the project venv (/work/main/.venv).
 
-`train`: recvae.train.train on the exported snapshot, then the test users' fold-in rows scored through the
+`train`: recvae.training.loop.train on the exported snapshot, then the test users' fold-in rows scored through the
 Recommender contract (`scores`). `--amp bf16` trains (and scores) with train.amp=bf16, CPU autocast to bfloat16.
 `scoring`: batch top-N users/s of one or more of our saved models (`--model NAME=DIR`, repeatable) against
 `implicit` ALS `recommend(userids, user_items, N, filter_already_liked_items=True)` on the same users.
-`profile`: where an epoch's time goes: recvae.train.fit_model under torch.profiler (1 warm-up epoch, then
+`profile`: where an epoch's time goes: recvae.training.loop.fit_model under torch.profiler (1 warm-up epoch, then
 PROFILE_EPOCHS profiled ones), aten ops' self CPU time grouped into categories (see `classify`).
 Writes the same result.json / scores.npy as the peer scripts (see peer_common.py).
 """
@@ -67,8 +67,8 @@ def _config(args: Any):
 def train_task(args: Any) -> None:
     """Train ours, write per-epoch times and the test users' scores."""
     import recvae
-    from recvae.snapshot import Snapshot
-    from recvae.train import fit_model
+    from recvae.data.snapshot import Snapshot
+    from recvae.training.loop import fit_model
 
     t0 = time.perf_counter()
     snapshot = Snapshot.load(args.data, verify=False)
@@ -91,7 +91,7 @@ def train_task(args: Any) -> None:
         writer.add(rec.scores(block).numpy(), block)
     score_s = time.perf_counter() - t2
     notes = ["scored through the Recommender contract: rec.scores(fold-in rows), the mean of q(z|x) decoded",
-             "trained by recvae.train.fit_model without per-epoch checkpoint files (the product's `recvae train` "
+             "trained by recvae.training.loop.fit_model without per-epoch checkpoint files (the product's `recvae train` "
              "writes best.pt and last.pt after every epoch), as the peers write none"]
     if args.amp != "none":
         notes.insert(0, AMP_NOTE if args.amp == "bf16" else f"train.amp={args.amp}")
@@ -125,8 +125,8 @@ def train_task(args: Any) -> None:
 
 
 def _ours_topn(rec: Any, X: sp.csr_matrix, n: int) -> np.ndarray:
-    """Top-n unseen items per row of X with our batch scorer (recvae.recommend.iter_topn)."""
-    from recvae.recommend import iter_topn
+    """Top-n unseen items per row of X with our batch scorer (recvae.serving.recommend.iter_topn)."""
+    from recvae.serving.recommend import iter_topn
 
     return np.concatenate([t.items for t in iter_topn(rec, X, n, chunk_size=SCORE_BATCH)])
 
@@ -161,8 +161,8 @@ def scoring_task(args: Any) -> None:
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    from recvae.recommender import load_recommender
-    from recvae.snapshot import Snapshot
+    from recvae.models.base import load_recommender
+    from recvae.data.snapshot import Snapshot
 
     torch.set_num_threads(args.threads)
     snapshot = Snapshot.load(args.data, verify=False)
@@ -196,7 +196,7 @@ def scoring_task(args: Any) -> None:
                 s, _ = _timed(lambda: _ours_topn(rec, X, n), args.repeat)
                 row["models"][name] = {"s": s, "users_per_s": X.shape[0] / s}
             rows.append(row)
-    ours_path = f"recvae.recommend.iter_topn, chunks of {SCORE_BATCH} users"
+    ours_path = f"recvae.serving.recommend.iter_topn, chunks of {SCORE_BATCH} users"
     pc.write_result(
         args.out,
         {
@@ -216,7 +216,7 @@ def scoring_task(args: Any) -> None:
 
 # Categories of the profile, in report order. How an op is classified (see `classify`):
 #  1. scopes: the op runs inside a record_function scope that `_scoped` wraps around a library function for
-#     the profile only (the training loop itself is recvae.train.fit_model, unchanged), or inside the optimizer's
+#     the profile only (the training loop itself is recvae.training.loop.fit_model, unchanged), or inside the optimizer's
 #     own "Optimizer.step#..." / "Optimizer.zero_grad#..." scope;
 #  2. backward: an autograd node ("autograd::engine::evaluate_function: XBackward0") takes the scope of the
 #     forward op that created it, matched by the autograd sequence number;
@@ -233,7 +233,7 @@ CATEGORIES = (
     "outside aten ops (Python)",
 )
 SCOPES = {  # record_function name -> category
-    "bench::data_batching": "data batching",  # recvae.model.SparseRows.batch
+    "bench::data_batching": "data batching",  # recvae.models.multvae.SparseRows.batch
     "bench::sparse_first_layer": "sparse first layer",  # normalized_dropout (L2 norm, index_add_) + SparseLinear (embedding_bag)
     "bench::likelihood": "log-softmax likelihood",  # MultVAE.nll (multinomial_nll): logsumexp, picked logits, sub
 }
@@ -257,7 +257,7 @@ def _profile_scopes():
 
     Wrappers only: each calls the original function unchanged, and everything is restored on exit.
     """
-    import recvae.model as m
+    import recvae.models.multvae as m
 
     patches = [
         (m.SparseRows, "batch", "bench::data_batching"),
@@ -372,8 +372,8 @@ def profile_task(args: Any) -> None:
     """
     from torch.profiler import ProfilerActivity, profile, schedule
 
-    from recvae.snapshot import Snapshot
-    from recvae.train import fit_model
+    from recvae.data.snapshot import Snapshot
+    from recvae.training.loop import fit_model
 
     snapshot = Snapshot.load(args.data, verify=False)
     args.epochs = PROFILE_WARMUP_EPOCHS + PROFILE_EPOCHS
@@ -403,7 +403,7 @@ def profile_task(args: Any) -> None:
             "epoch_times_s": times,  # fit_model's own epoch_time_s (training loop only), profiler on from the start
             "profiled_loop_s": float(np.mean(times[PROFILE_WARMUP_EPOCHS:])),
             "fit_wall_s": wall,
-            "how": "torch.profiler.profile(activities=[CPU]) around recvae.train.fit_model(train, None, config, select_on=None); "
+            "how": "torch.profiler.profile(activities=[CPU]) around recvae.training.loop.fit_model(train, None, config, select_on=None); "
                    "self CPU time of each event in the profiled epochs, summed by category",
             **breakdown,
         },

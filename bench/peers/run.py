@@ -1,5 +1,5 @@
 """Peer comparison: our Mult-VAE against RecBole's MultiVAE and Cornac's VAECF (training speed, memory,
-quality on the same split, scored by recvae.metrics), our batch top-N against implicit ALS `recommend`, and
+quality on the same split, scored by recvae.evaluation.metrics), our batch top-N against implicit ALS `recommend`, and
 a torch.profiler breakdown of where our epoch's time goes (float32 and bf16 autocast).
 
 Run with the project venv from the repository root:
@@ -41,8 +41,8 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 from recvae.config import TrainConfig  # noqa: E402
-from recvae.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
-from recvae.snapshot import Snapshot  # noqa: E402
+from recvae.evaluation.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
+from recvae.data.snapshot import Snapshot  # noqa: E402
 
 logger = logging.getLogger("bench.peers")
 
@@ -152,17 +152,17 @@ def epoch_flops(n_users: int, n_items: int, nnz: int, hidden: int, latent: int) 
 
 def load_pro_sg(folder: Path) -> Snapshot:
     """ML-1M after Liang et al.'s preprocessing, read by the project's own pro_sg reader."""
-    from recvae.readers import read_pro_sg
+    from recvae.data.readers import read_pro_sg
 
     return read_pro_sg(folder)
 
 
 def synthetic_snapshot(seed: int, n_heldout: int, n_users: int | None = None) -> tuple[Snapshot, str]:
-    """recvae.synthetic's ml-20m preset through our pipeline: rating > 3.5, >= 5 per user, strong split."""
+    """recvae.data.synthetic's ml-20m preset through our pipeline: rating > 3.5, >= 5 per user, strong split."""
     from recvae.config import DataConfig, SplitConfig
-    from recvae.preprocess import preprocess
-    from recvae.split import strong_split
-    from recvae.synthetic import generate
+    from recvae.data.preprocess import preprocess
+    from recvae.data.split import strong_split
+    from recvae.data.synthetic import generate
 
     overrides: dict[str, Any] = {"seed": seed}
     if n_users is not None:
@@ -171,8 +171,8 @@ def synthetic_snapshot(seed: int, n_heldout: int, n_users: int | None = None) ->
     df, _ = preprocess(df, DataConfig())
     n_heldout = min(n_heldout, df["user"].nunique() // 10)
     snap = strong_split(df, SplitConfig(n_heldout_users=n_heldout, seed=seed))
-    desc = "recvae.synthetic ml-20m preset" + (f" with n_users={n_users}" if n_users else "")
-    return snap, desc + ", rating > 3.5, >= 5 items per user, recvae.split.strong_split"
+    desc = "recvae.data.synthetic ml-20m preset" + (f" with n_users={n_users}" if n_users else "")
+    return snap, desc + ", rating > 3.5, >= 5 items per user, recvae.data.split.strong_split"
 
 
 # ----------------------------------------------------------------------------------------------- venvs
@@ -272,7 +272,7 @@ def run_system(cmd: list[str], out: Path, env: dict[str, str], timeout: float, c
 
 
 class _RowScores:
-    """score_fn for recvae.metrics.evaluate over a system's saved test-user scores, consumed in row order."""
+    """score_fn for recvae.evaluation.metrics.evaluate over a system's saved test-user scores, consumed in row order."""
 
     def __init__(self, folder: Path, output: str, n_items: int) -> None:
         self.array = np.load(folder / output, mmap_mode="r")
@@ -292,7 +292,7 @@ class _RowScores:
 
 
 def score_quality(result: dict[str, Any], folder: Path, snapshot: Snapshot) -> dict[str, Any] | None:
-    """NDCG@100 / Recall@20 / Recall@50 (recvae.metrics) of a system's test-user scores."""
+    """NDCG@100 / Recall@20 / Recall@50 (recvae.evaluation.metrics) of a system's test-user scores."""
     if not result.get("ok") or not result.get("output"):
         return None
     foldin, heldout = snapshot.heldout("test")
@@ -356,7 +356,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Adam lr {s['lr']}, beta annealed linearly to {s['anneal_cap']} over {s['total_anneal_steps']} updates, seed {s['seed']}; "
         "every system's LAST epoch is evaluated (no epoch selection"
         + ("" if s.get("ours_select", "none") == "none" else "; ours: best epoch on validation NDCG@100, see notes")
-        + ") by `recvae.metrics` on the test users' held-out items, scored from their fold-in rows with fold-in items excluded."
+        + ") by `recvae.evaluation.metrics` on the test users' held-out items, scored from their fold-in rows with fold-in items excluded."
         + (f" Ours with `{' '.join(s['ours_set'])}` on top (`--ours-set`): not the peers' architecture."
            if s.get("ours_set") else ""),
     ]
@@ -440,7 +440,7 @@ def _render_profile(ds: dict[str, Any]) -> list[str]:
     if not good:
         return lines
     first = next(iter(good.values()))
-    lines += [f"`recvae.train.fit_model` under `torch.profiler.profile(activities=[CPU])`, {first['threads']} threads: "
+    lines += [f"`recvae.training.loop.fit_model` under `torch.profiler.profile(activities=[CPU])`, {first['threads']} threads: "
               f"{first['warmup_epochs']} warm-up epoch, then the self CPU time of every op over {first['profiled_epochs']} "
               "profiled epochs, by category (classification in bench/peers/README.md). The profiler slows the epoch "
               "somewhat: compare the epoch row with the unprofiled s/epoch above.", ""]

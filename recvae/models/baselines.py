@@ -18,10 +18,10 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from recvae.config import ConfigError
-from recvae.idmap import IdMap
-from recvae.metrics import evaluate
-from recvae.recommender import Recommender
-from recvae.snapshot import Snapshot
+from recvae.data.idmap import IdMap
+from recvae.evaluation.metrics import evaluate
+from recvae.models.base import Recommender
+from recvae.data.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -431,7 +431,7 @@ def tune(
     grid : dict of str to list
         Candidate values per hyperparameter; every combination is tried.
     metric : str, optional
-        Selection metric (recvae.metrics name), default NDCG@100.
+        Selection metric (recvae.evaluation.metrics name), default NDCG@100.
 
     Returns
     -------

@@ -21,8 +21,8 @@ import torch
 
 from recvae.digest import sha256_file
 from recvae.config import Config, ConfigError, TrainConfig
-from recvae.metrics import evaluate
-from recvae.model import (
+from recvae.evaluation.metrics import evaluate
+from recvae.models.multvae import (
     CSRBatch,
     ModelLoadError,
     MultVAE,
@@ -34,7 +34,7 @@ from recvae.model import (
     load_state_file,
     multinomial_nll,
 )
-from recvae.snapshot import Snapshot
+from recvae.data.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
 

@@ -12,19 +12,19 @@ import scipy.sparse as sp
 import torch
 
 from recvae.digest import sha256_file
-from recvae.idmap import IdMap
+from recvae.data.idmap import IdMap
 
 META_FILE = "recommender.json"
 FILES_KEY = "files"  # in the metadata: the sha256 of every file saved beside it, checked on load
 # kind -> "module:Class"; modules are imported only when that kind is loaded.
 KINDS: dict[str, str] = {
-    "multvae": "recvae.model:MultVAERecommender",
-    "multdae": "recvae.model:MultVAERecommender",
-    "recvae": "recvae.model:MultVAERecommender",
-    "popularity": "recvae.baselines:Popularity",
-    "ease": "recvae.baselines:EASE",
-    "als": "recvae.baselines:ALS",
-    "ensemble": "recvae.ensemble:Ensemble",
+    "multvae": "recvae.models.multvae:MultVAERecommender",
+    "multdae": "recvae.models.multvae:MultVAERecommender",
+    "recvae": "recvae.models.multvae:MultVAERecommender",
+    "popularity": "recvae.models.baselines:Popularity",
+    "ease": "recvae.models.baselines:EASE",
+    "als": "recvae.models.baselines:ALS",
+    "ensemble": "recvae.models.ensemble:Ensemble",
 }
 
 

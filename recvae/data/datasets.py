@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recvae.digest import sha256_file
-from recvae.readers import Source
+from recvae.data.readers import Source
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +65,13 @@ def _ml(name: str, archive: str, checksum: str, candidates: tuple[str, ...], des
         candidates=candidates,
         description=description,
         remotes=(Remote(GROUPLENS + archive, checksum, archive),),
-        how_to_get=f"recvae.datasets.download({name!r}, DATA_HOME) or unzip {GROUPLENS}{archive} into DATA_HOME",
+        how_to_get=f"recvae.data.datasets.download({name!r}, DATA_HOME) or unzip {GROUPLENS}{archive} into DATA_HOME",
     )
 
 
 def _lightgcn(name: str, folder: str, checksums: dict[str, str] | None, description: str) -> DatasetSpec:
     remotes = tuple(Remote(f"{LIGHTGCN}{folder}/{f}", c, f"{name}/{f}") for f, c in (checksums or {}).items())
-    how = (f"recvae.datasets.download({name!r}, DATA_HOME)" if remotes else
+    how = (f"recvae.data.datasets.download({name!r}, DATA_HOME)" if remotes else
            f"put train.txt and test.txt of {LIGHTGCN}{folder}/ (git LFS in the LightGCN repository) into DATA_HOME/{name}/")
     return DatasetSpec(name=name, format="lightgcn", candidates=(name, f"{name}-lightgcn", f"{folder}-lightgcn"),
                        description=description, remotes=remotes, how_to_get=how)

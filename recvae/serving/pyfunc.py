@@ -3,7 +3,7 @@
 MLflow copies this file into the logged model and executes it on load (no unpickling); the learned state
 is the saved recommender directory logged as the artifact named `recommender`, and the recvae package itself is
 logged with the model (`code/`), so loading needs only the model's requirements. Keep this module's imports (and
-those of `recvae.recommender` and the model kinds' modules) light: they are what serving loads.
+those of `recvae.models.base` and the model kinds' modules) light: they are what serving loads.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import scipy.sparse as sp
 import torch
 from mlflow.pyfunc import PythonModel
 
-from recvae.items import item_positions
-from recvae.metrics import mask_seen
-from recvae.recommender import Recommender, load_recommender
+from recvae.serving.items import item_positions
+from recvae.evaluation.metrics import mask_seen
+from recvae.models.base import Recommender, load_recommender
 
 logger = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from torch import nn
 
 from recvae.digest import sha256_file
 from recvae.config import RECOMMENDER_KINDS, Config, ModelConfig, TrainConfig, from_dict
-from recvae.recommender import ModelLoadError, Recommender
+from recvae.models.base import ModelLoadError, Recommender
 
 if TYPE_CHECKING:
-    from recvae.train import TrainResult
+    from recvae.training.loop import TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -518,7 +518,7 @@ class MultVAERecommender(Recommender):
 
         `out_dir` receives best.pt / last.pt (needed for `resume`); the TrainResult is kept in `self.result`.
         """
-        from recvae.train import fit_model
+        from recvae.training.loop import fit_model
 
         if kwargs:
             raise TypeError(f"unexpected argument(s) {', '.join(sorted(kwargs))}")

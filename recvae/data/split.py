@@ -23,11 +23,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recvae.config import ConfigError, SplitConfig
-from recvae.idmap import IdMap
+from recvae.data.idmap import IdMap
 from recvae.log import progress
-from recvae.readers import interactions_matrix
-from recvae.snapshot import HELDOUT, Snapshot
-from recvae.validate import DataValidationError
+from recvae.data.readers import interactions_matrix
+from recvae.data.snapshot import HELDOUT, Snapshot
+from recvae.data.validate import DataValidationError
 
 logger = logging.getLogger(__name__)
 

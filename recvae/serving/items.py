@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recvae.idmap import IdMap
+from recvae.data.idmap import IdMap
 
 logger = logging.getLogger(__name__)
 

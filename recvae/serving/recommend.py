@@ -12,13 +12,13 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from recvae import readers
-from recvae.idmap import IdMap
-from recvae.items import align_items
-from recvae.recommender import Recommender
-from recvae.snapshot import Snapshot
-from recvae.store import BatchSummary, RecChunk, RecommendationStore, StoreError
-from recvae.validate import DataValidationError
+from recvae.data import readers
+from recvae.data.idmap import IdMap
+from recvae.serving.items import align_items
+from recvae.models.base import Recommender
+from recvae.data.snapshot import Snapshot
+from recvae.serving.store import BatchSummary, RecChunk, RecommendationStore, StoreError
+from recvae.data.validate import DataValidationError
 
 logger = logging.getLogger(__name__)
 

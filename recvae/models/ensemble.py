@@ -9,7 +9,7 @@ from typing import Any
 import scipy.sparse as sp
 import torch
 
-from recvae.recommender import Recommender, load_recommender
+from recvae.models.base import Recommender, load_recommender
 
 MEMBERS_DIR = "members"
 

@@ -113,7 +113,7 @@ def _scrub(message: str, secrets: Sequence[str]) -> str:
 def sql_dir() -> Path:
     """The folder of SQL files: RECVAE_SQL_DIR, else `sql/` at the repository root."""
     env = os.environ.get(SQL_DIR_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "sql"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "sql"
 
 
 _COMMENT_RE = re.compile(r"('(?:[^']|'')*')|--[^\n]*")

@@ -9,14 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recvae import datasets, readers
+from recvae.data import datasets
+
+from recvae.data import readers
 from recvae.config import Config, ConfigError
 from recvae.log import progress
-from recvae.preprocess import preprocess
-from recvae.readers import Source
-from recvae.snapshot import Snapshot
-from recvae.split import reindex_snapshot, split
-from recvae.validate import Validator
+from recvae.data.preprocess import preprocess
+from recvae.data.readers import Source
+from recvae.data.snapshot import Snapshot
+from recvae.data.split import reindex_snapshot, split
+from recvae.data.validate import Validator
 
 logger = logging.getLogger(__name__)
 

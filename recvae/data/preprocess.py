@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from recvae.config import DataConfig
-from recvae.validate import DataValidationError, resolve_duplicates
+from recvae.data.validate import DataValidationError, resolve_duplicates
 
 logger = logging.getLogger(__name__)
 

@@ -28,11 +28,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from recvae.idmap import IdMap
+from recvae.data.idmap import IdMap
 from recvae.digest import sha256_file
-from recvae.snapshot import Snapshot
+from recvae.data.snapshot import Snapshot
 from recvae.urls import mask_url
-from recvae.validate import DataValidationError, Positions, Validator, build_interactions, integer_text_only
+from recvae.data.validate import DataValidationError, Positions, Validator, build_interactions, integer_text_only
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ DEFAULT_TIME_COL = "timestamp"  # optional when left at this default: csv/parque
 class Source:
     """Where interactions come from and how to read them (a CLI `--input`/`--dataset`, or code)."""
 
-    format: str | None = None  # None: resolved from `dataset` or guessed from `path` (recvae.prepare.as_source)
+    format: str | None = None  # None: resolved from `dataset` or guessed from `path` (recvae.data.prepare.as_source)
     path: str | None = None  # file or folder; for `sql` the SQLAlchemy URL
     user_col: str = "user"
     item_col: str = "item"
@@ -60,7 +60,7 @@ class Source:
     id_type: str = "auto"  # csv/parquet/sql ids: "int", "str", or "auto" (int when every value is an integer in int64)
     encoding: str = "utf-8"  # csv text encoding (e.g. "latin-1")
     implicit: bool = False  # every row is a positive: binarization is skipped
-    dataset: str | None = None  # dataset name (recvae.datasets) this source was resolved from, or is to be
+    dataset: str | None = None  # dataset name (recvae.data.datasets) this source was resolved from, or is to be
     synthetic: dict[str, Any] = field(default_factory=dict)  # synthetic: preset, seed and generator overrides
 
     def __post_init__(self) -> None:
@@ -607,9 +607,9 @@ def read(source: Source, validator: Validator | None = None) -> pd.DataFrame | S
     """Read any Source: an interactions DataFrame, or a Snapshot for pro_sg / LightGCN folders."""
     fmt = source.format
     if fmt is None:
-        raise ValueError("unresolved Source (no format): pass it through recvae.prepare.as_source first")
+        raise ValueError("unresolved Source (no format): pass it through recvae.data.prepare.as_source first")
     if fmt == "synthetic":
-        from recvae import synthetic
+        from recvae.data import synthetic
 
         spec = dict(source.synthetic)
         df = synthetic.generate(spec.pop("preset", "small"), **spec)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from recvae.digest import sha256_file
-from recvae.idmap import IdMap
+from recvae.data.idmap import IdMap
 
 FORMAT_VERSION = 1
 # Rows of *_tr and *_te belong to the same users in the same order.
