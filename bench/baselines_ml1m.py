@@ -12,17 +12,17 @@ import logging
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from recvae.models.baselines import fit_baseline, tune  # noqa: E402
-from recvae.evaluation.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
 from recvae.data.readers import read_pro_sg  # noqa: E402
 from recvae.data.snapshot import Snapshot  # noqa: E402
+from recvae.evaluation.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
+from recvae.models.baselines import fit_baseline, tune  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
@@ -94,7 +94,7 @@ def run(data: Path, grids: dict) -> dict:
         "total_seconds": round(time.perf_counter() - t0, 1),
         "machine": machine(),
         "command": " ".join([".venv/bin/python", "bench/baselines_ml1m.py", *sys.argv[1:]]),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -15,10 +15,9 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -30,10 +29,11 @@ from recvae.data import synthetic  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
-from recvae.log import setup_logging  # noqa: E402
+
 from recvae.data.prepare import prepare  # noqa: E402
 from recvae.data.readers import Source  # noqa: E402
 from recvae.data.snapshot import Snapshot  # noqa: E402
+from recvae.log import setup_logging  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 
@@ -98,7 +98,7 @@ def main() -> int:
 
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "preset": args.preset,
         "ratings": n_ratings,

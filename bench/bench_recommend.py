@@ -38,9 +38,10 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Iterator  # noqa: E402
+from typing import Any
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
@@ -100,7 +101,7 @@ class RssSampler:
             self.samples.append((time.perf_counter() - self._t0, self._proc.memory_info().rss / GIB))
             self._stop.wait(self.interval)
 
-    def start(self) -> "RssSampler":
+    def start(self) -> RssSampler:
         if self.available:
             self._thread.start()
         return self
@@ -131,8 +132,8 @@ def loadavg() -> list[float]:
 
 def machine() -> dict[str, Any]:
     """CPU, memory and library versions (read from package metadata: the parent process stays small)."""
-    from importlib.metadata import PackageNotFoundError, version
     import sqlite3
+    from importlib.metadata import PackageNotFoundError, version
 
     from machine import cpu_model, ram_gib
 
@@ -906,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     runners = {"memory": part_memory, "throughput": part_throughput, "breakdown": part_breakdown}
     t_all = time.perf_counter()
     for part in parts:
-        stamp = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        stamp = {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
                  "loadavg_start": loadavg(), "machine_cpus": mach["cpus"], "machine_implicit": mach["implicit"],
                  "top_n": args.tp_top_n}
         t = time.perf_counter()

@@ -23,9 +23,9 @@ import torch
 
 from recvae.config import Config, apply_overrides, preset
 from recvae.data.idmap import IdMap
-from recvae.log import setup_logging
-from recvae.evaluation.metrics import evaluate
 from recvae.data.snapshot import Snapshot
+from recvae.evaluation.metrics import evaluate
+from recvae.log import setup_logging
 from recvae.training.loop import paper_equivalent_anneal_steps, train
 
 logger = logging.getLogger("bench.parity_ml1m")

@@ -34,26 +34,26 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
+import baselines_ml1m  # noqa: E402  (bench/baselines_ml1m.py: grids and reference of the tuned baselines)
 import numpy as np  # noqa: E402
+import parity_ml1m  # noqa: E402  (bench/parity_ml1m.py: paper settings of Mult-VAE / Mult-DAE on pro_sg)
 import torch  # noqa: E402
 
-import baselines_ml1m  # noqa: E402  (bench/baselines_ml1m.py: grids and reference of the tuned baselines)
-import parity_ml1m  # noqa: E402  (bench/parity_ml1m.py: paper settings of Mult-VAE / Mult-DAE on pro_sg)
-from recvae.data import datasets  # noqa: E402
-from recvae.models.baselines import EASE, fit_baseline, param_grid  # noqa: E402
 from recvae.config import Config, TrainConfig, apply_overrides  # noqa: E402
-from recvae.log import setup_logging  # noqa: E402
-from recvae.evaluation.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
+from recvae.data import datasets  # noqa: E402
 from recvae.data.prepare import prepare  # noqa: E402
 from recvae.data.readers import Source  # noqa: E402
 from recvae.data.snapshot import Snapshot  # noqa: E402
+from recvae.evaluation.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
+from recvae.log import setup_logging  # noqa: E402
+from recvae.models.baselines import EASE, fit_baseline, param_grid  # noqa: E402
 from recvae.training.loop import load_best, resolve_device, train  # noqa: E402
 
 logger = logging.getLogger("bench.reproduce")
@@ -662,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["RECVAE_DATA_HOME"] = str(args.data_home or REPO.parent / "shared" / "data")
     if args.threads:
         torch.set_num_threads(args.threads)
-    started, load_start, t0 = datetime.now(timezone.utc), [round(x, 2) for x in os.getloadavg()], time.perf_counter()
+    started, load_start, t0 = datetime.now(UTC), [round(x, 2) for x in os.getloadavg()], time.perf_counter()
 
     report = PROTOCOLS[args.dataset](args)
 

@@ -15,9 +15,10 @@ import logging
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -25,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_info  # noqa: E402
 
 from recvae.config import Config, apply_overrides  # noqa: E402
-from recvae.log import setup_logging  # noqa: E402
-from recvae.evaluation.metrics import evaluate  # noqa: E402
-from recvae.models.multvae import CSRBatch, MultVAE, SparseLinear  # noqa: E402
 from recvae.data.snapshot import Snapshot  # noqa: E402
+from recvae.evaluation.metrics import evaluate  # noqa: E402
+from recvae.log import setup_logging  # noqa: E402
+from recvae.models.multvae import CSRBatch, MultVAE, SparseLinear  # noqa: E402
 from recvae.training.loop import fit_model  # noqa: E402
 
 logger = logging.getLogger("bench.train_speed")

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from parity_ml1m import METRICS, load_pro_sg, machine, paper_config, test_metrics  # noqa: E402
 
 from recvae.config import apply_overrides, preset  # noqa: E402
-from recvae.models.ensemble import Ensemble  # noqa: E402
-from recvae.log import setup_logging  # noqa: E402
 from recvae.evaluation.metrics import EvalResult, evaluate  # noqa: E402
+from recvae.log import setup_logging  # noqa: E402
 from recvae.models.base import load_recommender  # noqa: E402
+from recvae.models.ensemble import Ensemble  # noqa: E402
 from recvae.training.loop import train  # noqa: E402
 
 logger = logging.getLogger("bench.tune_vae_ml1m")

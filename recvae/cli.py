@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from recvae.config import Config, ConfigError, apply_overrides
-from recvae.log import mask_secrets, parse_level, setup_logging
 from recvae.data.snapshot import Snapshot
+from recvae.log import mask_secrets, parse_level, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -322,8 +322,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     import uuid
 
     from recvae import pipeline, tracking
-    from recvae.serving.recommend import recommend_to_store
     from recvae.paths import default_db_url
+    from recvae.serving.recommend import recommend_to_store
     from recvae.serving.store import RecommendationStore
 
     if args.top_n < 1:

@@ -169,7 +169,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         for part in (self.data, self.split, self.model, self.train):
             part.validate()
         return self
@@ -178,7 +178,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "Config":
+    def from_dict(cls, d: dict[str, Any] | None) -> Config:
         d = d or {}
         return cls(
             data=from_dict(DataConfig, d.get("data", {})),

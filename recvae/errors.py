@@ -9,13 +9,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that cannot succeed on a retry: bad input, configuration, data or model references."""
     from recvae.config import ConfigError
     from recvae.data.datasets import ChecksumError, DatasetNotFoundError
-    from recvae.serving.items import ItemMismatchError
-    from recvae.models.base import ModelLoadError
-    from recvae.serving.recommend import UnknownUsersError
     from recvae.data.snapshot import SnapshotError
+    from recvae.data.validate import DataValidationError
+    from recvae.models.base import ModelLoadError
+    from recvae.serving.items import ItemMismatchError
+    from recvae.serving.recommend import UnknownUsersError
     from recvae.serving.store import IdentifierError
     from recvae.tracking import ModelNotFoundError, RegistryInputError
-    from recvae.data.validate import DataValidationError
 
     return (DataValidationError, ConfigError, SnapshotError, DatasetNotFoundError, ChecksumError, FileNotFoundError,
             NotADirectoryError, IsADirectoryError, PermissionError, IdentifierError, ModelNotFoundError,

@@ -253,9 +253,8 @@ def baseline_step(
     import mlflow
 
     from recvae import tracking
-
-    from recvae.models import baselines
     from recvae.evaluation.metrics import evaluate
+    from recvae.models import baselines
 
     done = _finished_run(experiment, run_key)
     if done is not None:
@@ -319,8 +318,8 @@ def ensemble_step(
     import mlflow
 
     from recvae import tracking
-    from recvae.models.ensemble import Ensemble
     from recvae.evaluation.metrics import evaluate
+    from recvae.models.ensemble import Ensemble
 
     if len(model_uris) < 2:
         raise ConfigError(f"an ensemble needs at least 2 models; got {len(model_uris)}")

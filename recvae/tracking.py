@@ -24,12 +24,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Run
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import get_dataset_source_from_json
 from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
@@ -37,10 +37,10 @@ from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from recvae import paths
-from recvae.log import mask_secrets
 from recvae.evaluation.metrics import EvalResult
-from recvae.serving.pyfunc import ARTIFACT_KEY, DEFAULT_TOP_N
+from recvae.log import mask_secrets
 from recvae.models.base import META_FILE, Recommender, load_recommender, read_meta
+from recvae.serving.pyfunc import ARTIFACT_KEY, DEFAULT_TOP_N
 from recvae.urls import mask_url
 
 logger = logging.getLogger(__name__)

@@ -8,10 +8,10 @@ import scipy.sparse as sp
 import torch
 from recommender_contract import Planted, RecommenderContract, planted_data
 
-from recvae.models.baselines import ALS, EASE, Popularity, fit_baseline, make_baseline, param_grid, tune
 from recvae.data.idmap import IdMap
-from recvae.evaluation.metrics import evaluate
 from recvae.data.snapshot import Snapshot
+from recvae.evaluation.metrics import evaluate
+from recvae.models.baselines import ALS, EASE, Popularity, fit_baseline, make_baseline, param_grid, tune
 
 
 class TestPopularityContract(RecommenderContract):

@@ -9,10 +9,9 @@ import sqlite3
 import pytest
 
 from recvae import cli
-
 from recvae.data import synthetic
-from recvae.log import mask_secrets, progress, progress_disabled, setup_logging
 from recvae.data.validate import DataValidationError
+from recvae.log import mask_secrets, progress, progress_disabled, setup_logging
 
 
 def manifest(path):

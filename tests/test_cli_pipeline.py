@@ -217,8 +217,8 @@ def register_untrained_vae(snapshot_dir: str, name: str = "recvae") -> str:
     """Log and register a small untrained Mult-VAE over a snapshot's items (fast); returns its version."""
     from recvae import tracking
     from recvae.config import ModelConfig
-    from recvae.models.multvae import MultVAERecommender, build_module
     from recvae.data.snapshot import Snapshot
+    from recvae.models.multvae import MultVAERecommender, build_module
 
     snap = Snapshot.load(snapshot_dir)
     config = ModelConfig(hidden_dims=(16,), latent_dim=8)

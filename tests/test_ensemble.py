@@ -8,12 +8,12 @@ import scipy.sparse as sp
 import torch
 from recommender_contract import RecommenderContract
 
-from recvae.models.baselines import EASE, Popularity
 from recvae.config import ModelConfig, TrainConfig
-from recvae.models.ensemble import MEMBERS_DIR, Ensemble
 from recvae.data.idmap import IdMap
-from recvae.models.multvae import MultVAERecommender
 from recvae.models.base import load_recommender
+from recvae.models.baselines import EASE, Popularity
+from recvae.models.ensemble import MEMBERS_DIR, Ensemble
+from recvae.models.multvae import MultVAERecommender
 
 
 def vae(seed: int) -> MultVAERecommender:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from recommender_contract import RecommenderContract
 
 from recvae.config import Config, ConfigError, ModelConfig, TrainConfig, preset
+from recvae.models.base import load_recommender
 from recvae.models.multvae import (
     STATE_FILE,
     CSRBatch,
@@ -28,7 +29,6 @@ from recvae.models.multvae import (
     multinomial_nll,
     normalized_dropout,
 )
-from recvae.models.base import load_recommender
 
 N_ITEMS = 30
 
@@ -524,8 +524,8 @@ def test_bf16_scores_rank_like_float32(fitted) -> None:
 def test_every_saved_file_is_checked_on_load(tmp_path: Path) -> None:
     """A baseline's arrays have no format-level check: bytes zeroed in the middle of counts.npy loaded as other
     (wrong but plausible) counts before the save recorded each file's sha256."""
-    from recvae.models.baselines import Popularity
     from recvae.models.base import FILES_KEY, META_FILE, ModelLoadError
+    from recvae.models.baselines import Popularity
 
     X = random_csr(np.random.default_rng(3), 40)
     Popularity().fit(X).save(tmp_path / "p")

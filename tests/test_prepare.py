@@ -7,13 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from cli_error_line import error_line
 
 from recvae import cli
-
-from recvae.data import synthetic
 from recvae.config import Config, ConfigError, apply_overrides
+from recvae.data import synthetic
 from recvae.data.prepare import as_source, default_quarantine, prepare
 from recvae.data.readers import Source
 from recvae.data.snapshot import Snapshot, SnapshotError

@@ -15,11 +15,18 @@ from cli_error_line import error_line
 from sqlalchemy import create_engine, text
 
 from recvae.data.idmap import IdMap
-from recvae.serving.recommend import build_input, expected_counts, iter_topn, read_foldin, recommend_to_store, topn_frame
-from recvae.models.base import Recommender
 from recvae.data.snapshot import Snapshot
-from recvae.serving.store import RecommendationStore, StoreError, read_item_metadata
 from recvae.data.validate import DataValidationError
+from recvae.models.base import Recommender
+from recvae.serving.recommend import (
+    build_input,
+    expected_counts,
+    iter_topn,
+    read_foldin,
+    recommend_to_store,
+    topn_frame,
+)
+from recvae.serving.store import RecommendationStore, StoreError, read_item_metadata
 
 N_ITEMS = 25
 
@@ -34,7 +41,7 @@ class Cooc(Recommender):
         self.fail_on_call = fail_on_call
         self.n_items = 0
 
-    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> "Cooc":
+    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> Cooc:
         c = (train.T @ train).toarray().astype(np.float32)
         np.fill_diagonal(c, 0.0)
         self.c = torch.from_numpy(c)
@@ -56,7 +63,7 @@ class Cooc(Recommender):
         raise NotImplementedError
 
     @classmethod
-    def _load_state(cls, path: Path, meta: dict[str, Any]) -> "Cooc":  # pragma: no cover
+    def _load_state(cls, path: Path, meta: dict[str, Any]) -> Cooc:  # pragma: no cover
         raise NotImplementedError
 
 

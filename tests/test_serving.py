@@ -27,8 +27,8 @@ mlflow = pytest.importorskip("mlflow")
 
 from recvae import pipeline, tracking  # noqa: E402
 from recvae.data.idmap import IdMap  # noqa: E402
-from recvae.serving.pyfunc import recommend_frame  # noqa: E402
 from recvae.data.snapshot import Snapshot  # noqa: E402
+from recvae.serving.pyfunc import recommend_frame  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*noload.*loader strategy"),

@@ -7,11 +7,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recvae.data import synthetic
 from recvae.config import ConfigError, DataConfig, SplitConfig
+from recvae.data import synthetic
 from recvae.data.idmap import IdMap
 from recvae.data.preprocess import preprocess
-from recvae.data.split import default_n_heldout, fold_in_mask, reindex_snapshot, strong_split, temporal_split, training_items
+from recvae.data.split import (
+    default_n_heldout,
+    fold_in_mask,
+    reindex_snapshot,
+    strong_split,
+    temporal_split,
+    training_items,
+)
 from recvae.data.validate import DataValidationError
 
 

@@ -11,7 +11,7 @@ import textwrap
 import threading
 import time
 import traceback
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -88,7 +88,7 @@ def titles_of(store: RecommendationStore, batch_id: int) -> dict[str, str]:
 
 def age(store: RecommendationStore, batch_id: int, hours: float) -> None:
     """Make a batch look idle for `hours`: its creation and its shards' activity moved back in time."""
-    when = datetime.now(timezone.utc) - timedelta(hours=hours)
+    when = datetime.now(UTC) - timedelta(hours=hours)
     value = when if store.dialect == "postgresql" else when.isoformat(timespec="microseconds")
     with store.engine.begin() as conn:
         conn.execute(text('UPDATE "recvae_batches" SET created_at = :t WHERE batch_id = :b'), {"t": value, "b": batch_id})

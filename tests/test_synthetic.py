@@ -7,11 +7,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recvae.data import synthetic
 from recvae.config import DataConfig, SplitConfig
-from recvae.evaluation.metrics import evaluate
+from recvae.data import synthetic
 from recvae.data.preprocess import preprocess
 from recvae.data.split import strong_split
+from recvae.evaluation.metrics import evaluate
 
 
 @pytest.fixture(scope="module")

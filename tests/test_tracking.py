@@ -17,15 +17,17 @@ import torch
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 
-from recvae.models import base as recommender_mod  # noqa: E402
-from recvae import tracking  # noqa: E402
-from recvae import paths  # noqa: E402
+from recvae import (
+    paths,  # noqa: E402
+    tracking,  # noqa: E402
+)
 from recvae.config import Config  # noqa: E402
 from recvae.data.idmap import IdMap  # noqa: E402
-from recvae.evaluation.metrics import EvalResult  # noqa: E402
-from recvae.serving.pyfunc import recommend_frame  # noqa: E402
-from recvae.models.base import Recommender  # noqa: E402
 from recvae.data.snapshot import Snapshot  # noqa: E402
+from recvae.evaluation.metrics import EvalResult  # noqa: E402
+from recvae.models import base as recommender_mod  # noqa: E402
+from recvae.models.base import Recommender  # noqa: E402
+from recvae.serving.pyfunc import recommend_frame  # noqa: E402
 
 N_ITEMS = 20
 
@@ -45,7 +47,7 @@ class CoocRecommender(Recommender):
         self.n_items = n_items
         self.cooc = cooc
 
-    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> "CoocRecommender":
+    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> CoocRecommender:
         c = (train.T @ train).tocsr().astype(np.float32)
         c.setdiag(0)
         c.eliminate_zeros()
@@ -62,7 +64,7 @@ class CoocRecommender(Recommender):
         sp.save_npz(path / "cooc.npz", self.cooc)
 
     @classmethod
-    def _load_state(cls, path: Path, meta: dict[str, Any]) -> "CoocRecommender":
+    def _load_state(cls, path: Path, meta: dict[str, Any]) -> CoocRecommender:
         return cls(int(meta["n_items"]), sp.load_npz(path / "cooc.npz").tocsr())
 
 

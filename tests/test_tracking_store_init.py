@@ -16,7 +16,7 @@ N_PROCESSES = 4
 pytestmark = pytest.mark.filterwarnings("ignore:.*noload.*loader strategy")
 
 
-def _first_run(uri: str, barrier: "mp.synchronize.Barrier", results: "mp.Queue") -> None:
+def _first_run(uri: str, barrier: mp.synchronize.Barrier, results: mp.Queue) -> None:
     """What each Airflow task does first: point MLflow at the store, find the experiment, log a run."""
     try:
         barrier.wait(timeout=60)  # all start together, so the store's creation overlaps

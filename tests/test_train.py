@@ -13,8 +13,8 @@ from recommender_contract import Planted, planted_data
 
 from recvae.config import Config, ConfigError, ModelConfig, TrainConfig
 from recvae.data.idmap import IdMap
-from recvae.evaluation.metrics import evaluate
 from recvae.data.snapshot import Snapshot
+from recvae.evaluation.metrics import evaluate
 from recvae.models.multvae import Loss, MultVAE
 from recvae.training.loop import (
     BEST_FILE,
@@ -25,10 +25,10 @@ from recvae.training.loop import (
     beta_at,
     effective_anneal_steps,
     fit_model,
-    paper_equivalent_anneal_steps,
     load_best,
     load_checkpoint,
     lr_at,
+    paper_equivalent_anneal_steps,
     train,
     training_memory_bytes,
 )

@@ -6,9 +6,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from recvae.data import readers
-
-from recvae.serving import store
 from recvae.data.readers import Source
+from recvae.serving import store
 from recvae.urls import mask_url, url_secrets
 
 

@@ -161,8 +161,8 @@ def scoring_task(args: Any) -> None:
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    from recvae.models.base import load_recommender
     from recvae.data.snapshot import Snapshot
+    from recvae.models.base import load_recommender
 
     torch.set_num_threads(args.threads)
     snapshot = Snapshot.load(args.data, verify=False)

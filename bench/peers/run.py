@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,8 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 from recvae.config import TrainConfig  # noqa: E402
-from recvae.evaluation.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
 from recvae.data.snapshot import Snapshot  # noqa: E402
+from recvae.evaluation.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
 
 logger = logging.getLogger("bench.peers")
 
@@ -209,7 +209,7 @@ def ensure_venv(name: str, reinstall: bool = False) -> dict[str, Any]:
         "size_mb": round(_dir_size(venv) / 1024**2, 1),
         "python": subprocess.run([str(venv / "bin" / "python"), "-c", "import platform; print(platform.python_version())"],
                                  capture_output=True, text=True).stdout.strip(),
-        "installed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     stamp.write_text(json.dumps(info, indent=2))
     return {**info, "installed_now": True}
@@ -609,7 +609,7 @@ def _one_line(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     command = "OPENBLAS_NUM_THREADS=1 " + shlex.join([".venv/bin/python", "bench/peers/run.py", *(argv if argv is not None else sys.argv[1:])])
     report: dict[str, Any] = {"started_at": started, "command": command, "machine": machine_info(), "venvs": {}}
     report["settings"] = {"threads": args.threads, "batch_size": args.batch_size, "lr": args.lr, "hidden": 600, "latent": 200,
@@ -637,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     report["load_avg_end"] = list(os.getloadavg())
-    report["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "peers.json").write_text(json.dumps(report, indent=2, default=str))
     (args.results / "peers.md").write_text(render_markdown(report))

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recvae.digest import sha256_file
 from recvae.data.readers import Source
+from recvae.digest import sha256_file
 
 logger = logging.getLogger(__name__)
 

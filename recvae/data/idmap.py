@@ -20,7 +20,7 @@ class IdMap:
         self._index = index
 
     @classmethod
-    def from_values(cls, values: np.ndarray | pd.Series) -> "IdMap":
+    def from_values(cls, values: np.ndarray | pd.Series) -> IdMap:
         """Map for the distinct values, in order of first appearance."""
         return cls(pd.unique(np.asarray(values)))
 
@@ -37,7 +37,7 @@ class IdMap:
     def raw_ids(self) -> np.ndarray:
         return self._index.to_numpy()
 
-    def extend(self, values: np.ndarray | pd.Series) -> "IdMap":
+    def extend(self, values: np.ndarray | pd.Series) -> IdMap:
         """A new map with the ids of `values` not yet mapped appended in order of first appearance."""
         new = pd.unique(np.asarray(values))
         missing = new[~pd.Index(new).isin(self._index)] if len(new) else new
@@ -66,7 +66,7 @@ class IdMap:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "IdMap":
+    def load(cls, path: str | Path) -> IdMap:
         """Read a map written by `save`, checking the indices are 0..n-1 in order."""
         df = pd.read_parquet(path)
         if list(df.columns) != ["index", "raw_id"]:

@@ -9,16 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recvae.data import datasets
-
-from recvae.data import readers
 from recvae.config import Config, ConfigError
-from recvae.log import progress
+from recvae.data import datasets, readers
 from recvae.data.preprocess import preprocess
 from recvae.data.readers import Source
 from recvae.data.snapshot import Snapshot
 from recvae.data.split import reindex_snapshot, split
 from recvae.data.validate import Validator
+from recvae.log import progress
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from recvae.data.idmap import IdMap
-from recvae.digest import sha256_file
 from recvae.data.snapshot import Snapshot
-from recvae.urls import mask_url
 from recvae.data.validate import DataValidationError, Positions, Validator, build_interactions, integer_text_only
+from recvae.digest import sha256_file
+from recvae.urls import mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Source:
         return d
 
     @classmethod
-    def from_path(cls, path: str | Path, **kwargs: Any) -> "Source":
+    def from_path(cls, path: str | Path, **kwargs: Any) -> Source:
         """Guess the format from a file or folder: pro_sg and LightGCN folders, MovieLens files, CSV, Parquet."""
         p = Path(path)
         fmt = kwargs.pop("format", None)

@@ -11,7 +11,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from recvae.digest import sha256_file
 from recvae.data.idmap import IdMap
+from recvae.digest import sha256_file
 
 FORMAT_VERSION = 1
 # Rows of *_tr and *_te belong to the same users in the same order.
@@ -136,7 +136,7 @@ class Snapshot:
                 **(extra or {}),
                 "format_version": FORMAT_VERSION,
                 "snapshot_id": sid,
-                "created_at": self.manifest.get("created_at") or datetime.now(timezone.utc).isoformat(),
+                "created_at": self.manifest.get("created_at") or datetime.now(UTC).isoformat(),
                 "n_users": len(self.users),
                 "n_items": self.n_items,
                 "counts": self.summary(),
@@ -152,7 +152,7 @@ class Snapshot:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, verify: bool = True) -> "Snapshot":
+    def load(cls, path: str | Path, *, verify: bool = True) -> Snapshot:
         """Read a snapshot directory; with `verify`, every file's sha256 must match the manifest. A missing,
         unlisted, changed or unreadable file raises SnapshotError naming it."""
         path = Path(path)

@@ -18,16 +18,17 @@ the previous map that are absent from this training set keep their (empty) colum
 from __future__ import annotations
 
 import logging
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from recvae.config import ConfigError, SplitConfig
 from recvae.data.idmap import IdMap
-from recvae.log import progress
 from recvae.data.readers import interactions_matrix
 from recvae.data.snapshot import HELDOUT, Snapshot
 from recvae.data.validate import DataValidationError
+from recvae.log import progress
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 import scipy.sparse as sp
 import torch
 
-from recvae.digest import sha256_file
 from recvae.data.idmap import IdMap
+from recvae.digest import sha256_file
 
 META_FILE = "recommender.json"
 FILES_KEY = "files"  # in the metadata: the sha256 of every file saved beside it, checked on load
@@ -41,7 +41,7 @@ class Recommender(ABC):
     items: IdMap | None = None  # raw item ids of the columns, attached when trained on a snapshot
 
     @abstractmethod
-    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> "Recommender":
+    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> Recommender:
         """Learn from a users x items training matrix."""
 
     @abstractmethod
@@ -64,7 +64,7 @@ class Recommender(ABC):
 
     @classmethod
     @abstractmethod
-    def _load_state(cls, path: Path, meta: dict[str, Any]) -> "Recommender":
+    def _load_state(cls, path: Path, meta: dict[str, Any]) -> Recommender:
         """Rebuild from `path` and the metadata written by `save`."""
 
     def save(self, path: str | Path, **extra: Any) -> Path:

@@ -19,9 +19,9 @@ from threadpoolctl import threadpool_limits
 
 from recvae.config import ConfigError
 from recvae.data.idmap import IdMap
+from recvae.data.snapshot import Snapshot
 from recvae.evaluation.metrics import evaluate
 from recvae.models.base import Recommender
-from recvae.data.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Popularity(Recommender):
         self.counts: np.ndarray | None = None
         self.n_items = 0
 
-    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> "Popularity":
+    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> Popularity:
         """Count each item's interactions in `train`.
 
         Parameters
@@ -105,7 +105,7 @@ class Popularity(Recommender):
         np.save(path / "counts.npy", _require_fitted(self, "counts"), allow_pickle=False)
 
     @classmethod
-    def _load_state(cls, path: Path, meta: dict[str, Any]) -> "Popularity":
+    def _load_state(cls, path: Path, meta: dict[str, Any]) -> Popularity:
         model = cls()
         model.counts = np.load(path / "counts.npy", allow_pickle=False)
         model.n_items = int(model.counts.shape[0])
@@ -158,7 +158,7 @@ class EASE(Recommender):
                 f"{limit / 2**30:.1f} GiB may be used; keep fewer items (data.min_item_count) or use ALS"
             )
 
-    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> "EASE":
+    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> EASE:
         """Solve the closed form on `train`.
 
         Parameters
@@ -204,7 +204,7 @@ class EASE(Recommender):
         np.save(path / "B.npy", _require_fitted(self, "B"), allow_pickle=False)
 
     @classmethod
-    def _load_state(cls, path: Path, meta: dict[str, Any]) -> "EASE":
+    def _load_state(cls, path: Path, meta: dict[str, Any]) -> EASE:
         model = cls(**meta["params"])
         model.B = np.load(path / "B.npy", allow_pickle=False)
         model.n_items = int(model.B.shape[0])
@@ -306,7 +306,7 @@ class ALS(Recommender):
             num_threads=self.num_threads,
         )
 
-    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> "ALS":
+    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> ALS:
         """Factorise `train`.
 
         Parameters
@@ -358,7 +358,7 @@ class ALS(Recommender):
         np.save(path / "item_factors.npy", _require_fitted(self, "item_factors"), allow_pickle=False)
 
     @classmethod
-    def _load_state(cls, path: Path, meta: dict[str, Any]) -> "ALS":
+    def _load_state(cls, path: Path, meta: dict[str, Any]) -> ALS:
         model = cls(**meta["params"])
         V = np.load(path / "item_factors.npy", allow_pickle=False)
         with threadpool_limits(1, "blas"):

@@ -42,7 +42,7 @@ class Ensemble(Recommender):
         self.n_items = n_items.pop()
         self.items = with_ids[0] if with_ids else None
 
-    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> "Ensemble":
+    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> Ensemble:
         """Refit every member on `train` with its own settings (`kwargs` go to every member's fit)."""
         for member in self.members:
             member.fit(train, **kwargs)
@@ -70,7 +70,7 @@ class Ensemble(Recommender):
             member.save(path / MEMBERS_DIR / str(i))
 
     @classmethod
-    def _load_state(cls, path: Path, meta: dict[str, Any]) -> "Ensemble":
+    def _load_state(cls, path: Path, meta: dict[str, Any]) -> Ensemble:
         expected = len(meta.get("params", {}).get("members", []))
         folders = [path / MEMBERS_DIR / str(i) for i in range(expected)]
         missing = [str(f) for f in folders if not f.is_dir()]

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recvae.digest import sha256_file
 from recvae.config import RECOMMENDER_KINDS, Config, ModelConfig, TrainConfig, from_dict
+from recvae.digest import sha256_file
 from recvae.models.base import ModelLoadError, Recommender
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class CSRBatch:
     n_rows: int
 
     @classmethod
-    def from_scipy(cls, X: sp.spmatrix, device: torch.device | str = "cpu") -> "CSRBatch":
+    def from_scipy(cls, X: sp.spmatrix, device: torch.device | str = "cpu") -> CSRBatch:
         """A batch holding every row of `X`."""
         X = sp.csr_matrix(X)
         indptr = torch.from_numpy(X.indptr.astype(np.int64))
@@ -513,7 +513,7 @@ class MultVAERecommender(Recommender):
         on_epoch_end: Any = None,
         snapshot_id: str | None = None,
         **kwargs: Any,
-    ) -> "MultVAERecommender":
+    ) -> MultVAERecommender:
         """Train on `train`; with `validation=(fold_in, held_out)` the epoch with the best NDCG@100 is kept.
 
         `out_dir` receives best.pt / last.pt (needed for `resume`); the TrainResult is kept in `self.result`.
@@ -591,7 +591,7 @@ class MultVAERecommender(Recommender):
         (path / DIGEST_FILE).write_text(sha256_file(path / STATE_FILE) + "\n")
 
     @classmethod
-    def _load_state(cls, path: Path, meta: dict[str, Any]) -> "MultVAERecommender":
+    def _load_state(cls, path: Path, meta: dict[str, Any]) -> MultVAERecommender:
         state = load_state_file(path / STATE_FILE, expected_sha256=_read_digest(path / DIGEST_FILE))
         rec = cls.from_state(state, source=path / STATE_FILE)
         if meta.get("kind") not in (None, rec.kind):
@@ -601,7 +601,7 @@ class MultVAERecommender(Recommender):
         return rec
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], source: str | Path = "<state>") -> "MultVAERecommender":
+    def from_state(cls, state: dict[str, Any], source: str | Path = "<state>") -> MultVAERecommender:
         """Rebuild from a dict holding model_args, model_config, train_config and state_dict."""
         try:
             model_config = from_dict(ModelConfig, state["model_config"])

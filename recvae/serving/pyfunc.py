@@ -18,9 +18,9 @@ import scipy.sparse as sp
 import torch
 from mlflow.pyfunc import PythonModel
 
-from recvae.serving.items import item_positions
 from recvae.evaluation.metrics import mask_seen
 from recvae.models.base import Recommender, load_recommender
+from recvae.serving.items import item_positions
 
 logger = logging.getLogger(__name__)
 

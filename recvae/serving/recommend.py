@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -14,11 +15,11 @@ import torch
 
 from recvae.data import readers
 from recvae.data.idmap import IdMap
-from recvae.serving.items import align_items
-from recvae.models.base import Recommender
 from recvae.data.snapshot import Snapshot
-from recvae.serving.store import BatchSummary, RecChunk, RecommendationStore, StoreError
 from recvae.data.validate import DataValidationError
+from recvae.models.base import Recommender
+from recvae.serving.items import align_items
+from recvae.serving.store import BatchSummary, RecChunk, RecommendationStore, StoreError
 
 logger = logging.getLogger(__name__)
 

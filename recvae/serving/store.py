@@ -8,12 +8,13 @@ import logging
 import os
 import re
 import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from string import Template
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -260,7 +261,7 @@ class BatchSummary:
     expired_batch_ids: list[int] = field(default_factory=list)
 
     @classmethod
-    def of(cls, batch: Batch, *, reused: bool = False, expired: Sequence[int] = ()) -> "BatchSummary":
+    def of(cls, batch: Batch, *, reused: bool = False, expired: Sequence[int] = ()) -> BatchSummary:
         """The summary of a batch row."""
         return cls(
             batch_id=batch.batch_id, batch_key=batch.batch_key, status=batch.status, model_name=batch.model_name,
@@ -386,7 +387,7 @@ class RecommendationStore:
                              "percent-encoded as %40")
         return url
 
-    def __enter__(self) -> "RecommendationStore":
+    def __enter__(self) -> RecommendationStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -459,7 +460,7 @@ class RecommendationStore:
         return conn.execute(stmt, params or {})
 
     def _now(self) -> Any:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         return now if self.dialect == "postgresql" else now.isoformat(timespec="microseconds")
 
     def _lock(self, conn: Connection) -> None:
@@ -616,7 +617,7 @@ class RecommendationStore:
         write lock, which this transaction waits for), so a live writer is never failed however long a shard takes;
         the age only has to outlast the gaps between a batch's steps. The caller holds a write transaction."""
         stale = self.stale_after_s if stale_after_s is None else float(stale_after_s)
-        cutoff = datetime.now(timezone.utc) - timedelta(seconds=stale)
+        cutoff = datetime.now(UTC) - timedelta(seconds=stale)
         cut = cutoff if self.dialect == "postgresql" else cutoff.isoformat(timespec="microseconds")
         idle = (
             "b.status = 'staging' AND b.batch_key <> :k AND b.created_at <= :cut AND NOT EXISTS (SELECT 1 FROM"
@@ -663,7 +664,7 @@ class RecommendationStore:
             logger.info("deleted %d row(s) and %d title(s) of dead batch %s", n, t, b)
         return done
 
-    def gc(self, stale_after_s: float | None = None) -> "GcReport":
+    def gc(self, stale_after_s: float | None = None) -> GcReport:
         """Fail abandoned staging batches (see `_fail_abandoned`; `stale_after_s` defaults to the store's) and delete
         the rows and titles of every failed or expired batch. What `recvae db gc` runs."""
         self._ensure()

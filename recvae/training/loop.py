@@ -19,8 +19,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recvae.digest import sha256_file
 from recvae.config import Config, ConfigError, TrainConfig
+from recvae.data.snapshot import Snapshot
+from recvae.digest import sha256_file
 from recvae.evaluation.metrics import evaluate
 from recvae.models.multvae import (
     CSRBatch,
@@ -34,7 +35,6 @@ from recvae.models.multvae import (
     load_state_file,
     multinomial_nll,
 )
-from recvae.data.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
 
