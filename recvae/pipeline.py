@@ -470,7 +470,8 @@ def promote_step(
             reason = (f"refused to compare challenger v{version} with champion v{current} of {model_name}: the champion "
                       f"was trained on other items ({overlap['common_items']} in common of its {overlap['champion_items']}"
                       f" and the snapshot's {overlap['snapshot_items']}, {overlap['share']:.1%} < "
-                      f"{MIN_CHAMPION_ITEM_OVERLAP:.0%}); set replace_champion_of_other_items to replace it")
+                      f"{MIN_CHAMPION_ITEM_OVERLAP:.0%}); to replace it, set replace_champion_of_other_items "
+                      "(recvae pipeline --replace-champion-of-other-items)")
             _tag_decision(challenger["run_id"], "refused", reason, overlap)
             raise ItemMismatchError(reason)
     losses = [f"{name} ({value:.4f})" for name, value in rivals if not score > value + margin]
@@ -655,9 +656,10 @@ def run_pipeline(
     experiment: str = "recvae",
     model_name: str = "recvae",
     kind: str = "vae",
+    replace_champion_of_other_items: bool = False,
 ) -> dict[str, Any]:
-    """prepare -> train the challenger (`kind`: vae, dae or recvae) and the baselines -> promote -> score every user
-    -> publish, in one process."""
+    """prepare -> train the challenger (`kind`: vae, dae or recvae) and the baselines -> promote (see `promote_step`)
+    -> score every user -> publish, in one process."""
     import uuid
 
     db_url = db_url or paths.default_db_url()
@@ -668,7 +670,8 @@ def run_pipeline(
                             model_name=model_name, run_key=f"pipeline-{key}-{kind}")
     fitted = [baseline_step(kind, snap["snapshot_dir"], experiment=experiment, run_key=f"pipeline-{key}-{kind}")
               for kind in baselines]
-    decision = promote_step(challenger, fitted, snapshot_dir=snap["snapshot_dir"], model_name=model_name, margin=margin)
+    decision = promote_step(challenger, fitted, snapshot_dir=snap["snapshot_dir"], model_name=model_name, margin=margin,
+                            replace_champion_of_other_items=replace_champion_of_other_items)
     champion = decision["model_uri"] if decision["champion_version"] else None
     batch: dict[str, Any] = {"status": "no champion to score with"}
     if champion:

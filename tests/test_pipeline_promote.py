@@ -90,7 +90,7 @@ def test_a_champion_of_other_items_is_not_compared(store, tmp_path):
         pipeline.promote_step(challenger, [], snapshot_dir=snap, model_name=NAME)
     message = str(info.value)
     assert f"champion v{old['model_version']}" in message and "20 in common of its 20 and the snapshot's 60" in message
-    assert "33.3% < 50%" in message and "replace_champion_of_other_items" in message
+    assert "33.3% < 50%" in message and "--replace-champion-of-other-items" in message
     assert tracking.get_alias(NAME, "champion") == old["model_version"]  # nothing changed
     tags = _tags(challenger["run_id"])
     assert tags["recvae.promotion"] == "refused" and tags["recvae.promotion.champion_item_overlap"] == "0.3333"
@@ -134,3 +134,19 @@ def test_a_champion_of_an_earlier_snapshot_is_compared_and_the_overlap_reported(
     assert decision["promoted"] and decision["previous_champion"] == old["model_version"]
     assert decision["model_name"] == NAME and decision["run_id"] == challenger["run_id"]
     assert _tags(challenger["run_id"])["recvae.promotion.champion_item_overlap"] == "0.9091"
+
+
+def test_recvae_pipeline_can_replace_a_champion_of_other_items(monkeypatch, capsys):
+    from recvae import cli
+
+    seen: dict = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        return {"models": [{"kind": "vae"}], "decision": {"reason": "promoted"}, "batch": {"status": "ok"}}
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake)
+    assert cli.main(["pipeline", "--replace-champion-of-other-items"]) == 0
+    assert seen["replace_champion_of_other_items"] is True
+    assert cli.main(["pipeline"]) == 0
+    assert seen["replace_champion_of_other_items"] is False
