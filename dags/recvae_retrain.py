@@ -98,10 +98,12 @@ def recvae_retrain():
             p = context["params"]
             return pipeline.train_step(
                 snapshot["snapshot_dir"], overrides={**p["config"], "train.seed": seed}, kind=p["model"],
-                experiment=p["experiment"], model_name=p["model_name"], run_key=f"{context['run_id']}:challenger:{seed}",
+                experiment=p["experiment"], model_name=p["model_name"],
+                run_key=f"{context['run_id']}:challenger:{seed}",
             )
 
-    @task(trigger_rule="none_failed", execution_timeout=TIMEOUTS.train)  # runs with one seed too (empty mapping: skipped)
+    # none_failed: runs with one seed too (an empty mapping is "skipped")
+    @task(trigger_rule="none_failed", execution_timeout=TIMEOUTS.train)
     def combine_seeds(snapshot: dict, first: dict, others: list[dict], **context) -> dict:
         """The challenger to promote: the one run, or the ensemble of every seed's run."""
         from recvae import pipeline
@@ -134,7 +136,7 @@ def recvae_retrain():
                 kind, snapshot["snapshot_dir"], experiment=p["experiment"], run_key=f"{context['run_id']}:{kind}"
             )
 
-    @task(trigger_rule="none_failed", execution_timeout=TIMEOUTS.promote)  # runs with no baselines too
+    @task(trigger_rule="none_failed", execution_timeout=TIMEOUTS.promote)  # runs with no baselines too (as above)
     def promote(snapshot: dict, challenger: dict, baselines: list[dict], **context) -> dict:
         """Promote the challenger to `champion` only if it beats the champion and every baseline."""
         from recvae import pipeline

@@ -87,9 +87,11 @@ def notify_params() -> dict[str, Param]:
     """The DAG params that say where failure notices go (unset: the Airflow Variables of the same purpose)."""
     return {
         "notify_conn_id": Param(None, type=["null", "string"],
-                                description="SMTP Connection for failure notices (else Variable recvae_notify_conn_id)"),
+                                description="SMTP Connection for failure notices (else the Variable "
+                                            "recvae_notify_conn_id)"),
         "notify_to": Param(None, type=["null", "string"],
-                           description="comma-separated recipients of failure notices (else Variable recvae_notify_to)"),
+                           description="comma-separated recipients of failure notices (else the Variable "
+                                       "recvae_notify_to)"),
     }
 
 

@@ -69,9 +69,14 @@ def task_failure_line(context: Mapping[str, Any]) -> str:
     if map_index is not None and map_index >= 0:
         task = f"{task}[{map_index}]"
     run_id = context.get("run_id") or getattr(ti, "run_id", "?")
+    exc = context.get("exception")
     tries = getattr(ti, "max_tries", None)
-    attempt = f"try {getattr(ti, 'try_number', '?')}" + (f" of {tries + 1}" if isinstance(tries, int) else "")
-    return f"recvae: task {dag_id}.{task} failed in run {run_id} ({attempt}): {error_line(context.get('exception'))}"
+    attempt = f"try {getattr(ti, 'try_number', '?')}"
+    if type(exc).__name__ == "AirflowFailException":  # recvae_task's user error: failed without its retries
+        attempt += ", not retried"
+    elif isinstance(tries, int):
+        attempt += f" of {tries + 1}"
+    return f"recvae: task {dag_id}.{task} failed in run {run_id} ({attempt}): {error_line(exc)}"
 
 
 def dag_failure_line(context: Mapping[str, Any]) -> str:
@@ -91,7 +96,8 @@ def deadline_line(context: Mapping[str, Any]) -> str:
     run = context.get("dag_run") or {}
     deadline = context.get("deadline") or {}
     return (f"recvae: run {run.get('dag_run_id', '?')} of {run.get('dag_id', '?')} missed its deadline "
-            f"{deadline.get('deadline_time', '?')} (queued at {run.get('queued_at', '?')}, state {run.get('state', '?')})")
+            f"{deadline.get('deadline_time', '?')} (queued at {run.get('queued_at', '?')}, "
+            f"state {run.get('state', '?')})")
 
 
 def report_task_failure(context: Mapping[str, Any]) -> str:

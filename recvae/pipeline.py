@@ -384,8 +384,9 @@ MIN_CHAMPION_ITEM_OVERLAP = 0.5
 """Least share of items the champion and the snapshot must have in common (of the champion's items, and of the
 snapshot's) for a challenger to be compared with it. Below it the champion was trained on other data: on this
 snapshot's validation users it ranks items it never saw or misses most of them, so its NDCG@100 measures the two
-catalogs, not the two models (a synthetic-data champion scored 0.0674 on ML-100K). A weekly snapshot built on the
-previous one keeps every item and adds a few, so a true successor stays near 1.0 both ways."""
+catalogs, not the two models (a champion of the other data set, synthetic vs ML-100K, scored 0.0674 and lost to
+it). A weekly snapshot built on the previous one keeps every item and adds a few, so a true successor stays near
+1.0 both ways."""
 
 
 def champion_item_overlap(alignment: Any) -> dict[str, Any]:
@@ -408,9 +409,9 @@ def _champion_on_snapshot(model_name: str, version: str, snapshot_dir: str | Pat
     rec, _ = tracking.load_recommender_from_uri(uri)
     alignment = align_model(rec, snap, uri, allow_other=True)
     overlap = champion_item_overlap(alignment)
-    logger.info("champion v%s on snapshot %s: %s of its %s items are in the snapshot, which has %s items (overlap %.1f%%)",
-                version, snap.snapshot_id, overlap["common_items"], overlap["champion_items"], overlap["snapshot_items"],
-                100 * overlap["share"])
+    logger.info("champion v%s on snapshot %s: %s of its %s items are in the snapshot, which has %s (overlap %.1f%%)",
+                version, snap.snapshot_id, overlap["common_items"], overlap["champion_items"],
+                overlap["snapshot_items"], 100 * overlap["share"])
     if not overlap["comparable"]:
         return None, overlap
     return float(evaluate(aligned_scorer(rec, alignment), *snap.heldout("validation")).means["ndcg@100"]), overlap
@@ -427,10 +428,19 @@ def _tag_decision(run_id: str, outcome: str, reason: str, overlap: dict[str, Any
     if overlap is not None:
         tags[f"{TAG_PROMOTION}.champion_item_overlap"] = f"{overlap['share']:.4f}"
         tags[f"{TAG_PROMOTION}.champion_items"] = (f"{overlap['common_items']} in common of the champion's "
-                                                   f"{overlap['champion_items']} and the snapshot's {overlap['snapshot_items']}")
+                                                   f"{overlap['champion_items']} and the snapshot's "
+                                                   f"{overlap['snapshot_items']}")
     client = mlflow.MlflowClient()
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
+
+
+def _refusal(model_name: str, version: str, current: str, overlap: dict[str, Any]) -> str:
+    """Why a challenger is not compared with a champion of other items, and how to replace that champion."""
+    return (f"refused to compare challenger v{version} with champion v{current} of {model_name}: the champion was "
+            f"trained on other items ({overlap['common_items']} in common of its {overlap['champion_items']} and the "
+            f"snapshot's {overlap['snapshot_items']}, {overlap['share']:.1%} < {MIN_CHAMPION_ITEM_OVERLAP:.0%}); to "
+            "replace it, set replace_champion_of_other_items (recvae pipeline --replace-champion-of-other-items)")
 
 
 def promote_step(
@@ -467,11 +477,7 @@ def promote_step(
         elif replace_champion_of_other_items:
             replaced = current
         else:
-            reason = (f"refused to compare challenger v{version} with champion v{current} of {model_name}: the champion "
-                      f"was trained on other items ({overlap['common_items']} in common of its {overlap['champion_items']}"
-                      f" and the snapshot's {overlap['snapshot_items']}, {overlap['share']:.1%} < "
-                      f"{MIN_CHAMPION_ITEM_OVERLAP:.0%}); to replace it, set replace_champion_of_other_items "
-                      "(recvae pipeline --replace-champion-of-other-items)")
+            reason = _refusal(model_name, version, current, overlap)
             _tag_decision(challenger["run_id"], "refused", reason, overlap)
             raise ItemMismatchError(reason)
     losses = [f"{name} ({value:.4f})" for name, value in rivals if not score > value + margin]

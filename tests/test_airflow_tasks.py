@@ -143,7 +143,7 @@ def test_task_failure_line_of_a_user_error_is_its_own_line():
     from airflow.sdk.exceptions import AirflowFailException
 
     context = {"ti": _ti(), "run_id": "manual__1", "exception": AirflowFailException("ConfigError: bad key")}
-    assert airflow_tasks.task_failure_line(context).endswith("(try 1 of 3): ConfigError: bad key")
+    assert airflow_tasks.task_failure_line(context).endswith("(try 1, not retried): ConfigError: bad key")
 
 
 def test_dag_failure_and_deadline_lines():
@@ -201,8 +201,8 @@ def test_a_notice_that_cannot_be_sent_is_a_warning_not_an_error(monkeypatch, cap
 def _event(version: str, minutes: int, **extra):
     extra = {"model_uri": f"models:/recvae/{version}", "version": version, "snapshot_dir": f"/snaps/{version}",
              **extra}
-    return SimpleNamespace(extra=extra, timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=minutes),
-                           source_dag_id="recvae_retrain", source_run_id=f"run-{version}")
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=minutes)
+    return SimpleNamespace(extra=extra, timestamp=when, source_dag_id="recvae_retrain", source_run_id=f"run-{version}")
 
 
 def test_the_champion_event_names_the_promoted_version():

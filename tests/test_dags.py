@@ -199,13 +199,16 @@ def _tries(run_id: str) -> dict[str, int]:
     from sqlalchemy import select
 
     with create_session() as session:
-        return {ti.task_id: ti.try_number for ti in session.scalars(select(TaskInstance).where(TaskInstance.run_id == run_id))}
+        tis = session.scalars(select(TaskInstance).where(TaskInstance.run_id == run_id))
+        return {ti.task_id: ti.try_number for ti in tis}
 
 
-def test_a_user_error_fails_its_task_at_once(airflow_db, stack):
+def test_a_user_error_fails_its_task_at_once(airflow_db, stack, caplog):
     """A misspelt config key cannot succeed on a retry: the task fails on its first try, not after 30 s + 60 s."""
+    import logging
     import time
 
+    caplog.set_level(logging.INFO)
     started = time.monotonic()
     result = run_dag_test(_dag("recvae_retrain"), keep_retries=True, config={"train.epoch": 1}, baselines=[])
     elapsed = time.monotonic() - started
@@ -215,6 +218,8 @@ def test_a_user_error_fails_its_task_at_once(airflow_db, stack):
     tries = _tries(result.run_id)
     assert tries["build_snapshot"] == 1 and tries["extra_seeds"] == 1  # never up_for_retry
     assert elapsed < 25, f"{elapsed:.0f} s: the failing tasks waited for retries"
+    assert (f"recvae: task recvae_retrain.build_snapshot failed in run {result.run_id} (try 1, not retried): "
+            "ConfigError: unknown TrainConfig field(s): epoch;") in caplog.text
 
 
 def test_a_failure_is_summarised_in_the_log_and_mailed(airflow_db, stack, monkeypatch, caplog):
@@ -234,8 +239,8 @@ def test_a_failure_is_summarised_in_the_log_and_mailed(airflow_db, stack, monkey
         result = run_dag_test(_dag("recvae_retrain"), baselines=[], notify_conn_id="recvae_smtp",
                               notify_to="ops@example.com")
     assert result.state == "failed" and result.states("build_snapshot") == ["failed"]
-    task_line = (f"recvae: task recvae_retrain.build_snapshot failed in run {result.run_id} (try 1 of 1): RuntimeError: "
-                 "injected failure reading postgresql://reader:***@db.example/interactions line two")
+    task_line = (f"recvae: task recvae_retrain.build_snapshot failed in run {result.run_id} (try 1 of 1): "
+                 "RuntimeError: injected failure reading postgresql://reader:***@db.example/interactions line two")
     assert task_line in caplog.text
     run_line = f"recvae: run {result.run_id} of recvae_retrain failed (task_failure); last failed task build_snapshot"
     assert run_line in caplog.text
