@@ -1,7 +1,11 @@
 """Weekly retraining: ingest and validate interactions, build a snapshot, train the Mult-VAE challenger and the
 baselines in parallel, evaluate them on the same validation users, and promote the challenger to `champion`
 only when it beats the champion and every baseline by the configured margin. With `seeds` > 1 the challenger is
-trained once per seed, in parallel, and their ensemble (the mean of their softmax) is what competes.
+trained once per seed, in parallel, and their ensemble (the mean of their softmax) is what competes. A promotion
+emits the `recvae_champion` asset event (its extra names the exact version), which schedules recvae_score.
+
+A user error (bad config, data or model reference) fails its task at once; passing faults are retried. Failures
+and a missed deadline are logged in one line and mailed when a notifier is configured (docs/airflow.md).
 
 Thin on purpose: only the light `recvae.airflow_common` is imported at parse time; each task imports the package
 inside its body and holds no logic of its own.
@@ -11,16 +15,28 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from recvae.airflow_common import CHAMPION, DEFAULT_ARGS, SNAPSHOT, START_DATE
+from recvae.airflow_common import (
+    CHAMPION,
+    DEFAULT_ARGS,
+    SNAPSHOT,
+    START_DATE,
+    TIMEOUTS,
+    dag_failed,
+    notify_params,
+    retrain_deadline,
+    retrain_schedule,
+)
 
 
 @dag(
     dag_id="recvae_retrain",
-    schedule="@weekly",
+    schedule=retrain_schedule(),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=dag_failed,
+    deadline=retrain_deadline(),
     tags=["recvae", "training"],
     doc_md=__doc__,
     params={
@@ -34,105 +50,130 @@ from recvae.airflow_common import CHAMPION, DEFAULT_ARGS, SNAPSHOT, START_DATE
                        description="challenger runs (train.seed, +1, ...); above 1 their ensemble is the challenger"),
         "baselines": Param(["popularity", "als", "ease"], type="array", description="baselines to train beside the VAE"),
         "promote_margin": Param(0.0, type="number", minimum=0, description="NDCG@100 margin the challenger must beat"),
+        "replace_champion_of_other_items": Param(
+            False, type="boolean",
+            description="a champion trained on other items (another data set) is replaced by a challenger that beats "
+                        "the baselines, instead of failing the promotion"),
         "model_name": Param("recvae", type="string", description="MLflow registered model name"),
         "experiment": Param("recvae", type="string", description="MLflow experiment"),
+        **notify_params(),
     },
 )
 def recvae_retrain():
-    @task(outlets=[SNAPSHOT])
+    @task(outlets=[SNAPSHOT], execution_timeout=TIMEOUTS.prepare)
     def build_snapshot(**context) -> dict:
-        """Ingest, validate and split the interactions into a dataset snapshot (idempotent per run). Its
-        `use_airflow_variables` also creates a new MLflow store, before the parallel training tasks open it."""
+        """Ingest, validate and split the interactions into a dataset snapshot (idempotent per run). It also creates
+        a new MLflow store, before the parallel training tasks open it."""
         from recvae import pipeline
+        from recvae.airflow_tasks import recvae_task
 
-        pipeline.use_airflow_variables()
-        p = context["params"]
-        return pipeline.prepare_step(
-            dataset=p["dataset"], input_path=p["input_path"], input_format=p["input_format"],
-            overrides=p["config"], run_key=context["run_id"],
-        )
+        with recvae_task():
+            p = context["params"]
+            return pipeline.prepare_step(
+                dataset=p["dataset"], input_path=p["input_path"], input_format=p["input_format"],
+                overrides=p["config"], run_key=context["run_id"],
+            )
 
-    @task
+    @task(execution_timeout=TIMEOUTS.train)
     def train_challenger(snapshot: dict, **context) -> dict:
         """Train the Mult-VAE challenger, log it to MLflow and register a new version."""
         from recvae import pipeline
+        from recvae.airflow_tasks import recvae_task
 
-        pipeline.use_airflow_variables()
-        p = context["params"]
-        return pipeline.train_step(
-            snapshot["snapshot_dir"], overrides=p["config"], kind=p["model"], experiment=p["experiment"],
-            model_name=p["model_name"], run_key=f"{context['run_id']}:challenger",
-        )
+        with recvae_task():
+            p = context["params"]
+            return pipeline.train_step(
+                snapshot["snapshot_dir"], overrides=p["config"], kind=p["model"], experiment=p["experiment"],
+                model_name=p["model_name"], run_key=f"{context['run_id']}:challenger",
+            )
 
     @task
     def extra_seeds(**context) -> list[int]:
         """Seeds of the challenger's other runs (none unless the `seeds` param is above 1)."""
         from recvae import pipeline
+        from recvae.airflow_tasks import recvae_task
 
-        p = context["params"]
-        return pipeline.challenger_seeds(p["model"], p["config"], int(p["seeds"]))
+        with recvae_task(tracking=False):
+            p = context["params"]
+            return pipeline.challenger_seeds(p["model"], p["config"], int(p["seeds"]))
 
-    @task(map_index_template="seed {{ task.op_kwargs['seed'] }}")
+    @task(map_index_template="seed {{ task.op_kwargs['seed'] }}", execution_timeout=TIMEOUTS.train)
     def train_seed(snapshot: dict, seed: int, **context) -> dict:
         """Train the challenger's configuration again with another seed, logged and registered like it."""
         from recvae import pipeline
+        from recvae.airflow_tasks import recvae_task
 
-        pipeline.use_airflow_variables()
-        p = context["params"]
-        return pipeline.train_step(
-            snapshot["snapshot_dir"], overrides={**p["config"], "train.seed": seed}, kind=p["model"],
-            experiment=p["experiment"], model_name=p["model_name"], run_key=f"{context['run_id']}:challenger:{seed}",
-        )
+        with recvae_task():
+            p = context["params"]
+            return pipeline.train_step(
+                snapshot["snapshot_dir"], overrides={**p["config"], "train.seed": seed}, kind=p["model"],
+                experiment=p["experiment"], model_name=p["model_name"],
+                run_key=f"{context['run_id']}:challenger:{seed}",
+            )
 
-    @task(trigger_rule="none_failed")  # runs with one seed too (an empty mapping is "skipped")
+    # none_failed: runs with one seed too (an empty mapping is "skipped")
+    @task(trigger_rule="none_failed", execution_timeout=TIMEOUTS.train)
     def combine_seeds(snapshot: dict, first: dict, others: list[dict], **context) -> dict:
         """The challenger to promote: the one run, or the ensemble of every seed's run."""
         from recvae import pipeline
+        from recvae.airflow_tasks import recvae_task
 
-        pipeline.use_airflow_variables()
-        p = context["params"]
-        return pipeline.combine_challengers(
-            first, [others[i] for i in range(len(others))] if others else [], snapshot["snapshot_dir"],
-            experiment=p["experiment"], model_name=p["model_name"], run_key=f"{context['run_id']}:ensemble",
-        )
+        with recvae_task():
+            p = context["params"]
+            return pipeline.combine_challengers(
+                first, [others[i] for i in range(len(others))] if others else [], snapshot["snapshot_dir"],
+                experiment=p["experiment"], model_name=p["model_name"], run_key=f"{context['run_id']}:ensemble",
+            )
 
     @task
     def baseline_kinds(**context) -> list[str]:
         """The baselines asked for in the run's params."""
-        return list(context["params"]["baselines"])
+        from recvae.airflow_tasks import recvae_task
 
-    @task(map_index_template="{{ task.op_kwargs['kind'] }}")
+        with recvae_task(tracking=False):
+            return list(context["params"]["baselines"])
+
+    @task(map_index_template="{{ task.op_kwargs['kind'] }}", execution_timeout=TIMEOUTS.baseline)
     def train_baseline(snapshot: dict, kind: str, **context) -> dict:
         """Fit one baseline (hyperparameters tuned on validation users) and log it as an MLflow run."""
         from recvae import pipeline
+        from recvae.airflow_tasks import recvae_task
 
-        pipeline.use_airflow_variables()
-        p = context["params"]
-        return pipeline.baseline_step(
-            kind, snapshot["snapshot_dir"], experiment=p["experiment"], run_key=f"{context['run_id']}:{kind}"
-        )
+        with recvae_task():
+            p = context["params"]
+            return pipeline.baseline_step(
+                kind, snapshot["snapshot_dir"], experiment=p["experiment"], run_key=f"{context['run_id']}:{kind}"
+            )
 
-    @task(trigger_rule="none_failed")  # runs with no baselines too (an empty mapping is "skipped")
+    @task(trigger_rule="none_failed", execution_timeout=TIMEOUTS.promote)  # runs with no baselines too (as above)
     def promote(snapshot: dict, challenger: dict, baselines: list[dict], **context) -> dict:
         """Promote the challenger to `champion` only if it beats the champion and every baseline."""
         from recvae import pipeline
+        from recvae.airflow_tasks import recvae_task
 
-        pipeline.use_airflow_variables()
-        p = context["params"]
-        return pipeline.promote_step(
-            challenger, [baselines[i] for i in range(len(baselines))] if baselines else [], snapshot_dir=snapshot["snapshot_dir"],
-            model_name=p["model_name"], margin=float(p["promote_margin"]),
-        )
+        with recvae_task():
+            p = context["params"]
+            return pipeline.promote_step(
+                challenger, [baselines[i] for i in range(len(baselines))] if baselines else [],
+                snapshot_dir=snapshot["snapshot_dir"], model_name=p["model_name"], margin=float(p["promote_margin"]),
+                replace_champion_of_other_items=bool(p["replace_champion_of_other_items"]),
+            )
 
     @task.short_circuit
     def champion_changed(decision: dict) -> bool:
         """Continue (and announce the new champion) only when the challenger was promoted."""
-        return bool(decision["promoted"])
+        from recvae.airflow_tasks import recvae_task
+
+        with recvae_task(tracking=False):
+            return bool(decision["promoted"])
 
     @task(outlets=[CHAMPION])
-    def announce_champion(decision: dict) -> dict:
-        """Emit the champion asset event that schedules recvae_score."""
-        return {"model_uri": decision["model_uri"], "version": decision["version"]}
+    def announce_champion(snapshot: dict, decision: dict, **context) -> dict:
+        """Emit the champion asset event that schedules recvae_score; its extra names the promoted version."""
+        from recvae import airflow_tasks
+
+        with airflow_tasks.recvae_task(tracking=False):
+            return airflow_tasks.announce_champion(context, CHAMPION, decision, snapshot)
 
     snapshot = build_snapshot()
     first = train_challenger(snapshot)
@@ -140,7 +181,7 @@ def recvae_retrain():
     challenger = combine_seeds(snapshot, first, others)
     baselines = train_baseline.partial(snapshot=snapshot).expand(kind=baseline_kinds())
     decision = promote(snapshot, challenger, baselines)
-    champion_changed(decision) >> announce_champion(decision)
+    champion_changed(decision) >> announce_champion(snapshot, decision)
 
 
 recvae_retrain()

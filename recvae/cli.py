@@ -436,6 +436,9 @@ def _add_pipeline(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", choices=["vae", "dae", "recvae"], default="vae", help="the challenger (default: Mult-VAE)")
     p.add_argument("--baselines", default="popularity,als,ease", help="comma separated; '' for none")
     p.add_argument("--margin", type=float, default=0.0, help="NDCG@100 margin the challenger must win by")
+    p.add_argument("--replace-champion-of-other-items", action="store_true",
+                   help="a champion trained on other items (another data set) is replaced by a challenger that beats "
+                        "the baselines, instead of an error")
     p.add_argument("--top-n", type=int, default=100)
     p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
     p.add_argument("--experiment", default="recvae")
@@ -450,6 +453,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         dataset=args.dataset, input_path=args.input, input_format=args.format, overrides=args.overrides,
         baselines=[b for b in args.baselines.split(",") if b.strip()], margin=args.margin, top_n=args.top_n,
         db_url=args.db, experiment=args.experiment, model_name=args.name, kind=args.model,
+        replace_champion_of_other_items=args.replace_champion_of_other_items,
     )
     print(format_table(result["models"]))
     print(result["decision"]["reason"])

@@ -412,6 +412,69 @@ def aligned_scorer(rec: Any, alignment: Any) -> Any:
     return score
 
 
+MIN_CHAMPION_ITEM_OVERLAP = 0.5
+"""Least share of items the champion and the snapshot must have in common (of the champion's items, and of the
+snapshot's) for a challenger to be compared with it. Below it the champion was trained on other data: on this
+snapshot's validation users it ranks items it never saw or misses most of them, so its NDCG@100 measures the two
+catalogs, not the two models (a champion of the other data set, synthetic vs ML-100K, scored 0.0674 and lost to
+it). A weekly snapshot built on the previous one keeps every item and adds a few, so a true successor stays near
+1.0 both ways."""
+
+
+def champion_item_overlap(alignment: Any) -> dict[str, Any]:
+    """How far a champion's items and a snapshot's agree (from their `ItemAlignment`), for the decision and logs."""
+    share = min(alignment.model_fraction, alignment.fraction)
+    return {"champion_items": alignment.n_model_items, "snapshot_items": alignment.n_items,
+            "common_items": alignment.n_known, "of_champion": round(alignment.model_fraction, 4),
+            "of_snapshot": round(alignment.fraction, 4), "share": round(share, 4),
+            "comparable": share >= MIN_CHAMPION_ITEM_OVERLAP}
+
+
+def _champion_on_snapshot(model_name: str, version: str, snapshot_dir: str | Path | None) -> tuple[float | None, dict]:
+    """The champion's validation NDCG@100 on the snapshot (None when its items overlap the snapshot's too little
+    to compare, see MIN_CHAMPION_ITEM_OVERLAP) and the overlap. Items it does not know score -inf (and cost it)."""
+    from recvae import tracking
+    from recvae.evaluation.metrics import evaluate
+
+    uri = f"models:/{model_name}/{version}"
+    snap = _load_snapshot(snapshot_dir)
+    rec, _ = tracking.load_recommender_from_uri(uri)
+    alignment = align_model(rec, snap, uri, allow_other=True)
+    overlap = champion_item_overlap(alignment)
+    logger.info("champion v%s on snapshot %s: %s of its %s items are in the snapshot, which has %s (overlap %.1f%%)",
+                version, snap.snapshot_id, overlap["common_items"], overlap["champion_items"],
+                overlap["snapshot_items"], 100 * overlap["share"])
+    if not overlap["comparable"]:
+        return None, overlap
+    return float(evaluate(aligned_scorer(rec, alignment), *snap.heldout("validation")).means["ndcg@100"]), overlap
+
+
+def _tag_decision(run_id: str, outcome: str, reason: str, overlap: dict[str, Any] | None) -> None:
+    """Record the promotion decision (and the champion's item overlap) as tags of the challenger's MLflow run."""
+    import mlflow
+
+    from recvae import tracking
+
+    tracking.configure_if_needed()
+    tags = {TAG_PROMOTION: outcome, f"{TAG_PROMOTION}.reason": reason[:5000]}
+    if overlap is not None:
+        tags[f"{TAG_PROMOTION}.champion_item_overlap"] = f"{overlap['share']:.4f}"
+        tags[f"{TAG_PROMOTION}.champion_items"] = (f"{overlap['common_items']} in common of the champion's "
+                                                   f"{overlap['champion_items']} and the snapshot's "
+                                                   f"{overlap['snapshot_items']}")
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
+def _refusal(model_name: str, version: str, current: str, overlap: dict[str, Any]) -> str:
+    """Why a challenger is not compared with a champion of other items, and how to replace that champion."""
+    return (f"refused to compare challenger v{version} with champion v{current} of {model_name}: the champion was "
+            f"trained on other items ({overlap['common_items']} in common of its {overlap['champion_items']} and the "
+            f"snapshot's {overlap['snapshot_items']}, {overlap['share']:.1%} < {MIN_CHAMPION_ITEM_OVERLAP:.0%}); to "
+            "replace it, set replace_champion_of_other_items (recvae pipeline --replace-champion-of-other-items)")
+
+
 def promote_step(
     challenger: dict[str, Any],
     baselines: list[dict[str, Any]],
@@ -419,12 +482,17 @@ def promote_step(
     snapshot_dir: str | Path | None,
     model_name: str = "recvae",
     margin: float = 0.0,
+    replace_champion_of_other_items: bool = False,
 ) -> dict[str, Any]:
     """Point `champion` at the challenger only if its validation NDCG@100 beats the current champion (re-evaluated
-    on the same validation users) and every baseline by `margin`; the reason is logged and tagged on the run."""
-    import mlflow
+    on the same validation users) and every baseline by `margin`; the reason and the champion's item overlap are
+    logged, tagged on the challenger's run and returned.
 
+    A champion whose items overlap the snapshot's too little (MIN_CHAMPION_ITEM_OVERLAP) was trained on other data
+    and is not compared: ItemMismatchError, unless `replace_champion_of_other_items`, when the challenger only has
+    to beat the baselines."""
     from recvae import tracking
+    from recvae.serving.items import ItemMismatchError
 
     score = challenger.get("val_ndcg@100")
     version = challenger.get("model_version")
@@ -433,10 +501,17 @@ def promote_step(
     rivals: list[tuple[str, float]] = [(f"baseline {b['kind']}", float(b["val_ndcg@100"])) for b in baselines
                                        if b.get("val_ndcg@100") is not None]
     current = tracking.get_alias(model_name, CHAMPION)
+    overlap, replaced = None, None
     if current is not None and current != str(version):
-        # a champion trained on other items still competes: the items it does not know score -inf (and cost it)
-        champ = evaluate_model_uri(f"models:/{model_name}/{current}", snapshot_dir, allow_other_items=True)
-        rivals.append((f"champion v{current}", float(champ["ndcg@100"])))
+        champion_score, overlap = _champion_on_snapshot(model_name, current, snapshot_dir)
+        if champion_score is not None:
+            rivals.append((f"champion v{current}", champion_score))
+        elif replace_champion_of_other_items:
+            replaced = current
+        else:
+            reason = _refusal(model_name, version, current, overlap)
+            _tag_decision(challenger["run_id"], "refused", reason, overlap)
+            raise ItemMismatchError(reason)
     losses = [f"{name} ({value:.4f})" for name, value in rivals if not score > value + margin]
     if losses:
         promoted = False
@@ -446,14 +521,16 @@ def promote_step(
         promoted = True
         beaten = ", ".join(f"{n} ({v:.4f})" for n, v in rivals) or "nothing (first model)"
         reason = f"promoted challenger v{version}: validation NDCG@100 {score:.4f} beats {beaten} by > {margin}"
+        if replaced:
+            reason += (f", replacing champion v{replaced} of other items ({overlap['share']:.1%} in common) as "
+                       "replace_champion_of_other_items asked")
         tracking.promote(model_name, version, CHAMPION)
     logger.info(reason)
-    tracking.configure_if_needed()
-    client = mlflow.MlflowClient()
-    client.set_tag(challenger["run_id"], TAG_PROMOTION, "promoted" if promoted else "rejected")
-    client.set_tag(challenger["run_id"], f"{TAG_PROMOTION}.reason", reason[:5000])
-    return {"promoted": promoted, "reason": reason, "version": str(version),
-            "model_uri": f"models:/{model_name}@{CHAMPION}", "champion_version": str(version) if promoted else current}
+    _tag_decision(challenger["run_id"], "promoted" if promoted else "rejected", reason, overlap)
+    return {"promoted": promoted, "reason": reason, "version": str(version), "model_name": model_name,
+            "run_id": challenger["run_id"], "val_ndcg@100": float(score),
+            "model_uri": f"models:/{model_name}@{CHAMPION}", "champion_version": str(version) if promoted else current,
+            "previous_champion": current, "champion_overlap": overlap, "replaced_champion_of_other_items": replaced}
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -462,14 +539,14 @@ def promote_step(
 AIRFLOW_VARIABLES = {"recvae_home": paths.HOME_ENV, "recvae_mlflow_tracking_uri": paths.TRACKING_URI_ENV}
 
 
-def use_airflow_variables() -> dict[str, str]:
+def use_airflow_variables(*, configure_tracking: bool = True) -> dict[str, str]:
     """Inside an Airflow task: Variables `recvae_home` and `recvae_mlflow_tracking_uri`, when set, override the
     environment for this task (unset Variables leave the environment's or the embedded defaults). Then URL
-    passwords are masked in the task's log, and MLflow is pointed at its store, creating a new SQLite store once
-    under a file lock: the retrain DAG's first task does it before the parallel training tasks start."""
+    passwords are masked in the task's log and, with `configure_tracking`, MLflow's log records go to the task log
+    at their own level and MLflow is pointed at its store, creating a new SQLite store once under a file lock: the
+    retrain DAG's first task does it before the parallel training tasks start."""
     from airflow.sdk import Variable
 
-    from recvae import tracking
     from recvae.log import install_secret_masking
 
     install_secret_masking()
@@ -479,7 +556,11 @@ def use_airflow_variables() -> dict[str, str]:
         if value:
             os.environ[env] = str(value)
             applied[env] = str(value)
-    tracking.configure()
+    if configure_tracking:
+        from recvae import tracking
+
+        tracking.route_mlflow_logs()
+        tracking.configure()
     return applied
 
 
@@ -521,13 +602,18 @@ def begin_score_step(
     batch_key: str,
     model_name: str | None = None,
 ) -> dict[str, Any]:
-    """Check the model and snapshot belong together, then open (or reuse) the staging batch for `batch_key`."""
+    """Check the model and snapshot belong together, then open (or reuse) the staging batch for `batch_key`.
+
+    An alias (models:/NAME@champion) is resolved here once: the batch carries the version's own URI, so every shard
+    scores that version even if a promotion moves the alias meanwhile."""
     from recvae import tracking
     from recvae.serving.store import RecommendationStore
 
     snap = _load_snapshot(snapshot_dir)
     rec, info = tracking.load_recommender_from_uri(model_uri)
     align_model(rec, snap, model_uri)
+    if info.name and info.version:
+        model_uri = f"models:/{info.name}/{info.version}"
     with RecommendationStore(db_url) as store:
         batch = store.begin_batch(
             batch_key, model_name=model_name or info.name or info.kind, top_n=top_n, n_items=rec.n_items,
@@ -608,9 +694,10 @@ def run_pipeline(
     experiment: str = "recvae",
     model_name: str = "recvae",
     kind: str = "vae",
+    replace_champion_of_other_items: bool = False,
 ) -> dict[str, Any]:
-    """prepare -> train the challenger (`kind`: vae, dae or recvae) and the baselines -> promote -> score every user
-    -> publish, in one process."""
+    """prepare -> train the challenger (`kind`: vae, dae or recvae) and the baselines -> promote (see `promote_step`)
+    -> score every user -> publish, in one process."""
     import uuid
 
     db_url = db_url or paths.default_db_url()
@@ -621,7 +708,8 @@ def run_pipeline(
                             model_name=model_name, run_key=f"pipeline-{key}-{kind}")
     fitted = [baseline_step(kind, snap["snapshot_dir"], experiment=experiment, run_key=f"pipeline-{key}-{kind}")
               for kind in baselines]
-    decision = promote_step(challenger, fitted, snapshot_dir=snap["snapshot_dir"], model_name=model_name, margin=margin)
+    decision = promote_step(challenger, fitted, snapshot_dir=snap["snapshot_dir"], model_name=model_name, margin=margin,
+                            replace_champion_of_other_items=replace_champion_of_other_items)
     champion = decision["model_uri"] if decision["champion_version"] else None
     batch: dict[str, Any] = {"status": "no champion to score with"}
     if champion:

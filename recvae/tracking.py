@@ -99,6 +99,51 @@ def configure(tracking_uri: str | None = None) -> str:
     return uri
 
 
+MLFLOW_LOGGERS = ("mlflow", "sqlalchemy.engine", "alembic", "huey")  # those `import mlflow` configures
+
+
+class _LinesToLog:
+    """A text stream whose lines become INFO records of a logger: what MLflow's `eprint` prints (e.g. "Created
+    version '1' of model 'recvae'.") then reaches the log at INFO instead of stderr."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self.enabled = True  # mlflow.utils.logging_utils.disable_logging() sets it
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        if self.enabled:
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
+            for line in filter(str.strip, lines):
+                self.log.info("%s", line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending.strip() and self.enabled:
+            self.log.info("%s", self._pending)
+        self._pending = ""
+
+
+def route_mlflow_logs() -> None:
+    """Send MLflow's messages through the host's log handlers at their own level.
+
+    Importing mlflow gives its loggers a handler writing to stderr and stops their propagation, and its `eprint`
+    (registry messages such as "Created version '1'") writes to stderr too; a host that captures stderr as errors
+    (an Airflow task) then shows them as errors. Here the handler goes, the loggers propagate to the root logger's
+    handlers (the task log) and eprint's lines become INFO records of the `mlflow` logger; the levels MLflow set
+    (MLFLOW_LOGGING_LEVEL) still apply. Idempotent."""
+    from mlflow.utils import logging_utils
+
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    for name in MLFLOW_LOGGERS:
+        log = logging.getLogger(name)
+        log.handlers = [h for h in log.handlers if getattr(h, "stream", None) is not stream]
+        log.propagate = True
+    if not isinstance(stream, _LinesToLog):  # eprint looks the stream up when it prints
+        logging_utils.MLFLOW_LOGGING_STREAM = _LinesToLog(logging.getLogger("mlflow"))
+
+
 _READY_STORES: set[str] = set()  # SQLite stores this process has created or checked
 
 

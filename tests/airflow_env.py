@@ -108,6 +108,10 @@ def run_dag_test(dag: Any, *, keep_retries: bool = False, **conf: Any) -> DagTes
 
     Retries are switched off for the run unless keep_retries: dag.test() honours retry_delay for real, so a failing
     task of a production DAG (retries=3, 30 s with backoff) would keep a test waiting for minutes.
+
+    Deadline alerts are left out of the run: Airflow 3.3.2's dag.test() hands the run the DAG's alert definitions
+    where the scheduler has their database ids, and a run that succeeds then fails in DagRun.update_state with
+    "'dict' object has no attribute 'hex'". Test a deadline's definition and callback directly instead.
     """
     ensure_airflow_db()
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
@@ -118,6 +122,7 @@ def run_dag_test(dag: Any, *, keep_retries: bool = False, **conf: Any) -> DagTes
     # dag.test() only runs DAGs that are serialized in the DB. DAGs from the dags folder get there when it
     # re-parses the bundle; a DAG built inside a test does not live in any file, so write it explicitly.
     saved = {t.task_id: t.retries for t in dag.tasks}
+    deadline = dag.deadline
     try:
         if not keep_retries:
             for t in dag.tasks:
@@ -125,8 +130,10 @@ def run_dag_test(dag: Any, *, keep_retries: bool = False, **conf: Any) -> DagTes
         bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"], collect_dags=False)
         bag.bag_dag(dag)
         sync_bag_to_db(bag, "dags-folder", None)
+        dag.deadline = None
         dag_run = dag.test(run_conf=conf or None)
     finally:
+        dag.deadline = deadline
         for t in dag.tasks:
             t.retries = saved[t.task_id]
     with create_session() as session:

@@ -23,8 +23,12 @@ SECRET = "secretpw"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A snapshot, a logged popularity model and broken copies of both, in a fresh home and MLflow store."""
+    import logging
+
     import mlflow
 
+    logger = logging.getLogger()
+    handlers, level = list(logger.handlers), logger.level  # the commands below add a handler: not beyond this module
     root = tmp_path_factory.mktemp("cli-errors")
     mp = pytest.MonkeyPatch()
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -73,6 +77,8 @@ def world(tmp_path_factory):
            "no_files": no_files, "inputs": inputs, "dead_pg": f"postgresql+psycopg://u:{SECRET}@127.0.0.1:{port}/db"}
     mlflow.set_tracking_uri(previous)
     mp.undo()
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
 
 
 # (id, argv with {placeholders} filled from `world`, a part of the expected error line)

@@ -1,10 +1,13 @@
 """DAG integrity: every file in dags/ parses quickly with no import errors and no heavy top-level imports, and every
-DAG has real owners, retries, tags and no cycles (the shape of astro-cli's Airflow 3 `dagexampletest.py`)."""
+DAG has real owners, retries, timeouts, failure callbacks, tags and no cycles (the shape of astro-cli's Airflow 3
+`dagexampletest.py`); then what the project's two DAGs promise: each task's timeout kind, the failure callbacks, the
+retrain deadline and the promotion params."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -64,7 +67,7 @@ def parse_seconds(bag: Any, path: Path) -> float:
 
 
 def rule_violations(dag: Any) -> list[str]:
-    """The project's DAG rules one DAG breaks: owners, retries, tags, cycles."""
+    """The project's DAG rules one DAG breaks: owners, retries, timeouts, failure callbacks, tags, cycles."""
     problems: list[str] = []
     where = f"{dag.dag_id} ({dag.fileloc})"
     for t in dag.tasks:
@@ -72,6 +75,12 @@ def rule_violations(dag: Any) -> list[str]:
             problems.append(f"{where}: task {t.task_id} has owner {t.owner!r}; set default_args['owner']")
         if (t.retries or 0) < 1:
             problems.append(f"{where}: task {t.task_id} has retries={t.retries}; need >= 1")
+        if t.execution_timeout is None:
+            problems.append(f"{where}: task {t.task_id} has no execution_timeout")
+        if not t.on_failure_callback:
+            problems.append(f"{where}: task {t.task_id} has no on_failure_callback")
+    if not dag.on_failure_callback:
+        problems.append(f"{where}: no on_failure_callback")
     if not dag.tags:
         problems.append(f"{where}: no tags")
     try:
@@ -141,11 +150,15 @@ def test_every_dag_follows_the_rules(dag_bag):
 
 # The checks above must be able to fail: run them on a folder holding a DAG that breaks every rule.
 _GOOD = '''
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import dag, task
 
 @dag(dag_id="good", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), tags=["t"],
-     default_args={"owner": "team", "retries": 1})
+     on_failure_callback=print,
+     default_args={"owner": "team", "retries": 1, "execution_timeout": timedelta(minutes=5),
+                   "on_failure_callback": print})
 def good():
     @task
     def a():
@@ -187,6 +200,77 @@ def test_checks_catch_a_dag_that_breaks_the_rules(tmp_path):
     assert rule_violations(bag.dags["good"]) == []
     bad = " ".join(rule_violations(bag.dags["bad"]))
     assert "owner 'airflow'" in bad and "retries=0" in bad and "no tags" in bad
+    assert "task a has no execution_timeout" in bad and "task a has no on_failure_callback" in bad
+    assert "bad_dag.py): no on_failure_callback" in bad
     assert 0.0 <= parse_seconds(bag, tmp_path / "good_dag.py") < PARSE_SECONDS_MAX
     assert heavy_imports_of(tmp_path / "bad_dag.py") == ["pandas"]
     assert heavy_imports_of(tmp_path / "good_dag.py") == []
+
+
+# ------------------------------------------------------------------------------------------ the project's DAGs
+
+TIMEOUT_KINDS = {  # (dag, task) -> TaskTimeouts field; every other task is bookkeeping
+    ("recvae_retrain", "build_snapshot"): "prepare",
+    ("recvae_retrain", "train_challenger"): "train",
+    ("recvae_retrain", "train_seed"): "train",
+    ("recvae_retrain", "combine_seeds"): "train",
+    ("recvae_retrain", "train_baseline"): "baseline",
+    ("recvae_retrain", "promote"): "promote",
+    ("recvae_score", "begin_batch"): "begin_score",
+    ("recvae_score", "score_shard"): "score_shard",
+    ("recvae_score", "publish"): "publish",
+}
+
+
+def test_each_task_has_its_kinds_timeout_and_the_failure_callbacks(dag_bag):
+    from recvae.airflow_common import TIMEOUTS, dag_failed, task_failed
+
+    for dag_id in EXPECTED_DAG_IDS:
+        dag = dag_bag.dags[dag_id]
+        assert dag.on_failure_callback is dag_failed
+        for t in dag.tasks:
+            kind = TIMEOUT_KINDS.get((dag_id, t.task_id), "bookkeeping")
+            assert t.execution_timeout == getattr(TIMEOUTS, kind), (dag_id, t.task_id)
+            callbacks = t.on_failure_callback  # a mapped task keeps it as given
+            assert (callbacks if isinstance(callbacks, list) else [callbacks]) == [task_failed], (dag_id, t.task_id)
+        assert {"notify_conn_id", "notify_to"} <= set(dag.params)
+
+
+def test_timeouts_deadline_and_schedule_come_from_the_environment_at_parse_time():
+    code = textwrap.dedent(
+        """
+        import json, runpy, sys
+        sys.path.insert(0, sys.argv[1])
+        dag = runpy.run_path(sys.argv[2], run_name="env_check")["recvae_retrain"]()
+        print(json.dumps([dag.get_task("train_challenger").execution_timeout.total_seconds(),
+                          dag.get_task("promote").execution_timeout.total_seconds(),
+                          dag.deadline[0].interval.total_seconds(), type(dag.timetable).__name__]))
+        """
+    )
+    env = {**os.environ, "RECVAE_TASK_TIMEOUTS": "train=8h", "RECVAE_RETRAIN_DEADLINE": "20h",
+           "RECVAE_RETRAIN_SCHEDULE": "none"}
+    proc = subprocess.run([sys.executable, "-c", code, str(REPO), str(DAGS_DIR / "recvae_retrain.py")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [8 * 3600, 30 * 60, 20 * 3600, "NullTimetable"]
+
+
+def test_retrain_has_a_deadline_from_queueing(dag_bag):
+    from airflow.sdk import DeadlineReference
+
+    [alert] = dag_bag.dags["recvae_retrain"].deadline
+    assert alert.reference == DeadlineReference.DAGRUN_QUEUED_AT
+    assert alert.callback.path == "recvae.airflow_common.deadline_missed"
+
+
+def test_promote_passes_the_replace_champion_param(dag_bag, monkeypatch):
+    from recvae import pipeline
+
+    dag = dag_bag.dags["recvae_retrain"]
+    assert dag.params["replace_champion_of_other_items"] is False
+    seen: dict = {}
+    monkeypatch.setattr(pipeline, "use_airflow_variables", lambda **kw: {})
+    monkeypatch.setattr(pipeline, "promote_step", lambda *a, **kw: seen.update(kw) or {"promoted": False})
+    params = {**{k: dag.params[k] for k in dag.params}, "replace_champion_of_other_items": True}
+    dag.get_task("promote").python_callable({"snapshot_dir": "/s"}, {"run_id": "r"}, [], params=params, run_id="x")
+    assert seen["replace_champion_of_other_items"] is True and seen["snapshot_dir"] == "/s"

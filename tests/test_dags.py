@@ -186,3 +186,136 @@ def test_two_seeds_promote_their_ensemble_and_score_it(airflow_db, stack):
     assert score.state == "success", score.task_states
     per_user = _rows_per_user(stack["db"])
     assert per_user and set(per_user.values()) == {5}
+
+
+# ------------------------------------------------------------------------------------------ failures
+
+
+def _tries(run_id: str) -> dict[str, int]:
+    """Each task instance's try number in a run (a retried one is above 1)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        tis = session.scalars(select(TaskInstance).where(TaskInstance.run_id == run_id))
+        return {ti.task_id: ti.try_number for ti in tis}
+
+
+def test_a_user_error_fails_its_task_at_once(airflow_db, stack, caplog):
+    """A misspelt config key cannot succeed on a retry: the task fails on its first try, not after 30 s + 60 s."""
+    import logging
+    import time
+
+    caplog.set_level(logging.INFO)
+    started = time.monotonic()
+    result = run_dag_test(_dag("recvae_retrain"), keep_retries=True, config={"train.epoch": 1}, baselines=[])
+    elapsed = time.monotonic() - started
+    assert result.state == "failed"
+    assert result.states("build_snapshot") == ["failed"] and result.states("extra_seeds") == ["failed"]
+    assert result.states("train_challenger") == ["upstream_failed"]
+    tries = _tries(result.run_id)
+    assert tries["build_snapshot"] == 1 and tries["extra_seeds"] == 1  # never up_for_retry
+    assert elapsed < 25, f"{elapsed:.0f} s: the failing tasks waited for retries"
+    assert (f"recvae: task recvae_retrain.build_snapshot failed in run {result.run_id} (try 1, not retried): "
+            "ConfigError: override 'train.epoch': no field 'epoch' in section train; did you mean train.epochs?") in caplog.text
+
+
+def test_a_failure_is_summarised_in_the_log_and_mailed(airflow_db, stack, monkeypatch, caplog):
+    import logging
+
+    from smtpserver import SmtpServer
+
+    from recvae import pipeline
+
+    def broken(**kwargs):
+        raise RuntimeError("injected failure reading postgresql://reader:hunter2@db.example/interactions\nline two")
+
+    monkeypatch.setattr(pipeline, "prepare_step", broken)
+    caplog.set_level(logging.INFO)
+    with SmtpServer() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_RECVAE_SMTP", server.connection_json())
+        result = run_dag_test(_dag("recvae_retrain"), baselines=[], notify_conn_id="recvae_smtp",
+                              notify_to="ops@example.com")
+    assert result.state == "failed" and result.states("build_snapshot") == ["failed"]
+    task_line = (f"recvae: task recvae_retrain.build_snapshot failed in run {result.run_id} (try 1 of 1): "
+                 "RuntimeError: injected failure reading postgresql://reader:***@db.example/interactions line two")
+    assert task_line in caplog.text
+    run_line = f"recvae: run {result.run_id} of recvae_retrain failed (task_failure); last failed task build_snapshot"
+    assert run_line in caplog.text
+    assert "hunter2" not in caplog.text
+    texts = server.texts()
+    assert any(task_line in t for t in texts) and any(run_line in t for t in texts)
+    assert all("hunter2" not in t for t in texts)
+
+
+# ------------------------------------------------------------------------------------------ champion events
+
+
+def _champion_events() -> list:
+    """The champion asset's events in the metadata DB, oldest first (detached)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        events = list(session.scalars(
+            select(AssetEvent).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.name == "recvae_champion").order_by(AssetEvent.id)))
+        for e in events:
+            session.expunge(e)
+    return events
+
+
+def _triggered_by(monkeypatch, event_id: int) -> None:
+    """Make the next dag.test() run consume AssetEvent `event_id`, as the scheduler does for an asset-triggered run
+    (dag.test imports get_or_create_dagrun from airflow.models.dagrun when it is called)."""
+    from airflow.models import dagrun as dagrun_module
+    from airflow.models.asset import AssetEvent
+
+    real = dagrun_module.get_or_create_dagrun
+
+    def with_event(**kwargs):
+        dr = real(**kwargs)
+        session = kwargs["session"]
+        dr.consumed_asset_events.append(session.get(AssetEvent, event_id))
+        session.commit()
+        return dr
+
+    monkeypatch.setattr(dagrun_module, "get_or_create_dagrun", with_event)
+
+
+def test_each_scoring_run_scores_the_version_its_promotion_announced(airflow_db, stack, monkeypatch, capfd):
+    worse = {**FAST, "train.epochs": 1, "train.lr": 1e-6}
+    first = run_dag_test(_dag("recvae_retrain"), dataset="synthetic", config=worse, baselines=[])
+    second = run_dag_test(_dag("recvae_retrain"), dataset="synthetic", config=FAST, baselines=[])
+    assert first.state == second.state == "success", (first.task_states, second.task_states)
+    v1, v2 = first.xcom("promote")["version"], second.xcom("promote")["version"]
+    assert second.xcom("promote")["promoted"] and _champion() == v2 != v1
+
+    events = [e for e in _champion_events() if e.source_run_id in (first.run_id, second.run_id)]
+    assert [e.source_run_id for e in events] == [first.run_id, second.run_id]
+    snapshot = first.xcom("build_snapshot")
+    for event, version, run in zip(events, (v1, v2), (first, second)):
+        assert event.extra == {"model_name": "recvae", "version": version, "model_uri": f"models:/recvae/{version}",
+                               "run_id": run.xcom("promote")["run_id"], "snapshot_id": snapshot["snapshot_id"],
+                               "snapshot_dir": snapshot["snapshot_dir"],
+                               "val_ndcg@100": run.xcom("promote")["val_ndcg@100"]}
+        assert event.extra == run.xcom("announce_champion")
+
+    # the alias now points at v2, yet the run of v1's event scores v1, and the run of v2's event v2
+    for event, version in zip(events, (v1, v2)):
+        with monkeypatch.context() as patch:
+            _triggered_by(patch, event.id)
+            score = run_dag_test(_dag("recvae_score"), top_n=5, n_shards=1)
+        assert score.state == "success", score.task_states
+        batch = score.xcom("begin_batch")
+        assert batch["model_uri"] == f"models:/recvae/{version}" and batch["model_version"] == version
+        assert batch["promotion"]["source_run_id"] == event.source_run_id
+        published, _ = _current(stack["db"])
+        assert published.model_version == version
+    assert _champion() == v2
+    # MLflow's "Created version '2' of model 'recvae'." went to the task log at INFO, not to stderr (which Airflow
+    # logs as errors)
+    err = capfd.readouterr().err
+    assert "Created version '" not in err

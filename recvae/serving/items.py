@@ -72,6 +72,11 @@ class ItemAlignment:
         return self.n_known / self.n_items if self.n_items else 1.0
 
     @property
+    def model_fraction(self) -> float:
+        """Share of the model's items the snapshot has."""
+        return self.n_known / self.n_model_items if self.n_model_items else 1.0
+
+    @property
     def identical(self) -> bool:
         """The same ids in the same columns: no mapping needed."""
         return self.n_items == self.n_model_items and bool(np.array_equal(self.positions, np.arange(self.n_items)))

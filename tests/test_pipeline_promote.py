@@ -1,0 +1,152 @@
+"""pipeline.promote_step across data sets: the champion's item overlap with the snapshot is reported, and a champion
+trained on other items is not compared unless the challenger is asked to replace it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from mlflow import MlflowClient
+
+from recvae import pipeline, tracking
+from recvae.data.idmap import IdMap
+from recvae.data.snapshot import Snapshot
+from recvae.models.baselines import Popularity
+from recvae.serving.items import ItemMismatchError
+
+NAME = "recvae"
+
+
+@pytest.fixture(scope="module")
+def empty_db(tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, empty_db):
+    """A fresh MLflow store (copied from a migrated empty one) and recvae home; the tracking URI restored after."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    previous = tracking_utils._tracking_uri
+    db = tmp_path / "mlflow.db"
+    shutil.copy(empty_db, db)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.setenv("RECVAE_HOME", str(tmp_path / "home"))
+    tracking.configure()
+    yield
+    if mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(previous)
+
+
+def _snapshot(path: Path, item_ids: np.ndarray, seed: int) -> Path:
+    """60 users over `item_ids` (raw ids), 8 of them held out for validation; saved under `path`."""
+    rng = np.random.default_rng(seed)
+    n = len(item_ids)
+    popular = rng.permutation(n)[: max(4, n // 4)]  # a popular head, so popularity ranks well
+    rows, cols = [], []
+    for u in range(60):
+        picks = np.unique(np.concatenate([rng.choice(popular, 3, replace=False), rng.choice(n, 3, replace=False)]))
+        rows += [u] * len(picks)
+        cols += picks.tolist()
+    X = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(60, n))
+    snap = Snapshot(matrices={"train": X[8:], "validation_tr": X[:8], "validation_te": X[:8]},
+                    rows={"train": np.arange(8, 60), "validation_tr": np.arange(8), "validation_te": np.arange(8)},
+                    users=IdMap(np.arange(60)), items=IdMap(np.asarray(item_ids, dtype=np.int64)))
+    snap.save(path)
+    return path
+
+
+def _register(snapshot_dir: Path) -> dict:
+    """Fit popularity on the snapshot, log and register it; the challenger summary promote_step takes."""
+    snap = Snapshot.load(snapshot_dir)
+    rec = Popularity().fit(snap.train)
+    rec.items = snap.items
+    with tracking.start_run("promote-test", run_name="popularity") as run:
+        info = tracking.log_recommender(rec, registered_model_name=NAME, extra_meta={"snapshot_id": snap.snapshot_id})
+    score = pipeline.evaluate_model_uri(f"runs:/{run.info.run_id}/model", snapshot_dir)["ndcg@100"]
+    return {"run_id": run.info.run_id, "kind": "popularity", "val_ndcg@100": float(score),
+            "model_version": str(info.registered_model_version)}
+
+
+def _tags(run_id: str) -> dict[str, str]:
+    return mlflow.get_run(run_id).data.tags
+
+
+def test_a_champion_of_other_items_is_not_compared(store, tmp_path):
+    # synthetic-like champion: items 1..20; the new snapshot has items 1..60 (another data set whose ids overlap)
+    old = _register(_snapshot(tmp_path / "small", np.arange(1, 21), seed=0))
+    tracking.promote(NAME, old["model_version"])
+    snap = _snapshot(tmp_path / "large", np.arange(1, 61), seed=1)
+    challenger = _register(snap)
+
+    with pytest.raises(ItemMismatchError) as info:
+        pipeline.promote_step(challenger, [], snapshot_dir=snap, model_name=NAME)
+    message = str(info.value)
+    assert f"champion v{old['model_version']}" in message and "20 in common of its 20 and the snapshot's 60" in message
+    assert "33.3% < 50%" in message and "--replace-champion-of-other-items" in message
+    assert tracking.get_alias(NAME, "champion") == old["model_version"]  # nothing changed
+    tags = _tags(challenger["run_id"])
+    assert tags["recvae.promotion"] == "refused" and tags["recvae.promotion.champion_item_overlap"] == "0.3333"
+    assert tags["recvae.promotion.champion_items"] == "20 in common of the champion's 20 and the snapshot's 60"
+
+
+def test_the_champion_of_other_items_is_replaced_when_asked(store, tmp_path):
+    old = _register(_snapshot(tmp_path / "other", np.arange(500, 540), seed=0))  # no item in common at all
+    tracking.promote(NAME, old["model_version"])
+    snap = _snapshot(tmp_path / "new", np.arange(1, 41), seed=1)
+    challenger = _register(snap)
+    weak = {"kind": "random", "val_ndcg@100": 0.0}
+
+    decision = pipeline.promote_step(challenger, [weak], snapshot_dir=snap, model_name=NAME,
+                                     replace_champion_of_other_items=True)
+    assert decision["promoted"] and decision["replaced_champion_of_other_items"] == old["model_version"]
+    assert decision["champion_overlap"]["share"] == 0.0 and not decision["champion_overlap"]["comparable"]
+    assert "replacing champion v" in decision["reason"] and "baseline random" in decision["reason"]
+    assert tracking.get_alias(NAME, "champion") == challenger["model_version"] == decision["champion_version"]
+    assert _tags(challenger["run_id"])["recvae.promotion"] == "promoted"
+    # it still has to beat the baselines
+    again = _register(snap)
+    strong = {"kind": "oracle", "val_ndcg@100": 1.0}
+    kept = pipeline.promote_step(again, [strong], snapshot_dir=snap, model_name=NAME,
+                                 replace_champion_of_other_items=True)
+    assert not kept["promoted"] and "baseline oracle (1.0000)" in kept["reason"]
+
+
+def test_a_champion_of_an_earlier_snapshot_is_compared_and_the_overlap_reported(store, tmp_path):
+    # last week's snapshot had items 1..20; this week's keeps them and adds two
+    old = _register(_snapshot(tmp_path / "week1", np.arange(1, 21), seed=0))
+    tracking.promote(NAME, old["model_version"])
+    snap = _snapshot(tmp_path / "week2", np.arange(1, 23), seed=1)
+    challenger = _register(snap)
+
+    decision = pipeline.promote_step(challenger, [], snapshot_dir=snap, model_name=NAME, margin=-1.0)
+    overlap = decision["champion_overlap"]
+    assert overlap == {"champion_items": 20, "snapshot_items": 22, "common_items": 20, "of_champion": 1.0,
+                       "of_snapshot": 0.9091, "share": 0.9091, "comparable": True}
+    assert f"champion v{old['model_version']}" in decision["reason"]  # it competed
+    assert decision["promoted"] and decision["previous_champion"] == old["model_version"]
+    assert decision["model_name"] == NAME and decision["run_id"] == challenger["run_id"]
+    assert _tags(challenger["run_id"])["recvae.promotion.champion_item_overlap"] == "0.9091"
+
+
+def test_recvae_pipeline_can_replace_a_champion_of_other_items(monkeypatch, capsys):
+    from recvae import cli
+
+    seen: dict = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        return {"models": [{"kind": "vae"}], "decision": {"reason": "promoted"}, "batch": {"status": "ok"}}
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake)
+    assert cli.main(["pipeline", "--replace-champion-of-other-items"]) == 0
+    assert seen["replace_champion_of_other_items"] is True
+    assert cli.main(["pipeline"]) == 0
+    assert seen["replace_champion_of_other_items"] is False
