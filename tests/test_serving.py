@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 mlflow = pytest.importorskip("mlflow")
 
+from recvae.serving.pyfunc import DEFAULT_TOP_N
 from recvae import pipeline, tracking  # noqa: E402
 from recvae.data.idmap import IdMap  # noqa: E402
 from recvae.data.snapshot import Snapshot  # noqa: E402
@@ -247,7 +248,7 @@ def test_signature_has_real_column_types(models):
     assert sig.inputs.to_dict() == [{"type": "string", "name": "user", "required": True},
                                     {"type": "long", "name": "item", "required": True}]
     assert [c["type"] for c in sig.outputs.to_dict()] == ["string", "long", "long", "double"]
-    assert sig.params.to_dict() == [{"name": "top_n", "type": "long", "default": tracking.DEFAULT_TOP_N, "shape": None}]
+    assert sig.params.to_dict() == [{"name": "top_n", "type": "long", "default": DEFAULT_TOP_N, "shape": None}]
     assert sig.inputs.pandas_types()  # what the scoring server needs to parse CSV
 
 
