@@ -7,7 +7,7 @@ emits the `recvae_champion` asset event (its extra names the exact version), whi
 A user error (bad config, data or model reference) fails its task at once; passing faults are retried. Failures
 and a missed deadline are logged in one line and mailed when a notifier is configured (docs/airflow.md).
 
-Thin on purpose: only the light `recvae.airflow_common` is imported at parse time; each task imports the package
+Thin on purpose: only the light `recvae.orchestration.dag_defaults` is imported at parse time; each task imports the package
 inside its body and holds no logic of its own.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from recvae.airflow_common import (
+from recvae.orchestration.dag_defaults import (
     CHAMPION,
     DEFAULT_ARGS,
     SNAPSHOT,
@@ -65,7 +65,7 @@ def recvae_retrain():
         """Ingest, validate and split the interactions into a dataset snapshot (idempotent per run). It also creates
         a new MLflow store, before the parallel training tasks open it."""
         from recvae import pipeline
-        from recvae.airflow_tasks import recvae_task
+        from recvae.orchestration.tasks import recvae_task
 
         with recvae_task():
             p = context["params"]
@@ -78,7 +78,7 @@ def recvae_retrain():
     def train_challenger(snapshot: dict, **context) -> dict:
         """Train the Mult-VAE challenger, log it to MLflow and register a new version."""
         from recvae import pipeline
-        from recvae.airflow_tasks import recvae_task
+        from recvae.orchestration.tasks import recvae_task
 
         with recvae_task():
             p = context["params"]
@@ -91,7 +91,7 @@ def recvae_retrain():
     def extra_seeds(**context) -> list[int]:
         """Seeds of the challenger's other runs (none unless the `seeds` param is above 1)."""
         from recvae import pipeline
-        from recvae.airflow_tasks import recvae_task
+        from recvae.orchestration.tasks import recvae_task
 
         with recvae_task(tracking=False):
             p = context["params"]
@@ -101,7 +101,7 @@ def recvae_retrain():
     def train_seed(snapshot: dict, seed: int, **context) -> dict:
         """Train the challenger's configuration again with another seed, logged and registered like it."""
         from recvae import pipeline
-        from recvae.airflow_tasks import recvae_task
+        from recvae.orchestration.tasks import recvae_task
 
         with recvae_task():
             p = context["params"]
@@ -116,7 +116,7 @@ def recvae_retrain():
     def combine_seeds(snapshot: dict, first: dict, others: list[dict], **context) -> dict:
         """The challenger to promote: the one run, or the ensemble of every seed's run."""
         from recvae import pipeline
-        from recvae.airflow_tasks import recvae_task
+        from recvae.orchestration.tasks import recvae_task
 
         with recvae_task():
             p = context["params"]
@@ -128,7 +128,7 @@ def recvae_retrain():
     @task
     def baseline_kinds(**context) -> list[str]:
         """The baselines asked for in the run's params."""
-        from recvae.airflow_tasks import recvae_task
+        from recvae.orchestration.tasks import recvae_task
 
         with recvae_task(tracking=False):
             return list(context["params"]["baselines"])
@@ -137,7 +137,7 @@ def recvae_retrain():
     def train_baseline(snapshot: dict, kind: str, **context) -> dict:
         """Fit one baseline (hyperparameters tuned on validation users) and log it as an MLflow run."""
         from recvae import pipeline
-        from recvae.airflow_tasks import recvae_task
+        from recvae.orchestration.tasks import recvae_task
 
         with recvae_task():
             p = context["params"]
@@ -149,7 +149,7 @@ def recvae_retrain():
     def promote(snapshot: dict, challenger: dict, baselines: list[dict], **context) -> dict:
         """Promote the challenger to `champion` only if it beats the champion and every baseline."""
         from recvae import pipeline
-        from recvae.airflow_tasks import recvae_task
+        from recvae.orchestration.tasks import recvae_task
 
         with recvae_task():
             p = context["params"]
@@ -162,7 +162,7 @@ def recvae_retrain():
     @task.short_circuit
     def champion_changed(decision: dict) -> bool:
         """Continue (and announce the new champion) only when the challenger was promoted."""
-        from recvae.airflow_tasks import recvae_task
+        from recvae.orchestration.tasks import recvae_task
 
         with recvae_task(tracking=False):
             return bool(decision["promoted"])
@@ -170,7 +170,7 @@ def recvae_retrain():
     @task(outlets=[CHAMPION])
     def announce_champion(snapshot: dict, decision: dict, **context) -> dict:
         """Emit the champion asset event that schedules recvae_score; its extra names the promoted version."""
-        from recvae import airflow_tasks
+        from recvae.orchestration import tasks as airflow_tasks
 
         with airflow_tasks.recvae_task(tracking=False):
             return airflow_tasks.announce_champion(context, CHAMPION, decision, snapshot)

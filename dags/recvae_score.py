@@ -5,7 +5,7 @@ A run triggered by a promotion scores exactly the version that promotion announc
 the snapshot it was validated on, even if the `champion` alias has moved since; a manual run scores the
 `model_uri` param. A user error fails its task at once; passing faults are retried.
 
-Thin on purpose: only the light `recvae.airflow_common` is imported at parse time; each task imports the package
+Thin on purpose: only the light `recvae.orchestration.dag_defaults` is imported at parse time; each task imports the package
 inside its body and holds no logic of its own.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from recvae.airflow_common import CHAMPION, DEFAULT_ARGS, START_DATE, TIMEOUTS, dag_failed, notify_params
+from recvae.orchestration.dag_defaults import CHAMPION, DEFAULT_ARGS, START_DATE, TIMEOUTS, dag_failed, notify_params
 
 
 @dag(
@@ -45,7 +45,8 @@ def recvae_score():
     @task(retries=3, execution_timeout=TIMEOUTS.begin_score)
     def begin_batch(**context) -> dict:
         """Open (or reuse, on a retry) the staging batch for this run and plan the shards."""
-        from recvae import airflow_tasks, pipeline
+        from recvae import pipeline
+        from recvae.orchestration import tasks as airflow_tasks
 
         with airflow_tasks.recvae_task():
             p = context["params"]
@@ -60,7 +61,7 @@ def recvae_score():
     @task
     def shards(batch: dict) -> list[int]:
         """Shard numbers to score, one mapped task each."""
-        from recvae.airflow_tasks import recvae_task
+        from recvae.orchestration.tasks import recvae_task
 
         with recvae_task(tracking=False):
             return list(range(batch["n_shards"]))
@@ -69,7 +70,7 @@ def recvae_score():
     def score_shard(batch: dict, shard: int, **context) -> dict:
         """Score one shard of users into the staging batch (re-running replaces the shard's rows)."""
         from recvae import pipeline
-        from recvae.airflow_tasks import recvae_task
+        from recvae.orchestration.tasks import recvae_task
 
         with recvae_task():
             p = context["params"]
@@ -79,7 +80,7 @@ def recvae_score():
     def publish(batch: dict, results: list[dict], **context) -> dict:
         """Check the staging batch is complete and make it current in one transaction."""
         from recvae import pipeline
-        from recvae.airflow_tasks import recvae_task
+        from recvae.orchestration.tasks import recvae_task
 
         with recvae_task(tracking=False):
             p = context["params"]

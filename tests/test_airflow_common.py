@@ -1,4 +1,4 @@
-"""What both DAGs share (recvae.airflow_common): task timeouts, the retrain schedule and deadline, and the
+"""What both DAGs share (recvae.orchestration.dag_defaults): task timeouts, the retrain schedule and deadline, and the
 deadline callback, called directly."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 from smtpserver import SmtpServer
 
-from recvae import airflow_common
-from recvae.airflow_common import TaskTimeouts, parse_duration
+from recvae.orchestration import dag_defaults as airflow_common
+from recvae.orchestration.dag_defaults import TaskTimeouts, parse_duration
 
 
 def test_timeouts_have_a_default_per_task_kind():
@@ -58,7 +58,7 @@ def test_retrain_deadline_counts_from_queueing_and_calls_a_top_level_async_funct
     assert alert.reference == DeadlineReference.DAGRUN_QUEUED_AT
     assert alert.interval == timedelta(hours=12)
     assert isinstance(alert.callback, AsyncCallback)
-    assert alert.callback.path == "recvae.airflow_common.deadline_missed"
+    assert alert.callback.path == "recvae.orchestration.dag_defaults.deadline_missed"
     assert airflow_common.retrain_deadline({"RECVAE_RETRAIN_DEADLINE": "3h"}).interval == timedelta(hours=3)
     assert airflow_common.retrain_deadline({"RECVAE_RETRAIN_DEADLINE": "none"}) is None
     with pytest.raises(ValueError, match="RECVAE_RETRAIN_DEADLINE: 'soon' is not a positive duration"):

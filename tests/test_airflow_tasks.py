@@ -1,4 +1,4 @@
-"""The task-side helpers of the DAGs (recvae.airflow_tasks), without running a DAG: the task wrapper, failure
+"""The task-side helpers of the DAGs (recvae.orchestration.tasks), without running a DAG: the task wrapper, failure
 summaries and notices, the champion asset event and which model a scoring run scores."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 from smtpserver import SmtpServer
 
-from recvae import airflow_tasks
-from recvae.airflow_common import CHAMPION
+from recvae.orchestration import tasks as airflow_tasks
+from recvae.orchestration.dag_defaults import CHAMPION
 from recvae.config import ConfigError
 
 SECRET_URL = "postgresql://recvae:s3cret-pw@db.example:5432/recs"

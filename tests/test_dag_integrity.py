@@ -223,7 +223,7 @@ TIMEOUT_KINDS = {  # (dag, task) -> TaskTimeouts field; every other task is book
 
 
 def test_each_task_has_its_kinds_timeout_and_the_failure_callbacks(dag_bag):
-    from recvae.airflow_common import TIMEOUTS, dag_failed, task_failed
+    from recvae.orchestration.dag_defaults import TIMEOUTS, dag_failed, task_failed
 
     for dag_id in EXPECTED_DAG_IDS:
         dag = dag_bag.dags[dag_id]
@@ -260,7 +260,7 @@ def test_retrain_has_a_deadline_from_queueing(dag_bag):
 
     [alert] = dag_bag.dags["recvae_retrain"].deadline
     assert alert.reference == DeadlineReference.DAGRUN_QUEUED_AT
-    assert alert.callback.path == "recvae.airflow_common.deadline_missed"
+    assert alert.callback.path == "recvae.orchestration.dag_defaults.deadline_missed"
 
 
 def test_promote_passes_the_replace_champion_param(dag_bag, monkeypatch):

@@ -1,5 +1,5 @@
 """What both DAGs share: the assets that link them, the task defaults, the timeouts, the failure callbacks and the
-retrain deadline. Light on purpose (imported at parse time): the callbacks import `recvae.airflow_tasks` only when
+retrain deadline. Light on purpose (imported at parse time): the callbacks import `recvae.orchestration.tasks` only when
 they run.
 
 Settings read when the DAG files are parsed (set them for every Airflow component: the DAG processor builds the
@@ -97,14 +97,14 @@ def notify_params() -> dict[str, Param]:
 
 def task_failed(context: Any) -> None:
     """Task `on_failure_callback`: log a one-line summary and send it through the configured notifier."""
-    from recvae import airflow_tasks
+    from recvae.orchestration import tasks as airflow_tasks
 
     airflow_tasks.report_task_failure(context)
 
 
 def dag_failed(context: Any) -> None:
     """DAG `on_failure_callback`: log a one-line summary of the failed run and send it through the notifier."""
-    from recvae import airflow_tasks
+    from recvae.orchestration import tasks as airflow_tasks
 
     airflow_tasks.report_dag_failure(context)
 
@@ -113,7 +113,7 @@ async def deadline_missed(context: dict[str, Any] | None = None, **kwargs: Any) 
     """Deadline callback (run by the triggerer): log a one-line summary and send it through the notifier."""
     import asyncio
 
-    from recvae import airflow_tasks
+    from recvae.orchestration import tasks as airflow_tasks
 
     # Connection and Variable look-ups and SMTP block: off the triggerer's event loop
     return await asyncio.to_thread(airflow_tasks.report_deadline_missed, context or {})
