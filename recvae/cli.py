@@ -338,7 +338,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         # A subset is an ad-hoc answer, never a batch: publishing it would replace everyone's current lists.
         from recvae.serving.recommend import build_input, topn_frame
 
-        source: Any = args.users or pipeline._load_snapshot(args.snapshot)
+        source: Any = args.users or pipeline.load_snapshot(args.snapshot)
         if not args.users:
             pipeline.align_model(rec, source, args.model)
         inp = build_input(rec, source, users=args.user_ids)
@@ -351,7 +351,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         for note in inp.notes():  # after the lists; on stderr when the lists themselves go to stdout
             print(note, file=sys.stdout if args.out else sys.stderr)
         return 0
-    snap = pipeline._load_snapshot(args.snapshot)
+    snap = pipeline.load_snapshot(args.snapshot)
     pipeline.align_model(rec, snap, args.model)
     with RecommendationStore(args.db or default_db_url(), keep=args.keep) as store:
         summary = recommend_to_store(

@@ -265,11 +265,12 @@ def test_retrain_has_a_deadline_from_queueing(dag_bag):
 
 def test_promote_passes_the_replace_champion_param(dag_bag, monkeypatch):
     from recvae import pipeline
+    from recvae.orchestration import variables
 
     dag = dag_bag.dags["recvae_retrain"]
     assert dag.params["replace_champion_of_other_items"] is False
     seen: dict = {}
-    monkeypatch.setattr(pipeline, "use_airflow_variables", lambda **kw: {})
+    monkeypatch.setattr(variables, "use_airflow_variables", lambda **kw: {})
     monkeypatch.setattr(pipeline, "promote_step", lambda *a, **kw: seen.update(kw) or {"promoted": False})
     params = {**{k: dag.params[k] for k in dag.params}, "replace_champion_of_other_items": True}
     dag.get_task("promote").python_callable({"snapshot_dir": "/s"}, {"run_id": "r"}, [], params=params, run_id="x")

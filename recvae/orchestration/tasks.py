@@ -34,16 +34,16 @@ def error_line(exc: BaseException | str | None) -> str:
 def recvae_task(*, tracking: bool = True) -> Iterator[None]:
     """Run a task body the project's way: the Airflow Variables applied, URL passwords masked in the task log and,
     with `tracking`, MLflow pointed at its store with its log records at their own level (see
-    `pipeline.use_airflow_variables`). A user error (`recvae.errors.user_errors()`: bad config, data, model
+    `recvae.orchestration.variables.use_airflow_variables`). A user error (`recvae.errors.user_errors()`: bad config, data, model
     reference, ...) fails the task at once with its one masked line, since a retry would fail the same way;
     anything else (a database or tracking server away) keeps the task's retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from recvae import pipeline
     from recvae.errors import is_user_error
+    from recvae.orchestration import variables
 
     try:
-        pipeline.use_airflow_variables(configure_tracking=tracking)
+        variables.use_airflow_variables(configure_tracking=tracking)
         yield
     except Exception as exc:
         if not is_user_error(exc):
@@ -219,3 +219,10 @@ def score_target(context: Mapping[str, Any], asset: Any) -> dict[str, Any]:
     logger.info("scoring %s, promoted by %s run %s", extra["model_uri"], event.source_dag_id, event.source_run_id)
     return {"model_uri": extra["model_uri"], "snapshot_dir": params.get("snapshot_dir") or extra.get("snapshot_dir"),
             "event": {**extra, "source_dag_id": event.source_dag_id, "source_run_id": event.source_run_id}}
+
+
+def db_url(conn_id: str | None) -> str:
+    """The recommendations database of a scoring task: the Airflow Connection `conn_id`, else the local default."""
+    from recvae.orchestration.variables import db_url_from_connection
+
+    return db_url_from_connection(conn_id)

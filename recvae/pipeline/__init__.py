@@ -1,0 +1,28 @@
+"""The pipeline as a short list of steps, shared by `recvae pipeline`, the CLI and the Airflow tasks. Each step is
+idempotent for a run key and passes small JSON-able references (paths, run ids, batch keys), never data:
+`data` (snapshots), `training` (challenger, seeds, ensemble, baselines), `promotion` (the guarded promotion),
+`scoring` (database check, staging batch, shards, publish) and `driver` (the whole job in one process)."""
+
+from __future__ import annotations
+
+from recvae.pipeline.common import TAG_PROMOTION, TAG_ROLE, TAG_RUN_KEY, config_from
+from recvae.pipeline.data import latest_snapshot, load_snapshot, prepare_step
+from recvae.pipeline.driver import run_pipeline
+from recvae.pipeline.promotion import (
+    MIN_CHAMPION_ITEM_OVERLAP,
+    align_model,
+    aligned_scorer,
+    champion_item_overlap,
+    evaluate_model_uri,
+    promote_step,
+)
+from recvae.pipeline.scoring import begin_score_step, check_db_step, item_metadata, publish_step, score_shard_step
+from recvae.pipeline.training import baseline_step, challenger_seeds, combine_challengers, ensemble_step, train_step
+
+__all__ = [
+    "MIN_CHAMPION_ITEM_OVERLAP", "TAG_PROMOTION", "TAG_ROLE", "TAG_RUN_KEY", "align_model", "aligned_scorer",
+    "baseline_step", "begin_score_step", "challenger_seeds", "champion_item_overlap", "check_db_step",
+    "combine_challengers", "config_from", "ensemble_step", "evaluate_model_uri", "item_metadata", "latest_snapshot",
+    "load_snapshot", "prepare_step", "promote_step", "publish_step", "run_pipeline", "score_shard_step",
+    "train_step",
+]

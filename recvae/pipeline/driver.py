@@ -1,0 +1,50 @@
+"""The main job in one process: prepare, train the challenger and baselines, promote, score every user, publish."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recvae import paths
+from recvae.pipeline.data import prepare_step
+from recvae.pipeline.promotion import promote_step
+from recvae.pipeline.scoring import begin_score_step, check_db_step, publish_step, score_shard_step
+from recvae.pipeline.training import baseline_step, train_step
+
+
+def run_pipeline(
+    *,
+    dataset: str | None = "synthetic",
+    input_path: str | None = None,
+    input_format: str | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+    baselines: list[str] = ("popularity", "als", "ease"),
+    margin: float = 0.0,
+    top_n: int = 100,
+    db_url: str | None = None,
+    experiment: str = "recvae",
+    model_name: str = "recvae",
+    kind: str = "vae",
+    replace_champion_of_other_items: bool = False,
+) -> dict[str, Any]:
+    """prepare -> train the challenger (`kind`: vae, dae or recvae) and the baselines -> promote (see `promote_step`)
+    -> score every user -> publish, in one process."""
+    import uuid
+
+    db_url = db_url or paths.default_db_url()
+    check_db_step(db_url)  # an unreachable database fails in seconds, before anything is trained or promoted
+    key = uuid.uuid4().hex[:12]
+    snap = prepare_step(dataset=dataset, input_path=input_path, input_format=input_format, overrides=overrides)
+    challenger = train_step(snap["snapshot_dir"], overrides=overrides, kind=kind, experiment=experiment,
+                            model_name=model_name, run_key=f"pipeline-{key}-{kind}")
+    fitted = [baseline_step(kind, snap["snapshot_dir"], experiment=experiment, run_key=f"pipeline-{key}-{kind}")
+              for kind in baselines]
+    decision = promote_step(challenger, fitted, snapshot_dir=snap["snapshot_dir"], model_name=model_name, margin=margin,
+                            replace_champion_of_other_items=replace_champion_of_other_items)
+    champion = decision["model_uri"] if decision["champion_version"] else None
+    batch: dict[str, Any] = {"status": "no champion to score with"}
+    if champion:
+        b = begin_score_step(model_uri=champion, snapshot_dir=snap["snapshot_dir"], top_n=top_n, n_shards=1,
+                             db_url=db_url, batch_key=f"pipeline-{key}", model_name=model_name)
+        score_shard_step(b, 0, db_url=db_url)
+        batch = publish_step(b, db_url=db_url)
+    return {"snapshot": snap, "models": [challenger, *fitted], "decision": decision, "batch": batch}

@@ -1,0 +1,110 @@
+"""Scoring steps: check the database, open a staging batch, score shards into it, publish it atomically."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from recvae.pipeline.data import load_snapshot
+from recvae.pipeline.promotion import align_model
+
+logger = logging.getLogger(__name__)
+
+
+def check_db_step(db_url: str) -> dict[str, Any]:
+    """Connect to the recommendations database and create or check its tables; StoreError (masked URL) if it
+    cannot be used, so a job fails before its expensive steps rather than after them."""
+    from recvae.serving.store import RecommendationStore
+
+    with RecommendationStore(db_url) as store:
+        store.check_connection()
+        store.ensure_schema()
+        logger.info("recommendations database %s is ready", store.url_masked)
+        return {"db": store.url_masked}
+
+
+def begin_score_step(
+    *,
+    model_uri: str,
+    snapshot_dir: str | Path | None,
+    top_n: int,
+    n_shards: int,
+    db_url: str,
+    batch_key: str,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """Check the model and snapshot belong together, then open (or reuse) the staging batch for `batch_key`.
+
+    An alias (models:/NAME@champion) is resolved here once: the batch carries the version's own URI, so every shard
+    scores that version even if a promotion moves the alias meanwhile."""
+    from recvae import tracking
+    from recvae.serving.store import RecommendationStore
+
+    snap = load_snapshot(snapshot_dir)
+    rec, info = tracking.load_recommender_from_uri(model_uri)
+    align_model(rec, snap, model_uri)
+    if info.name and info.version:
+        model_uri = f"models:/{info.name}/{info.version}"
+    with RecommendationStore(db_url) as store:
+        batch = store.begin_batch(
+            batch_key, model_name=model_name or info.name or info.kind, top_n=top_n, n_items=rec.n_items,
+            model_version=info.version, run_id=info.run_id, snapshot_id=snap.snapshot_id, n_shards=n_shards,
+        )
+        if not batch.done:  # a published batch's titles never change
+            load_titles(store, snap, batch)
+    return {"batch_key": batch_key, "batch_id": batch.batch_id, "done": batch.done, "model_uri": model_uri,
+            "model_name": model_name or info.name or info.kind, "model_version": info.version, "run_id": info.run_id,
+            "snapshot_dir": str(snap.path), "snapshot_id": snap.snapshot_id, "top_n": top_n, "n_shards": n_shards}
+
+
+def item_metadata(snap: Any) -> Any:
+    """Item titles (a DataFrame: item_id, title, genres) when the snapshot's source folder (or its parent) has
+    MovieLens metadata (movies.dat, u.item), else None."""
+    from recvae.serving.store import read_item_metadata
+
+    path = (snap.manifest.get("source") or {}).get("path")
+    if not path or "://" in str(path):
+        return None
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    for candidate in (folder, folder.parent):
+        if (candidate / "movies.dat").exists() or (candidate / "u.item").exists():
+            return read_item_metadata(candidate)
+    return None
+
+
+def load_titles(store: Any, snap: Any, batch: Any) -> int:
+    """Set the titles of staging `batch` from the snapshot's metadata (see `item_metadata`); titles written."""
+    meta = item_metadata(snap)
+    return 0 if meta is None else store.write_items(batch, meta)
+
+
+def score_shard_step(batch: dict[str, Any], shard: int, *, db_url: str, chunk_size: int | None = None) -> dict[str, Any]:
+    """Score shard `shard` of the batch's users into staging (a re-run replaces that shard's rows)."""
+    from recvae import tracking
+    from recvae.serving.recommend import default_chunk_size, recommend_to_store
+    from recvae.serving.store import RecommendationStore
+
+    if batch.get("done"):
+        return {"shard": shard, "rows": 0, "skipped": "batch already published"}
+    snap = load_snapshot(batch["snapshot_dir"])
+    rec, _ = tracking.load_recommender_from_uri(batch["model_uri"])
+    with RecommendationStore(db_url) as store:
+        summary = recommend_to_store(
+            rec, snap, store, batch["top_n"], batch["batch_key"], batch["model_name"],
+            model_version=batch["model_version"], run_id=batch["run_id"], snapshot_id=batch["snapshot_id"],
+            chunk_size=chunk_size or default_chunk_size(rec.n_items), shard=shard, n_shards=batch["n_shards"],
+            publish=False, items=snap.items,
+        )
+    return {"shard": shard, **summary.to_dict()}
+
+
+def publish_step(batch: dict[str, Any], *, db_url: str, retention: int | None = None) -> dict[str, Any]:
+    """Check the staging batch holds every shard's rows and make it current in one transaction."""
+    from recvae.serving.store import RecommendationStore
+
+    with RecommendationStore(db_url) as store:
+        summary = store.publish(batch["batch_key"], n_shards=batch["n_shards"], keep=retention)
+    logger.info("published batch %s", summary.to_dict())
+    return summary.to_dict()

@@ -1,0 +1,283 @@
+"""Training steps: the challenger (resumable, reusing a finished run of the same key), its seeds and their ensemble, and the baselines, each logged to MLflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from recvae import paths
+from recvae.config import RECOMMENDER_KINDS, Config, ConfigError, apply_overrides, preset
+from recvae.pipeline.common import DEFAULT_BASELINE_GRIDS, RUN_FILE, RUN_NAMES, TAG_ROLE, TAG_RUN_KEY, safe_name
+from recvae.pipeline.data import load_snapshot
+from recvae.pipeline.promotion import align_model, aligned_scorer
+from recvae.tracking.registry import CHALLENGER
+
+logger = logging.getLogger(__name__)
+
+
+def _finished_run(experiment: str, run_key: str | None) -> Any | None:
+    """A finished MLflow run already made for `run_key` (Airflow retries reuse it instead of training again)."""
+    if not run_key:
+        return None
+    import mlflow
+
+    from recvae import tracking
+
+    tracking.configure_if_needed()
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = mlflow.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{TAG_RUN_KEY}` = '{run_key}' and attributes.status = 'FINISHED'",
+        output_format="list", max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def _config_hash(config: Config) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _select_on(snap: Any) -> str | None:
+    """Validation users pick the epoch; the LightGCN protocol (no validation users) picks it on test as that paper
+    does; with neither, the last epoch is kept."""
+    if snap.has("validation"):
+        return "validation"
+    if snap.has("test") and snap.manifest.get("protocol") == "lightgcn":
+        return "test"
+    return None
+
+
+def _run_summary(run: Any, kind: str) -> dict[str, Any]:
+    m = run.data.metrics
+    return {
+        "run_id": run.info.run_id,
+        "kind": kind,
+        "val_ndcg@100": m.get("best_val_ndcg_at_100", m.get("val_ndcg_at_100")),
+        "test_ndcg@100": m.get("test_ndcg_at_100"),
+        "model_version": run.data.tags.get("recvae.model_version"),
+    }
+
+
+def train_step(
+    snapshot_dir: str | Path | None,
+    *,
+    overrides: dict[str, Any] | list[str] | None = None,
+    kind: str = "vae",
+    experiment: str = "recvae",
+    model_name: str | None = "recvae",
+    run_key: str | None = None,
+    resume: bool = True,
+    reuse_finished: bool = True,
+) -> dict[str, Any]:
+    """Train Mult-VAE (or Mult-DAE, or RecVAE) from its preset plus `overrides`, log everything to MLflow, register a version and point `challenger` at it.
+
+    `run_key` names the work folder (checkpoints) and tags the run: with `resume` a killed run continues from its
+    last checkpoint in the same MLflow run, and with `reuse_finished` a run already finished for the key is returned
+    instead."""
+    import mlflow
+
+    from recvae import tracking
+    from recvae.evaluation.metrics import evaluate
+    from recvae.training.loop import LAST_FILE, check_memory, resolve_device, train
+
+    config = apply_overrides(preset(kind), overrides or {}).validate()
+    snap = load_snapshot(snapshot_dir)
+    run_key = run_key or f"{snap.snapshot_id}-{kind}-{_config_hash(config)}"
+    done = _finished_run(experiment, run_key) if reuse_finished else None
+    if done is not None:
+        logger.info("run key %s already trained as MLflow run %s; reusing it", run_key, done.info.run_id)
+        return _run_summary(done, RECOMMENDER_KINDS[kind])
+    check_memory(config, snap.n_items, len(snap.users), resolve_device(config.train))  # before a run is opened
+    work = paths.runs_dir() / safe_name(run_key)
+    resume = resume and (work / LAST_FILE).exists()
+    resume_id = _run_to_resume(work, experiment, run_key) if resume else None
+    if resume_id is None:  # the checkpoints start over: a run killed on them is over too
+        tracking.end_unfinished_runs(experiment, TAG_RUN_KEY, run_key)
+    tags = {TAG_RUN_KEY: run_key, TAG_ROLE: CHALLENGER}
+    with tracking.start_run(experiment, run_name=RUN_NAMES[kind], tags=tags, run_id=resume_id) as run:
+        _remember_run(work, run.info.run_id)
+        tracking.log_params(config.to_dict(), resumed=resume_id is not None)
+        tracking.log_snapshot(snap)  # the same values on a resume: the checkpoint is bound to the snapshot id
+        select_on = _select_on(snap)
+        epochs = tracking.EpochLogger()
+        result = train(snap, config, work, resume=resume, select_on=select_on, on_epoch_end=epochs)
+        epochs.log_missing(result.history)  # an epoch checkpointed by a killed process before it was logged
+        rec = result.recommender
+        mlflow.log_metric("best_epoch", result.best_epoch)
+        for k, v in result.best_metrics.items():
+            mlflow.log_metric(tracking.metric_key(f"best_{'val' if select_on == 'validation' else select_on}_{k}"), v)
+        if result.best_beta is not None:
+            mlflow.log_metric("best_beta", result.best_beta)
+        if snap.has("test"):
+            tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("test")))
+        tracking.plot_history(result.history)
+        version = _log_challenger(rec, snap, model_name)
+        run_id = run.info.run_id
+    return _challenger_summary(run_id, rec.kind, model_name, version)
+
+
+def _remember_run(work: Path, run_id: str) -> None:
+    """Write the run id beside the checkpoints (before any), so that resuming them reopens this run."""
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = work / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps({"run_id": run_id}) + "\n")
+    os.replace(tmp, work / RUN_FILE)
+
+
+def _run_to_resume(work: Path, experiment: str, run_key: str) -> str | None:
+    """The unfinished MLflow run the checkpoints in `work` belong to: the one recorded there, else (a folder written
+    before runs were recorded) the latest unfinished run tagged with `run_key`; None starts a new run."""
+    from recvae import tracking
+
+    try:
+        recorded = json.loads((work / RUN_FILE).read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        unfinished = tracking.unfinished_runs(experiment, TAG_RUN_KEY, run_key)
+        recorded = unfinished[0].info.run_id if unfinished else None
+    return tracking.resumable_run(experiment, recorded)
+
+
+def _log_challenger(rec: Any, snap: Any, model_name: str | None) -> str | None:
+    """Log `rec` in the active run and, with a `model_name`, register it and point `challenger` at the version."""
+    import mlflow
+
+    from recvae import tracking
+
+    info = tracking.log_recommender(rec, registered_model_name=model_name, snapshot=snap)
+    version = str(info.registered_model_version) if model_name and info.registered_model_version else None
+    if version:
+        mlflow.set_tag("recvae.model_version", version)
+        tracking.set_alias(model_name, CHALLENGER, version)
+    return version
+
+
+def _challenger_summary(run_id: str, kind: str, model_name: str | None, version: str | None) -> dict[str, Any]:
+    """`_run_summary` plus the URI to load the model by: its registered version, or the run's artifact."""
+    import mlflow
+
+    out = _run_summary(mlflow.get_run(run_id), kind)
+    out["model_uri"] = f"models:/{model_name}/{version}" if version else f"runs:/{run_id}/model"
+    return out
+
+
+def baseline_step(
+    kind: str,
+    snapshot_dir: str | Path | None,
+    *,
+    params: dict[str, Any] | None = None,
+    experiment: str = "recvae",
+    run_key: str | None = None,
+) -> dict[str, Any]:
+    """Fit a baseline (hyperparameters tuned on validation users unless `params` fixes them) and log its run."""
+    import mlflow
+
+    from recvae import tracking
+    from recvae.evaluation.metrics import evaluate
+    from recvae.models import baselines
+
+    done = _finished_run(experiment, run_key)
+    if done is not None:
+        logger.info("run key %s already fitted as MLflow run %s; reusing it", run_key, done.info.run_id)
+        return _run_summary(done, kind)
+    snap = load_snapshot(snapshot_dir)
+    with tracking.start_run(experiment, run_name=kind, tags={TAG_RUN_KEY: run_key or "", TAG_ROLE: "baseline"}) as run:
+        tracking.log_snapshot(snap)
+        grid = {k: [v] for k, v in (params or {}).items()} or DEFAULT_BASELINE_GRIDS.get(kind, {})
+        if snap.has("validation") and grid:
+            best, table = baselines.tune(kind, snap, grid)
+            mlflow.log_dict({"grid": table}, "tuning.json")
+        else:
+            best = {k: v[0] for k, v in grid.items()}
+        rec = baselines.fit_baseline(kind, snap.train, items=snap.items, **best)
+        tracking.log_params(rec.params())
+        if snap.has("validation"):
+            tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("validation")), prefix="val_")
+        if snap.has("test"):
+            tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("test")))
+        tracking.log_recommender(rec, snapshot=snap)
+        run_id = run.info.run_id
+    return _run_summary(mlflow.get_run(run_id), kind)
+
+
+def challenger_seeds(kind: str, overrides: dict[str, Any] | list[str] | None, n_runs: int) -> list[int]:
+    """Seeds of the challenger's extra runs: the configured train.seed + 1, ..., + n_runs - 1."""
+    if n_runs < 1:
+        raise ConfigError(f"seeds must be >= 1; got {n_runs}")
+    base = apply_overrides(preset(kind), overrides or {}).train.seed
+    return [base + i for i in range(1, n_runs)]
+
+
+def combine_challengers(
+    first: dict[str, Any],
+    extra: list[dict[str, Any]],
+    snapshot_dir: str | Path | None,
+    *,
+    experiment: str = "recvae",
+    model_name: str | None = "recvae",
+    run_key: str | None = None,
+) -> dict[str, Any]:
+    """The challenger to promote: the one trained run, or with `extra` runs (other seeds) the ensemble of all."""
+    if not extra:
+        return first
+    uris = [f"models:/{model_name}/{m['model_version']}" if model_name and m.get("model_version")
+            else f"runs:/{m['run_id']}/model" for m in [first, *extra]]
+    return ensemble_step(uris, snapshot_dir, experiment=experiment, model_name=model_name, run_key=run_key)
+
+
+def ensemble_step(
+    model_uris: list[str],
+    snapshot_dir: str | Path | None,
+    *,
+    experiment: str = "recvae",
+    model_name: str | None = "recvae",
+    run_key: str | None = None,
+) -> dict[str, Any]:
+    """Combine trained models (e.g. one config's seeds) into an `Ensemble`, evaluate it, log it as its own run,
+    register a version and point `challenger` at it (a run already finished for `run_key` is returned instead)."""
+    import mlflow
+
+    from recvae import tracking
+    from recvae.evaluation.metrics import evaluate
+    from recvae.models.ensemble import Ensemble
+
+    if len(model_uris) < 2:
+        raise ConfigError(f"an ensemble needs at least 2 models; got {len(model_uris)}")
+    done = _finished_run(experiment, run_key)
+    if done is not None:
+        logger.info("run key %s already combined as MLflow run %s; reusing it", run_key, done.info.run_id)
+        return _run_summary(done, Ensemble.kind)
+    snap = load_snapshot(snapshot_dir)
+    members, described = [], []
+    for uri in model_uris:
+        rec, info = tracking.load_recommender_from_uri(uri)
+        if info.snapshot_id not in (None, snap.snapshot_id):
+            raise ConfigError(f"{uri} was trained on snapshot {info.snapshot_id}, not on {snap.snapshot_id}")
+        members.append(rec)
+        described.append({"uri": uri, "run_id": info.run_id, "kind": info.kind})
+    try:
+        ens = Ensemble(members)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    not_logits = sorted({m.kind for m in members} - set(RECOMMENDER_KINDS.values()))
+    if not_logits:
+        logger.warning("ensemble members of kind %s do not score with logits: the softmax of their scores is a ranking "
+                       "device, not their distribution, and their scale weighs them", ", ".join(not_logits))
+    scorer = aligned_scorer(ens, align_model(ens, snap, "the ensemble"))
+    with tracking.start_run(experiment, run_name="ensemble", tags={TAG_RUN_KEY: run_key or "", TAG_ROLE: CHALLENGER}) as run:
+        mlflow.log_params({"n_members": len(members), "members": ", ".join(model_uris)[:6000]})
+        mlflow.log_dict({"members": described}, "members.json")
+        tracking.log_snapshot(snap)
+        if snap.has("validation"):
+            tracking.log_test_metrics(evaluate(scorer, *snap.heldout("validation")), prefix="val_")
+        if snap.has("test"):
+            tracking.log_test_metrics(evaluate(scorer, *snap.heldout("test")))
+        version = _log_challenger(ens, snap, model_name)
+        run_id = run.info.run_id
+    return _challenger_summary(run_id, ens.kind, model_name, version)
