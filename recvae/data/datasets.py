@@ -17,6 +17,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from recvae.data.readers import Source
 from recvae.digest import sha256_file
@@ -53,12 +54,13 @@ class DatasetSpec:
     candidates: tuple[str, ...]  # relative to a data home; first existing wins
     description: str
     implicit: bool = False
-    reader: dict[str, str | None] = field(default_factory=dict)  # extra Source fields (column names)
+    reader: dict[str, Any] = field(default_factory=dict)  # extra Source fields (column names)
     remotes: tuple[Remote, ...] = ()
     how_to_get: str = ""
 
 
 def _ml(name: str, archive: str, checksum: str, candidates: tuple[str, ...], description: str) -> DatasetSpec:
+    """A MovieLens release: one GroupLens archive."""
     return DatasetSpec(
         name=name,
         format="movielens",
@@ -70,9 +72,11 @@ def _ml(name: str, archive: str, checksum: str, candidates: tuple[str, ...], des
 
 
 def _lightgcn(name: str, folder: str, checksums: dict[str, str] | None, description: str) -> DatasetSpec:
+    """A data set of the LightGCN repository; without checksums there is no verified download."""
     remotes = tuple(Remote(f"{LIGHTGCN}{folder}/{f}", c, f"{name}/{f}") for f, c in (checksums or {}).items())
     how = (f"recvae.data.datasets.download({name!r}, DATA_HOME)" if remotes else
-           f"put train.txt and test.txt of {LIGHTGCN}{folder}/ (git LFS in the LightGCN repository) into DATA_HOME/{name}/")
+           f"put train.txt and test.txt of {LIGHTGCN}{folder}/ (git LFS in the LightGCN repository) "
+           f"into DATA_HOME/{name}/")
     return DatasetSpec(name=name, format="lightgcn", candidates=(name, f"{name}-lightgcn", f"{folder}-lightgcn"),
                        description=description, remotes=remotes, how_to_get=how)
 
@@ -94,13 +98,16 @@ REGISTRY: dict[str, DatasetSpec] = {
             ("ml-25m/ratings.csv",), "MovieLens 25M: 25,000,095 ratings (0.5-5) of 59,047 movies by 162,541 users"),
         _ml("ml-latest-small", "ml-latest-small.zip",
             "sha256:696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
-            ("ml-latest-small/ratings.csv",), "MovieLens latest-small (2018): 100,836 ratings of 9,724 movies by 610 users"),
+            ("ml-latest-small/ratings.csv",),
+            "MovieLens latest-small (2018): 100,836 ratings of 9,724 movies by 610 users"),
         DatasetSpec(
             name="ml-1m-pro-sg",
             format="pro_sg",
             candidates=("ml-1m-pro-sg", "ml-1m/pro_sg"),
-            description="ML-1M after Liang et al.'s notebook (rating > 3.5, >= 5 per user, 1,000 + 1,000 held-out users)",
-            how_to_get="run Liang et al.'s preprocessing notebook on ml-1m and copy its pro_sg/ folder to DATA_HOME/ml-1m-pro-sg/",
+            description="ML-1M after Liang et al.'s notebook "
+                        "(rating > 3.5, >= 5 per user, 1,000 + 1,000 held-out users)",
+            how_to_get="run Liang et al.'s preprocessing notebook on ml-1m "
+                       "and copy its pro_sg/ folder to DATA_HOME/ml-1m-pro-sg/",
         ),
         _lightgcn("gowalla", "gowalla", {
             "train.txt": "sha256:7244696fdeb23911319cf7b689f2e15a3c4c92549c873a5677b44e3f13cc3e62",
@@ -118,7 +125,7 @@ REGISTRY: dict[str, DatasetSpec] = {
 }
 
 # Layouts of ../shared/data that differ from the official archives: tried after the official candidates.
-FALLBACKS: dict[str, tuple[tuple[str, str, dict[str, str | None], bool], ...]] = {
+FALLBACKS: dict[str, tuple[tuple[str, str, dict[str, Any], bool], ...]] = {
     # (relative path, format, reader fields, implicit)
     "ml-1m": (("ml-1m/ratings_implicit.parquet", "parquet",
                {"user_col": "userId", "item_col": "movieId", "rating_col": None, "time_col": None}, True),),
@@ -148,11 +155,9 @@ def names() -> list[str]:
 
 def resolve(name: str, *, seed: int | None = None) -> Source:
     """The Source of dataset `name`, found under the data homes; DatasetNotFoundError says where it looked."""
-    if name not in REGISTRY:
-        raise DatasetNotFoundError(f"unknown dataset {name!r}; known: {', '.join(REGISTRY)}")
-    spec = REGISTRY[name]
+    spec = _spec(name)
     if spec.format == "synthetic":
-        params: dict = {"preset": "ml-20m" if name == "synthetic-ml-20m" else "small"}
+        params: dict[str, Any] = {"preset": "ml-20m" if name == "synthetic-ml-20m" else "small"}
         if seed is not None:
             params["seed"] = seed
         return Source(format="synthetic", dataset=name, synthetic=params)
@@ -167,13 +172,21 @@ def resolve(name: str, *, seed: int | None = None) -> Source:
             p = home / rel
             looked.append(str(p))
             if p.exists():
-                logger.info("%s: using %s (%s%s)", name, p, fmt, ", implicit: every pair is a positive" if implicit else "")
+                logger.info("%s: using %s (%s%s)", name, p, fmt,
+                            ", implicit: every pair is a positive" if implicit else "")
                 return Source(format=fmt, path=str(p), dataset=name, implicit=implicit, **reader)
     raise DatasetNotFoundError(
         f"dataset {name!r} not found; looked in: {', '.join(looked)}. To get it: "
         + spec.how_to_get.replace("DATA_HOME", str(data_homes()[0]))
         + " (set RECVAE_DATA_HOME to use another folder)"
     )
+
+
+def _spec(name: str) -> DatasetSpec:
+    """The registry entry of `name`; DatasetNotFoundError lists the known names."""
+    if name not in REGISTRY:
+        raise DatasetNotFoundError(f"unknown dataset {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
 
 
 Fetcher = Callable[[str, Path], None]
@@ -198,9 +211,7 @@ def download(name: str, dest: str | Path | None = None, *, fetch: Fetcher | None
     """Fetch dataset `name` into data home `dest` (default: the first data home), verify every file's
     checksum, extract archives, and return the dataset's location. `fetch(url, path)` can be replaced
     (tests use a local fake). A file with a wrong checksum is deleted and ChecksumError raised."""
-    if name not in REGISTRY:
-        raise DatasetNotFoundError(f"unknown dataset {name!r}; known: {', '.join(REGISTRY)}")
-    spec = REGISTRY[name]
+    spec = _spec(name)
     if not spec.remotes:
         raise DatasetNotFoundError(f"dataset {name!r} has no verified download; to get it: {spec.how_to_get}")
     home = Path(dest) if dest is not None else data_homes()[0]
@@ -210,16 +221,7 @@ def download(name: str, dest: str | Path | None = None, *, fetch: Fetcher | None
         target = home / remote.target
         target.parent.mkdir(parents=True, exist_ok=True)
         if force or not target.exists():
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-            os.close(fd)
-            tmp = Path(tmp_name)
-            try:
-                logger.info("downloading %s", remote.url)
-                fetch(remote.url, tmp)
-                verify_checksum(tmp, remote.checksum)
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            _fetch_checked(remote, target, fetch)
         else:
             verify_checksum(target, remote.checksum)
         if target.suffix == ".zip":
@@ -228,6 +230,20 @@ def download(name: str, dest: str | Path | None = None, *, fetch: Fetcher | None
     if not found:
         raise DatasetNotFoundError(f"{name}: downloaded, but none of {', '.join(spec.candidates)} is under {home}")
     return found[0]
+
+
+def _fetch_checked(remote: Remote, target: Path, fetch: Fetcher) -> None:
+    """Fetch `remote` to `target` through a temporary file: `target` appears only with the right checksum."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        logger.info("downloading %s", remote.url)
+        fetch(remote.url, tmp)
+        verify_checksum(tmp, remote.checksum)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _extract(archive: Path, home: Path) -> None:

@@ -9,13 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from recvae.config import Config, ConfigError
 from recvae.data import datasets, readers
 from recvae.data.preprocess import preprocess
 from recvae.data.readers import Source
 from recvae.data.snapshot import Snapshot
 from recvae.data.split import reindex_snapshot, split
-from recvae.data.validate import Validator
+from recvae.data.validate import ValidationReport, Validator
 from recvae.log import progress
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,8 @@ def as_source(source: Source | str | Path | None) -> Source:
         if source.dataset:
             return datasets.resolve(source.dataset)
         if source.path:
-            fields = {f.name: getattr(source, f.name) for f in dataclasses.fields(source) if f.name not in ("format", "path")}
+            fields = {f.name: getattr(source, f.name) for f in dataclasses.fields(source)
+                      if f.name not in ("format", "path")}
             return Source.from_path(source.path, **fields)
         return DEFAULT_SOURCE
     text = str(source)
@@ -91,89 +94,108 @@ def prepare(
     config.split.validate()
     src = as_source(source)
     if config.data.lenient:
-        if quarantine is not None:
-            check_quarantine(quarantine, src, force=force)
-        elif out_dir is not None:
-            quarantine = default_quarantine(out_dir)  # named after the snapshot: ours to rewrite on a rerun
-            check_quarantine(quarantine, src, force=True)
+        quarantine = _quarantine_path(quarantine, out_dir, src, force=force)
     prev = Snapshot.load(previous) if isinstance(previous, (str, Path)) else previous
-    state: dict[str, Any] = {}
-    timings: dict[str, float] = {}
-    unit = "row" if src.format in ("parquet", "sql", "synthetic") else "line"
-    path = src.path
-    if src.format == "sql" and path:  # a database URL: its password must reach no log, manifest or report
-        from recvae.urls import mask_url
-
-        path = mask_url(path)
-    validator = Validator(path or src.dataset or src.format, lenient=config.data.lenient, unit=unit)
-    label = src.dataset or path or src.format
-
-    def read() -> None:
-        data = readers.read(src, validator)
-        n = data.train.nnz if isinstance(data, Snapshot) else len(data)
-        state["data"] = data
-        state["report"] = validator.finish(n, quarantine)
-
-    def clean() -> None:
-        if isinstance(state["data"], Snapshot):
-            return
-        state["data"], state["stats"] = preprocess(state["data"], config.data, implicit=src.is_implicit, source=label)
-
-    def make_split() -> None:
-        users = prev.users if prev is not None else None
-        items = prev.items if prev is not None else None
-        data = state["data"]
-        if isinstance(data, Snapshot):
-            state["snapshot"] = reindex_snapshot(data, users, items)
-        else:
-            state["snapshot"] = split(data, config.split, users=users, items=items)
-        state.pop("data")
-
-    stages: list[tuple[str, Callable[[], None]]] = [("read", read), ("preprocess", clean), ("split", make_split)]
+    run = _Preparation(src, config, prev, quarantine)
+    stages: list[tuple[str, Callable[[], None]]] = [
+        ("read", run.read), ("preprocess", run.preprocess), ("split", run.split)
+    ]
     if out_dir is not None:
-        stages.append(("save", lambda: _save(state, out_dir, src, config, prev, timings)))
+        stages.append(("save", lambda: run.save(out_dir)))
     for name, fn in progress(stages, desc="prepare", unit="stage"):
         t0 = time.perf_counter()
-        logger.info("prepare %s: %s", label, name)
+        logger.info("prepare %s: %s", run.label, name)
         fn()
-        timings[name] = round(time.perf_counter() - t0, 3)
-    snap: Snapshot = state["snapshot"]
+        run.timings[name] = round(time.perf_counter() - t0, 3)
+    snap = run.snapshot
     if out_dir is None:
-        snap.manifest.update(_manifest(state, src, config, prev, timings))
-    snap.manifest["timings_s"] = dict(timings)  # in memory: the saved manifest cannot include its own save
-    logger.info("prepared %s: snapshot %s (%s)", label, snap.snapshot_id, ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+        snap.manifest.update(run.manifest())
+    snap.manifest["timings_s"] = dict(run.timings)  # in memory: the saved manifest cannot include its own save
+    logger.info("prepared %s: snapshot %s (%s)", run.label, snap.snapshot_id,
+                ", ".join(f"{k} {v:.1f}s" for k, v in run.timings.items()))
     return snap
 
 
-def _manifest(state: dict[str, Any], src: Source, config: Config, prev: Snapshot | None, timings: dict[str, float]) -> dict[str, Any]:
-    snap: Snapshot = state["snapshot"]
-    report = state.get("report")
-    total = sum(m.nnz for m in snap.matrices.values()) - (
-        snap.matrices["test_tr"].nnz if snap.manifest.get("protocol") in ("lightgcn", "temporal") and "test_tr" in snap.matrices else 0
-    )
-    n_cells = max(1, len(snap.users) * snap.n_items)
-    already_split = src.gives_snapshot
-    n_rows = report.n_rows if report is not None else None
-    return {
-        "source": src.describe(),
-        "source_fingerprint": readers.fingerprint(src, n_rows),
-        "parameters": {"note": f"{src.format} is already split; data and split parameters do not apply"}
-        if already_split
-        else {"data": _asdict(config.data), "split": _asdict(config.split)},
-        "preprocess": state.get("stats", {}),
-        "validation": report.to_dict() if report is not None else None,
-        "previous_snapshot": prev.snapshot_id if prev is not None else None,
-        "interactions": int(total),
-        "density": float(total / n_cells),
-        "timings_s": dict(timings),
-    }
+def _quarantine_path(quarantine: str | Path | None, out_dir: str | Path | None, src: Source, *, force: bool
+                     ) -> str | Path | None:
+    """Where lenient mode writes bad rows: `quarantine` (checked), else next to the snapshot, else nowhere."""
+    if quarantine is not None:
+        check_quarantine(quarantine, src, force=force)
+        return quarantine
+    if out_dir is None:
+        return None
+    path = default_quarantine(out_dir)  # named after the snapshot: ours to rewrite on a rerun
+    check_quarantine(path, src, force=True)
+    return path
 
 
-def _save(state: dict[str, Any], out_dir: str | Path, src: Source, config: Config, prev: Snapshot | None,
-          timings: dict[str, float]) -> None:
-    snap: Snapshot = state["snapshot"]
-    snap.save(out_dir, extra=_manifest(state, src, config, prev, timings))
+class _Preparation:
+    """The stages of one `prepare` call and what each hands to the next."""
 
+    def __init__(self, src: Source, config: Config, prev: Snapshot | None, quarantine: str | Path | None) -> None:
+        self.src, self.config, self.prev, self.quarantine = src, config, prev, quarantine
+        path = src.shown_path  # a database URL's password must reach no log, manifest or report
+        self.validator = Validator(path or src.dataset or src.format or "data", lenient=config.data.lenient,
+                                   unit=src.position_unit)
+        self.label = src.dataset or path or src.format
+        self.timings: dict[str, float] = {}
+        self.data: pd.DataFrame | Snapshot | None = None
+        self.report: ValidationReport | None = None
+        self.stats: dict[str, Any] = {}
+        self._snapshot: Snapshot | None = None
 
-def _asdict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
+    @property
+    def snapshot(self) -> Snapshot:
+        """The split snapshot (after the split stage)."""
+        if self._snapshot is None:
+            raise RuntimeError("prepare: no snapshot before the split stage")
+        return self._snapshot
+
+    def read(self) -> None:
+        """Read and validate the source; in lenient mode bad rows go to the quarantine."""
+        data = readers.read(self.src, self.validator)
+        n = data.train.nnz if isinstance(data, Snapshot) else len(data)
+        self.data = data
+        self.report = self.validator.finish(n, self.quarantine)
+
+    def preprocess(self) -> None:
+        """Duplicates, threshold and minimum counts (already-split sources skip it)."""
+        if isinstance(self.data, pd.DataFrame):
+            self.data, self.stats = preprocess(self.data, self.config.data, implicit=self.src.is_implicit,
+                                               source=self.label)
+
+    def split(self) -> None:
+        """Split interactions (or re-index an already-split source) onto the previous id maps, if any."""
+        users = self.prev.users if self.prev is not None else None
+        items = self.prev.items if self.prev is not None else None
+        if isinstance(self.data, Snapshot):
+            self._snapshot = reindex_snapshot(self.data, users, items)
+        elif self.data is not None:
+            self._snapshot = split(self.data, self.config.split, users=users, items=items)
+        self.data = None
+
+    def save(self, out_dir: str | Path) -> None:
+        """Save the snapshot with its manifest (timings of the stages before saving)."""
+        self.snapshot.save(out_dir, extra=self.manifest())
+
+    def manifest(self) -> dict[str, Any]:
+        """What the manifest records beyond the snapshot itself: source, parameters, counts, validation, timings."""
+        snap, src, config, report = self.snapshot, self.src, self.config, self.report
+        total = sum(m.nnz for m in snap.matrices.values())
+        if snap.manifest.get("protocol") in ("lightgcn", "temporal") and "test_tr" in snap.matrices:
+            total -= snap.matrices["test_tr"].nnz  # these test users' fold-in rows are their train rows, counted once
+        n_cells = max(1, len(snap.users) * snap.n_items)
+        n_rows = report.n_rows if report is not None else None
+        return {
+            "source": src.describe(),
+            "source_fingerprint": readers.fingerprint(src, n_rows),
+            "parameters": {"note": f"{src.format} is already split; data and split parameters do not apply"}
+            if src.gives_snapshot
+            else {"data": dataclasses.asdict(config.data), "split": dataclasses.asdict(config.split)},
+            "preprocess": self.stats,
+            "validation": report.to_dict() if report is not None else None,
+            "previous_snapshot": self.prev.snapshot_id if self.prev is not None else None,
+            "interactions": int(total),
+            "density": float(total / n_cells),
+            "timings_s": dict(self.timings),
+        }

@@ -59,7 +59,8 @@ def preprocess(
     stats["duplicates_removed"] = n_dup
     threshold = None if implicit else config.threshold
     if implicit and config.threshold is not None:
-        logger.info("%s: implicit data (every pair is a positive): threshold %s not applied", source or "data", config.threshold)
+        logger.info("%s: implicit data (every pair is a positive): threshold %s not applied", source or "data",
+                    config.threshold)
     # the same steps as binarize + filter_counts, on a mask, so the frame is copied once
     keep = df["rating"].to_numpy() > threshold if threshold is not None else np.ones(len(df), dtype=bool)
     stats["after_binarize"] = int(keep.sum())
@@ -84,5 +85,7 @@ def preprocess(
 
 
 def _require_rows(df: pd.DataFrame, source: str | Path | None, step: str) -> None:
+    """Raise DataValidationError when `step` left no rows."""
     if len(df) == 0:
-        raise DataValidationError(f"no interactions left after {step}; check the threshold and minimum counts", source=source)
+        raise DataValidationError(f"no interactions left after {step}; check the threshold and minimum counts",
+                                  source=source)

@@ -106,43 +106,15 @@ class Snapshot:
         """Write atomically to `path` (a directory); an existing identical snapshot is kept as is."""
         path = Path(path)
         sid = compute_snapshot_id(self)
-        if (path / "manifest.json").exists():
-            try:
-                existing = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise SnapshotError(f"{path / 'manifest.json'}: invalid JSON ({exc}); choose another --out") from exc
-            if not isinstance(existing, dict):
-                raise SnapshotError(f"{path / 'manifest.json'}: not a snapshot manifest; choose another --out")
-            if existing.get("snapshot_id") == sid:
-                self.manifest = existing
-                self.path = path
-                return path
-            raise SnapshotError(f"{path} already holds snapshot {existing.get('snapshot_id')}, not {sid}; choose another --out")
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise SnapshotError(f"{path} exists and is not an empty folder; choose another --out")
+        existing = _existing_manifest(path, sid)
+        if existing is not None:
+            self.manifest = existing
+            self.path = path
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            files: dict[str, str] = {}
-            for name, m in self.matrices.items():
-                sp.save_npz(tmp / f"{name}.npz", m.tocsr(), compressed=True)
-                np.save(tmp / f"{name}_rows.npy", np.asarray(self.rows[name], dtype=np.int64))
-            self.users.save(tmp / "users.parquet")
-            self.items.save(tmp / "items.parquet")
-            for f in sorted(tmp.iterdir()):
-                files[f.name] = sha256_file(f)
-            manifest = {
-                **{k: v for k, v in self.manifest.items() if k not in ("files", "snapshot_id", "counts")},
-                **(extra or {}),
-                "format_version": FORMAT_VERSION,
-                "snapshot_id": sid,
-                "created_at": self.manifest.get("created_at") or datetime.now(UTC).isoformat(),
-                "n_users": len(self.users),
-                "n_items": self.n_items,
-                "counts": self.summary(),
-                "files": files,
-            }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+            manifest = self._write(tmp, sid, extra or {})
             os.replace(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -150,6 +122,28 @@ class Snapshot:
         self.manifest = manifest
         self.path = path
         return path
+
+    def _write(self, folder: Path, sid: str, extra: dict[str, Any]) -> dict[str, Any]:
+        """Write every file and the manifest listing their sha256 into `folder`; returns the manifest."""
+        for name, m in self.matrices.items():
+            sp.save_npz(folder / f"{name}.npz", m.tocsr(), compressed=True)
+            np.save(folder / f"{name}_rows.npy", np.asarray(self.rows[name], dtype=np.int64))
+        self.users.save(folder / "users.parquet")
+        self.items.save(folder / "items.parquet")
+        files = {f.name: sha256_file(f) for f in sorted(folder.iterdir())}
+        manifest = {
+            **{k: v for k, v in self.manifest.items() if k not in ("files", "snapshot_id", "counts")},
+            **extra,
+            "format_version": FORMAT_VERSION,
+            "snapshot_id": sid,
+            "created_at": self.manifest.get("created_at") or datetime.now(UTC).isoformat(),
+            "n_users": len(self.users),
+            "n_items": self.n_items,
+            "counts": self.summary(),
+            "files": files,
+        }
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        return manifest
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True) -> Snapshot:
@@ -181,6 +175,38 @@ class Snapshot:
         return snap
 
 
+def _existing_manifest(path: Path, sid: str) -> dict[str, Any] | None:
+    """The manifest of snapshot `sid` already saved at `path`, or None when `path` is free (absent or empty);
+    any other content raises SnapshotError, so nothing there is overwritten."""
+    if (path / "manifest.json").exists():
+        try:
+            existing = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SnapshotError(f"{path / 'manifest.json'}: invalid JSON ({exc}); choose another --out") from exc
+        if not isinstance(existing, dict):
+            raise SnapshotError(f"{path / 'manifest.json'}: not a snapshot manifest; choose another --out")
+        if existing.get("snapshot_id") == sid:
+            return existing
+        raise SnapshotError(
+            f"{path} already holds snapshot {existing.get('snapshot_id')}, not {sid}; choose another --out"
+        )
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise SnapshotError(f"{path} exists and is not an empty folder; choose another --out")
+    return None
+
+
+def interactions_matrix(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
+    """CSR (n_rows x n_cols) of float32 ones at (rows, cols), as a snapshot part holds; repeated pairs count once."""
+    m = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
+        shape=(n_rows, n_cols),
+    )
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    m.sort_indices()
+    return m
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest of snapshot folder `path`, checked to be a current-format object that lists its files."""
     mf = path / "manifest.json"
@@ -203,6 +229,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+_CHANGED = "{f}: sha256 does not match the manifest (file changed or corrupt)"
 # What a damaged file raises from np.load, sp.load_npz or pd.read_parquet.
 _UNREADABLE = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError, pa.ArrowException)
 
@@ -211,7 +238,7 @@ def _check_sha256(f: Path, digest: Any) -> None:
     if not isinstance(digest, str) or not digest:
         raise SnapshotError(f"{f}: the manifest records no sha256 for it (load with verify=False to read it anyway)")
     if sha256_file(f) != digest:
-        raise SnapshotError(f"{f}: sha256 does not match the manifest (file changed or corrupt)")
+        raise SnapshotError(_CHANGED.format(f=f))
 
 
 def _read_file(f: Path, loader: Callable[[Path], Any], digest: Any, *, checked: bool) -> Any:
@@ -221,7 +248,7 @@ def _read_file(f: Path, loader: Callable[[Path], Any], digest: Any, *, checked: 
     except _UNREADABLE as exc:
         recorded = isinstance(digest, str) and bool(digest)
         if recorded and not checked and sha256_file(f) != digest:
-            raise SnapshotError(f"{f}: sha256 does not match the manifest (file changed or corrupt)") from exc
+            raise SnapshotError(_CHANGED.format(f=f)) from exc
         reason = (str(exc).strip().splitlines() or [""])[0]
         if "pickle" in reason:  # np.load's word for bytes that are no .npy/.npz; its advice to unpickle is not ours
             reason = "not a NumPy file"
@@ -250,6 +277,3 @@ def compute_snapshot_id(snap: Snapshot) -> str:
     for idmap in (snap.users, snap.items):
         h.update("\x1f".join(map(str, idmap.raw_ids)).encode())
     return "snap-" + h.hexdigest()[:16]
-
-
-

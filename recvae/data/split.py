@@ -18,6 +18,7 @@ the previous map that are absent from this training set keep their (empty) colum
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,7 @@ import scipy.sparse as sp
 
 from recvae.config import ConfigError, SplitConfig
 from recvae.data.idmap import IdMap
-from recvae.data.readers import interactions_matrix
-from recvae.data.snapshot import HELDOUT, Snapshot
+from recvae.data.snapshot import HELDOUT, Snapshot, interactions_matrix
 from recvae.data.validate import DataValidationError
 from recvae.log import progress
 
@@ -44,7 +44,8 @@ def default_n_heldout(n_users: int) -> int:
     return int(min(max(1, round(ML20M_HELDOUT * n_users / ML20M_USERS)), n_users // 5))
 
 
-def fold_in_mask(user_codes: np.ndarray, test_prop: float, seed: int, min_items: int = MIN_ITEMS_TO_SPLIT) -> np.ndarray:
+def fold_in_mask(user_codes: np.ndarray, test_prop: float, seed: int, min_items: int = MIN_ITEMS_TO_SPLIT
+                 ) -> np.ndarray:
     """True for the rows held out for evaluation (`*_te`), as the notebook's `split_train_test_proportion`.
 
     `user_codes` gives each row's user; users are visited in increasing code order (pass codes that sort
@@ -59,7 +60,8 @@ def fold_in_mask(user_codes: np.ndarray, test_prop: float, seed: int, min_items:
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
     ends = np.r_[starts[1:], len(order)]
     rs = np.random.RandomState(seed)
-    for s, e in progress(zip(starts.tolist(), ends.tolist()), total=len(starts), desc="fold-in split", unit="user"):
+    spans = zip(starts.tolist(), ends.tolist(), strict=True)
+    for s, e in progress(spans, total=len(starts), desc="fold-in split", unit="user"):
         n = e - s
         if n >= min_items:
             pick = rs.choice(n, size=int(test_prop * n), replace=False)
@@ -78,11 +80,78 @@ def training_items(item_raw: np.ndarray, is_train: np.ndarray) -> tuple[np.ndarr
     return icodes.astype(np.int64), uniq, seen, uniq[train_codes]
 
 
-def _user_order(users: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row user codes, users sorted by raw id, permutation of them) with the notebook's seeding."""
-    codes, uniq = pd.factorize(users, sort=True)
-    perm = np.random.RandomState(seed).permutation(len(uniq))
-    return codes.astype(np.int64), np.asarray(uniq), perm
+def latest_rows(user_codes: np.ndarray, timestamps: np.ndarray, prop: float, min_items: int = MIN_ITEMS_TO_SPLIT
+                ) -> np.ndarray:
+    """True for each user's latest int(prop * n) of n rows by timestamp (ties keep data order); users with
+    fewer than `min_items` rows have none. `user_codes` are 0..n_users-1."""
+    n = len(user_codes)
+    order = np.lexsort((np.arange(n), timestamps, user_codes))
+    counts = np.bincount(user_codes)
+    first_of_user = np.r_[0, np.cumsum(counts)[:-1]]
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - first_of_user[user_codes[order]]
+    n_u = counts[user_codes]
+    k_u = np.where(n_u >= min_items, (prop * n_u).astype(np.int64), 0)
+    return rank >= n_u - k_u
+
+
+@dataclass
+class _Users:
+    """The users of a split in the notebook's permuted order."""
+
+    codes: np.ndarray  # each row's user code; codes sort like the raw ids
+    raw: np.ndarray  # the distinct raw user ids, sorted
+    perm: np.ndarray  # the notebook's permutation of `raw`
+    row_pos: np.ndarray  # each row's user's place in the permuted order
+
+    @classmethod
+    def of(cls, users: np.ndarray, seed: int) -> _Users:
+        """Users sorted by raw id, then `np.random.seed(seed)` + `np.random.permutation`, as the notebook."""
+        codes, uniq = pd.factorize(users, sort=True)
+        perm = np.random.RandomState(seed).permutation(len(uniq))
+        pos = np.empty(len(uniq), dtype=np.int64)
+        pos[perm] = np.arange(len(uniq))
+        codes = codes.astype(np.int64)
+        return cls(codes=codes, raw=np.asarray(uniq), perm=perm, row_pos=pos[codes])
+
+    @property
+    def n(self) -> int:
+        return len(self.raw)
+
+
+@dataclass
+class _Columns:
+    """The id maps of a split and each row's item column: what the parts' matrices are built from."""
+
+    users: IdMap
+    items: IdMap
+    item_codes: np.ndarray  # each row's item code
+    seen: np.ndarray  # per item code: whether training rows have it
+    col: np.ndarray  # per item code: its column in `items`
+    user_index: np.ndarray  # per permuted place: the user's index in `users`
+    n_train_items: int
+
+    @classmethod
+    def of(cls, item_raw: np.ndarray, is_train: np.ndarray, order: _Users, users: IdMap | None,
+           items: IdMap | None) -> _Columns:
+        """Training items in first-appearance order; with previous maps, known ids keep their index."""
+        item_codes, uniq_items, seen, train_items = training_items(item_raw, is_train)
+        check_compatible(users, order.raw, "user")
+        check_compatible(items, train_items, "item")
+        permuted = order.raw[order.perm]
+        users_map = users.extend(permuted) if users is not None else IdMap(permuted)
+        items_map = items.extend(train_items) if items is not None else IdMap(train_items)
+        return cls(users=users_map, items=items_map, item_codes=item_codes, seen=seen,
+                   col=items_map.to_index(np.asarray(uniq_items), strict=False),
+                   user_index=users_map.to_index(permuted), n_train_items=int(len(train_items)))
+
+    def seen_rows(self) -> np.ndarray:
+        """Per row: whether its item is a training item (held-out rows on other items are dropped)."""
+        return self.seen[self.item_codes]
+
+    def matrix(self, matrix_rows: np.ndarray, sel: np.ndarray, n_rows: int) -> sp.csr_matrix:
+        """The part matrix of rows `sel` (mask or indices), placed at `matrix_rows`."""
+        return interactions_matrix(matrix_rows, self.col[self.item_codes[sel]], n_rows, len(self.items))
 
 
 def _n_heldout(config: SplitConfig, n_users: int, parts: int) -> int:
@@ -108,17 +177,6 @@ def check_compatible(previous: IdMap | None, values: np.ndarray, what: str) -> N
         )
 
 
-def _maps(
-    uniq_users: np.ndarray, perm: np.ndarray, train_items: np.ndarray, users: IdMap | None, items: IdMap | None
-) -> tuple[IdMap, IdMap]:
-    check_compatible(users, uniq_users, "user")
-    check_compatible(items, train_items, "item")
-    ordered = uniq_users[perm]
-    users_map = users.extend(ordered) if users is not None else IdMap(ordered)
-    items_map = items.extend(train_items) if items is not None else IdMap(train_items)
-    return users_map, items_map
-
-
 def strong_split(
     df: pd.DataFrame, config: SplitConfig, *, users: IdMap | None = None, items: IdMap | None = None
 ) -> Snapshot:
@@ -126,55 +184,40 @@ def strong_split(
     config.validate()
     if len(df) == 0:
         raise DataValidationError("no interactions to split")
-    ucodes, uniq_users, perm = _user_order(df["user"].to_numpy(), config.seed)
-    n_users = len(uniq_users)
-    n_held = _n_heldout(config, n_users, 2)
-    n_tr = n_users - 2 * n_held
-    pos = np.empty(n_users, dtype=np.int64)
-    pos[perm] = np.arange(n_users)
-    row_pos = pos[ucodes]
-    is_train = row_pos < n_tr
-
-    icodes, uniq_items, seen, train_items = training_items(df["item"].to_numpy(), is_train)
-
-    users_map, items_map = _maps(uniq_users, perm, train_items, users, items)
-    col_of_code = items_map.to_index(np.asarray(uniq_items), strict=False)
-    user_index = users_map.to_index(uniq_users[perm])  # by permuted position
-
-    matrices: dict[str, sp.csr_matrix] = {}
-    rows: dict[str, np.ndarray] = {}
-    n_items = len(items_map)
-    matrices["train"] = interactions_matrix(row_pos[is_train], col_of_code[icodes[is_train]], n_tr, n_items)
-    rows["train"] = user_index[:n_tr]
+    order = _Users.of(df["user"].to_numpy(), config.seed)
+    n_held = _n_heldout(config, order.n, 2)
+    n_tr = order.n - 2 * n_held
+    is_train = order.row_pos < n_tr
+    cols = _Columns.of(df["item"].to_numpy(), is_train, order, users, items)
+    matrices = {"train": cols.matrix(order.row_pos[is_train], is_train, n_tr)}
+    rows = {"train": cols.user_index[:n_tr]}
     dropped = 0
     for k, part in enumerate(("validation", "test")):
         lo = n_tr + k * n_held
-        in_part = (row_pos >= lo) & (row_pos < lo + n_held)
-        keep = in_part & seen[icodes]
+        in_part = (order.row_pos >= lo) & (order.row_pos < lo + n_held)
+        keep = in_part & cols.seen_rows()
         dropped += int(in_part.sum() - keep.sum())
         sel = np.flatnonzero(keep)
-        held = fold_in_mask(ucodes[sel], config.test_prop, config.seed)
-        tr, te = HELDOUT[part]
-        for name, m in ((tr, ~held), (te, held)):
-            r = sel[m]
-            matrices[name] = interactions_matrix(row_pos[r] - lo, col_of_code[icodes[r]], n_held, n_items)
-            rows[name] = user_index[lo : lo + n_held]
+        held = fold_in_mask(order.codes[sel], config.test_prop, config.seed)
+        for name, m in zip(HELDOUT[part], (~held, held), strict=True):
+            matrices[name] = cols.matrix(order.row_pos[sel[m]] - lo, sel[m], n_held)
+            rows[name] = cols.user_index[lo : lo + n_held]
     info = {
         "kind": "strong",
         "seed": config.seed,
         "test_prop": config.test_prop,
-        "n_users": n_users,
+        "n_users": order.n,
         "n_train_users": n_tr,
         "n_heldout_users": n_held,
-        "n_train_items": int(len(train_items)),
+        "n_train_items": cols.n_train_items,
         "heldout_rows_dropped_unseen_items": dropped,
     }
     logger.info(
         "strong split: %d train users, %d validation + %d test users, %d training items (%d columns); "
         "%d held-out rows with items unseen in training dropped",
-        n_tr, n_held, n_held, len(train_items), n_items, dropped,
+        n_tr, n_held, n_held, cols.n_train_items, len(cols.items), dropped,
     )
-    return Snapshot(matrices=matrices, rows=rows, users=users_map, items=items_map,
+    return Snapshot(matrices=matrices, rows=rows, users=cols.users, items=cols.items,
                     manifest={"protocol": "strong", "split": info})
 
 
@@ -198,65 +241,42 @@ def temporal_split(
         raise DataValidationError("the temporal split needs a timestamp column; this source has none")
     if len(df) == 0:
         raise DataValidationError("no interactions to split")
-    ucodes, uniq_users, perm = _user_order(df["user"].to_numpy(), config.seed)
-    n_users = len(uniq_users)
-    n_held = _n_heldout(config, n_users, 1)
-    n_main = n_users - n_held
-    pos = np.empty(n_users, dtype=np.int64)
-    pos[perm] = np.arange(n_users)
-    row_pos = pos[ucodes]
-
-    ts = df["timestamp"].to_numpy()
-    order = np.lexsort((np.arange(len(df)), ts, ucodes))
-    counts = np.bincount(ucodes, minlength=n_users)
-    first_of_user = np.r_[0, np.cumsum(counts)[:-1]]
-    rank = np.empty(len(df), dtype=np.int64)
-    rank[order] = np.arange(len(df)) - first_of_user[ucodes[order]]
-    n_u = counts[ucodes]
-    k_u = np.where(n_u >= MIN_ITEMS_TO_SPLIT, (config.temporal_test_prop * n_u).astype(np.int64), 0)
-    latest = rank >= n_u - k_u
-
-    is_main = row_pos < n_main
+    order = _Users.of(df["user"].to_numpy(), config.seed)
+    n_held = _n_heldout(config, order.n, 1)
+    n_main = order.n - n_held
+    latest = latest_rows(order.codes, df["timestamp"].to_numpy(), config.temporal_test_prop)
+    is_main = order.row_pos < n_main
     is_train = is_main & ~latest
-    icodes, uniq_items, seen, train_items = training_items(df["item"].to_numpy(), is_train)
-
-    users_map, items_map = _maps(uniq_users, perm, train_items, users, items)
-    col_of_code = items_map.to_index(np.asarray(uniq_items), strict=False)
-    user_index = users_map.to_index(uniq_users[perm])
-    n_items = len(items_map)
-    ok_item = seen[icodes]
-
-    matrices: dict[str, sp.csr_matrix] = {}
-    rows: dict[str, np.ndarray] = {}
-    matrices["train"] = interactions_matrix(row_pos[is_train], col_of_code[icodes[is_train]], n_main, n_items)
-    rows["train"] = user_index[:n_main]
+    cols = _Columns.of(df["item"].to_numpy(), is_train, order, users, items)
+    ok_item = cols.seen_rows()
+    matrices = {"train": cols.matrix(order.row_pos[is_train], is_train, n_main)}
+    rows = {"train": cols.user_index[:n_main]}
     test_sel = is_main & latest & ok_item
-    test_pos = np.unique(row_pos[test_sel])  # permuted positions of users with held-out items
-    te_row = np.searchsorted(test_pos, row_pos[test_sel])
+    test_pos = np.unique(order.row_pos[test_sel])  # permuted places of users with held-out items
     matrices["test_tr"] = matrices["train"][test_pos]
-    matrices["test_te"] = interactions_matrix(te_row, col_of_code[icodes[test_sel]], len(test_pos), n_items)
-    rows["test_tr"] = rows["test_te"] = user_index[test_pos]
+    matrices["test_te"] = cols.matrix(np.searchsorted(test_pos, order.row_pos[test_sel]), test_sel, len(test_pos))
+    rows["test_tr"] = rows["test_te"] = cols.user_index[test_pos]
     val = ~is_main & ok_item
     for name, m in (("validation_tr", val & ~latest), ("validation_te", val & latest)):
-        matrices[name] = interactions_matrix(row_pos[m] - n_main, col_of_code[icodes[m]], n_held, n_items)
-        rows[name] = user_index[n_main:]
+        matrices[name] = cols.matrix(order.row_pos[m] - n_main, m, n_held)
+        rows[name] = cols.user_index[n_main:]
     dropped = int(((~is_main) | latest).sum() - (val.sum() + test_sel.sum()))
     info = {
         "kind": "temporal",
         "seed": config.seed,
         "temporal_test_prop": config.temporal_test_prop,
-        "n_users": n_users,
+        "n_users": order.n,
         "n_train_users": n_main,
         "n_validation_users": n_held,
         "n_test_users": int(len(test_pos)),
-        "n_train_items": int(len(train_items)),
+        "n_train_items": cols.n_train_items,
         "heldout_rows_dropped_unseen_items": dropped,
     }
     logger.info(
         "temporal split: %d train users (%d with held-out items), %d validation users, %d training items",
-        n_main, len(test_pos), n_held, len(train_items),
+        n_main, len(test_pos), n_held, cols.n_train_items,
     )
-    return Snapshot(matrices=matrices, rows=rows, users=users_map, items=items_map,
+    return Snapshot(matrices=matrices, rows=rows, users=cols.users, items=cols.items,
                     manifest={"protocol": "temporal", "split": info})
 
 

@@ -66,7 +66,9 @@ def spec_for(preset: str = "small", **overrides: Any) -> SyntheticSpec:
     known = set(asdict(PRESETS[preset]))
     unknown = set(overrides) - known
     if unknown:
-        raise ValueError(f"unknown synthetic parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"unknown synthetic parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+        )
     spec = replace(PRESETS[preset], **overrides)
     spec.validate()
     return spec
@@ -79,39 +81,16 @@ def generate(preset: str = "small", **overrides: Any) -> pd.DataFrame:
     item, as in ML-20M's ratings.csv.
     """
     spec = spec_for(preset, **overrides)
-    rng = np.random.default_rng(spec.seed)
+    rng = np.random.default_rng(spec.seed)  # one stream: the order of the draws below fixes the data
     n_users, n_items = spec.n_users, spec.n_items
 
     ranks = rng.permutation(n_items)  # popularity rank of each item id
     popularity = (ranks + spec.popularity_offset) ** -spec.popularity_exponent
     home = rng.integers(0, spec.n_groups, n_items)  # each item's taste group
     quality = rng.normal(0.0, 0.4, n_items)
-
     group = rng.integers(0, spec.n_groups, n_users)
-    extra = spec.mean_per_user - spec.min_per_user
-    sigma = 1.2
-    n_u = spec.min_per_user + np.round(rng.lognormal(np.log(max(extra, 1e-9)) - sigma**2 / 2, sigma, n_users)).astype(np.int64) if extra > 0 else np.full(n_users, spec.min_per_user, np.int64)
-    n_u = np.minimum(n_u, n_items // 2)
-
-    users_parts, items_parts = [], []
-    for g in range(spec.n_groups):
-        members = np.flatnonzero(group == g)
-        if len(members) == 0:
-            continue
-        weights = popularity * np.where(home == g, spec.group_boost, 1.0)
-        cdf = np.cumsum(weights)
-        cdf /= cdf[-1]
-        counts = n_u[members]
-        draws = np.searchsorted(cdf, rng.random(int(counts.sum())), side="right").astype(np.int64)
-        users_parts.append(np.repeat(members.astype(np.int64), counts))
-        items_parts.append(np.minimum(draws, n_items - 1))
-    key = np.concatenate(users_parts) * n_items + np.concatenate(items_parts)
-    del users_parts, items_parts
-    key.sort()  # by user, then item (np.unique is much slower on tens of millions of values)
-    key = key[np.r_[True, key[1:] != key[:-1]]]  # drop repeated draws
-    user = key // n_items
-    item = key - user * n_items
-    del key
+    n_u = _draws_per_user(rng, spec)
+    user, item = _draw_pairs(rng, spec, popularity, home, group, n_u)
 
     in_group = home[item] == group[user]
     user_bias = rng.normal(0.0, 0.35, n_users)
@@ -126,3 +105,42 @@ def generate(preset: str = "small", **overrides: Any) -> pd.DataFrame:
     df = pd.DataFrame({"user": user + 1, "item": item + 1, "rating": rating, "timestamp": timestamp}, copy=False)
     logger.info("synthetic %s: %d users x %d items, %d interactions", preset, n_users, n_items, len(df))
     return df
+
+
+def _draws_per_user(rng: np.random.Generator, spec: SyntheticSpec) -> np.ndarray:
+    """Draws per user: min_per_user plus a lognormal share with mean mean_per_user - min_per_user."""
+    extra = spec.mean_per_user - spec.min_per_user
+    if extra > 0:
+        sigma = 1.2
+        more = np.round(rng.lognormal(np.log(max(extra, 1e-9)) - sigma**2 / 2, sigma, spec.n_users)).astype(np.int64)
+        n_u = spec.min_per_user + more
+    else:
+        n_u = np.full(spec.n_users, spec.min_per_user, np.int64)
+    return np.minimum(n_u, spec.n_items // 2)
+
+
+def _draw_pairs(
+    rng: np.random.Generator, spec: SyntheticSpec, popularity: np.ndarray, home: np.ndarray, group: np.ndarray,
+    n_u: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) codes of the distinct pairs drawn, ordered by user then item; each group's members draw
+    from the popularity weights with the group's own items boosted."""
+    n_items = spec.n_items
+    users_parts, items_parts = [], []
+    for g in range(spec.n_groups):
+        members = np.flatnonzero(group == g)
+        if len(members) == 0:
+            continue
+        weights = popularity * np.where(home == g, spec.group_boost, 1.0)
+        cdf = np.cumsum(weights)
+        cdf /= cdf[-1]
+        counts = n_u[members]
+        draws = np.searchsorted(cdf, rng.random(int(counts.sum())), side="right").astype(np.int64)
+        users_parts.append(np.repeat(members.astype(np.int64), counts))
+        items_parts.append(np.minimum(draws, n_items - 1))
+    key = np.concatenate(users_parts) * n_items + np.concatenate(items_parts)
+    del users_parts, items_parts
+    key.sort()  # by user, then item (a sort and a neighbour compare: cheaper than np.unique at this size)
+    key = key[np.r_[True, key[1:] != key[:-1]]]  # drop repeated draws
+    user = key // n_items
+    return user, key - user * n_items

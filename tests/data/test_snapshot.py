@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from cli_error_line import error_line
 
 from recvae.data.idmap import IdMap
-from recvae.data.snapshot import Snapshot, SnapshotError, compute_snapshot_id
+from recvae.data.snapshot import Snapshot, SnapshotError, compute_snapshot_id, interactions_matrix
 
 
 def make(seed: int = 0) -> Snapshot:
@@ -227,3 +227,9 @@ def test_cli_on_a_broken_snapshot_is_one_error_line(tmp_path, capsys, damage):
     if damage != "no-files":
         assert str(npz) in line
     assert not (tmp_path / "new").exists()
+
+
+def test_interactions_matrix_holds_ones_once_per_pair():
+    m = interactions_matrix(np.array([0, 2, 0, 2]), np.array([1, 0, 1, 3]), 3, 4)
+    assert m.dtype == np.float32 and m.shape == (3, 4) and m.has_sorted_indices
+    assert m.toarray().tolist() == [[0, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 1]]

@@ -29,7 +29,8 @@ def touch(path, text="x"):
 def test_official_layout_is_found(home):
     touch(home / "ml-100k" / "u.data")
     src = datasets.resolve("ml-100k")
-    assert (src.format, src.path, src.dataset, src.implicit) == ("movielens", str(home / "ml-100k" / "u.data"), "ml-100k", False)
+    expected = ("movielens", str(home / "ml-100k" / "u.data"), "ml-100k", False)
+    assert (src.format, src.path, src.dataset, src.implicit) == expected
     touch(home / "ml-10M100K" / "ratings.dat")
     assert datasets.resolve("ml-10m").path.endswith("ml-10M100K/ratings.dat")
 

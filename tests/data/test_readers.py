@@ -144,7 +144,8 @@ def test_sql_errors_name_the_query(tmp_path):
     with pytest.raises(DataValidationError, match="query failed"):
         readers.read_sql(f"sqlite:///{db}", "nosuchtable", user_col="user_id", item_col="movie")
     with pytest.raises(DataValidationError, match="missing column"):
-        readers.read_sql(f"sqlite:///{db}", "ratings", user_col="userId", item_col="movie", rating_col=None, time_col=None)
+        readers.read_sql(f"sqlite:///{db}", "ratings", user_col="userId", item_col="movie", rating_col=None,
+                         time_col=None)
 
 
 def _pro_sg(folder, parts, sids=(10, 20, 30), uids=(101, 102, 103, 104)):
@@ -203,7 +204,8 @@ def test_lightgcn_bad_token_names_line_and_field(tmp_path):
     d.mkdir()
     write(d / "train.txt", "0 0 1\n1 2 x3\n")
     write(d / "test.txt", "0 1\n")
-    with pytest.raises(DataValidationError, match=r"train\.txt, line 2, column 'field 3 \(item\)': non-numeric id 'x3'"):
+    message = r"train\.txt, line 2, column 'field 3 \(item\)': non-numeric id 'x3'"
+    with pytest.raises(DataValidationError, match=message):
         readers.read_lightgcn(d)
 
 
@@ -228,6 +230,26 @@ def test_fingerprint_changes_with_content_and_sql_rows(tmp_path):
     sql = Source(format="sql", path="sqlite:///x.db", query="ratings")
     assert readers.fingerprint(sql, 10)["sha256"] != readers.fingerprint(sql, 11)["sha256"]
     assert "password" not in str(Source(format="sql", path="postgresql://u:password@h/db", query="t").describe())
+
+
+def test_source_shows_a_sql_url_without_its_password_and_counts_rows_or_lines():
+    sql = Source(format="sql", path="postgresql://u:password@h/db", query="t")
+    assert "password" not in sql.shown_path and sql.shown_path.startswith("postgresql://u:")
+    assert Source(format="csv", path="x.csv").shown_path == "x.csv"
+    assert [Source(format=f).position_unit for f in ("csv", "movielens", "parquet", "sql", "synthetic")] == [
+        "line", "line", "row", "row", "row"]
+
+
+def test_package_exports_what_callers_import():
+    """The readers package keeps the names of the former readers.py module, for other layers and scripts."""
+    from recvae.data import validate
+
+    for name in readers.__all__:
+        assert getattr(readers, name) is not None, name
+    for name in validate.__all__:
+        assert getattr(validate, name) is not None, name
+    assert readers.DataValidationError is validate.DataValidationError
+    assert readers.PRO_SG_PARTS == ("train", "validation_tr", "validation_te", "test_tr", "test_te")
 
 
 # --- the real files ------------------------------------------------------------------------------

@@ -186,7 +186,8 @@ def test_real_prepare_ml1m_implicit(data_home, monkeypatch):
     monkeypatch.setenv("RECVAE_DATA_HOME", str(data_home))
     snap = prepare("ml-1m", None)
     pre = snap.manifest["preprocess"]
-    assert (pre["rows_read"], pre["after_count_filter"], pre["users"], pre["items"]) == (1_000_209, 1_000_209, 6_040, 3_706)
+    counts = (pre["rows_read"], pre["after_count_filter"], pre["users"], pre["items"])
+    assert counts == (1_000_209, 1_000_209, 6_040, 3_706)
     assert pre["threshold_applied"] is None
     dropped = snap.manifest["split"]["heldout_rows_dropped_unseen_items"]
     assert snap.manifest["interactions"] + dropped == 1_000_209

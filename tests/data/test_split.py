@@ -14,6 +14,7 @@ from recvae.data.preprocess import preprocess
 from recvae.data.split import (
     default_n_heldout,
     fold_in_mask,
+    latest_rows,
     reindex_snapshot,
     strong_split,
     temporal_split,
@@ -30,7 +31,8 @@ def data() -> pd.DataFrame:
 
 def pairs(snap, part):
     m = snap.matrices[part].tocoo()
-    return set(zip(snap.users.to_raw(snap.rows[part][m.row]).tolist(), snap.items.to_raw(m.col).tolist()))
+    users, items = snap.users.to_raw(snap.rows[part][m.row]).tolist(), snap.items.to_raw(m.col).tolist()
+    return set(zip(users, items, strict=True))
 
 
 def notebook_split(df: pd.DataFrame, n_heldout: int, seed: int, test_prop: float = 0.2):
@@ -45,7 +47,7 @@ def notebook_split(df: pd.DataFrame, n_heldout: int, seed: int, test_prop: float
     }
     train = df[df["user"].isin(groups["train"])]
     items = pd.unique(train["item"])
-    out = {"train": set(zip(train["user"], train["item"]))}
+    out = {"train": set(zip(train["user"], train["item"], strict=True))}
     for part in ("validation", "test"):
         plays = df[df["user"].isin(groups[part]) & df["item"].isin(items)]
         rs = np.random.RandomState(seed)
@@ -57,8 +59,8 @@ def notebook_split(df: pd.DataFrame, n_heldout: int, seed: int, test_prop: float
                 chosen[rs.choice(k, size=int(test_prop * k), replace=False)] = True
             tr.append(g[~chosen])
             te.append(g[chosen])
-        out[f"{part}_tr"] = set(zip(pd.concat(tr)["user"], pd.concat(tr)["item"]))
-        out[f"{part}_te"] = set(zip(pd.concat(te)["user"], pd.concat(te)["item"]))
+        out[f"{part}_tr"] = set(zip(pd.concat(tr)["user"], pd.concat(tr)["item"], strict=True))
+        out[f"{part}_te"] = set(zip(pd.concat(te)["user"], pd.concat(te)["item"], strict=True))
     return shuffled, items, out
 
 
@@ -151,7 +153,7 @@ def test_training_items_in_first_appearance_order():
     is_train = np.array([False, True, True, True, True, False])
     _, uniq, seen, train = training_items(items, is_train)
     assert train.tolist() == [3, 5, 9]
-    assert dict(zip(uniq.tolist(), seen.tolist())) == {5: True, 3: True, 9: True, 7: False}
+    assert dict(zip(uniq.tolist(), seen.tolist(), strict=True)) == {5: True, 3: True, 9: True, 7: False}
 
 
 # --- temporal ------------------------------------------------------------------------------------
@@ -160,7 +162,7 @@ def test_training_items_in_first_appearance_order():
 def test_temporal_split_holds_out_each_users_latest_share(data):
     snap = temporal_split(data, SplitConfig(kind="temporal", n_heldout_users=40))
     assert snap.manifest["protocol"] == "temporal"
-    ts = {(u, i): t for u, i, t in zip(data["user"], data["item"], data["timestamp"])}
+    ts = {(u, i): t for u, i, t in zip(data["user"], data["item"], data["timestamp"], strict=True)}
     train_users = set(snap.rows["train"].tolist())
     assert set(snap.rows["test_tr"].tolist()) <= train_users
     assert train_users.isdisjoint(snap.rows["validation_tr"].tolist())
@@ -178,6 +180,14 @@ def test_temporal_split_holds_out_each_users_latest_share(data):
                 assert max(early) <= min(late)
     trained = np.asarray(snap.train.sum(axis=0)).ravel() > 0
     assert trained[snap.matrices["test_te"].indices].all()
+
+
+def test_latest_rows_by_timestamp_ties_in_data_order():
+    codes = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2])
+    ts = np.array([5, 1, 9, 9, 2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 3, 4])
+    latest = latest_rows(codes, ts, 0.2)
+    assert np.flatnonzero(latest).tolist() == [3, 13, 14]  # user 0: one of 5 (the later 9); user 1: 2 of 10
+    assert not latest_rows(codes, ts, 0.2, min_items=11).any()
 
 
 def test_temporal_split_needs_timestamps(data):
@@ -212,8 +222,10 @@ def test_real_pro_sg_item_order_and_fold_in_reproduced(data_home):
     icodes, _, seen, train_items = training_items(positives["item"].to_numpy(), is_train)
     assert train_items.tolist() == snap.items.raw_ids.tolist()
     for part in ("validation", "test"):
-        sel = np.flatnonzero(np.isin(positives["user"].to_numpy(), snap.users.to_raw(snap.rows[f"{part}_tr"])) & seen[icodes])
+        part_users = snap.users.to_raw(snap.rows[f"{part}_tr"])
+        sel = np.flatnonzero(np.isin(positives["user"].to_numpy(), part_users) & seen[icodes])
         codes = pd.factorize(positives["user"].to_numpy()[sel], sort=True)[0]
         held = sel[fold_in_mask(codes, 0.2, 98765)]
-        got = set(zip(positives["user"].to_numpy()[held].tolist(), positives["item"].to_numpy()[held].tolist()))
+        got = set(zip(positives["user"].to_numpy()[held].tolist(), positives["item"].to_numpy()[held].tolist(),
+                      strict=True))
         assert got == pairs(snap, f"{part}_te")

@@ -89,10 +89,12 @@ def test_sql_errors_name_the_result_row(tmp_path):
     con.commit()
     con.close()
     v = Validator("db", lenient=True, unit="row")
-    df = readers.read_sql(f"sqlite:///{db}", "r", user_col="u", item_col="i", rating_col="s", time_col=None, validator=v)
+    df = readers.read_sql(f"sqlite:///{db}", "r", user_col="u", item_col="i", rating_col="s", time_col=None,
+                          validator=v)
     issues = v.issues()
     assert df["user"].tolist() == [1]
-    assert issues[["row", "column", "reason"]].values.tolist() == [[2, "s", "non-numeric value"], [3, "i", "missing value"]]
+    expected = [[2, "s", "non-numeric value"], [3, "i", "missing value"]]
+    assert issues[["row", "column", "reason"]].values.tolist() == expected
 
 
 def test_strict_mode_reports_the_earliest_problem_and_how_many_more(tmp_path):
@@ -159,7 +161,8 @@ def test_duplicates_first_keeps_the_first_occurrence():
 
 
 def test_duplicates_error_names_both_lines():
-    err = error_of(resolve_duplicates, frame([[1, 1, 2.0, 50], [2, 2, 1.0, 1], [1, 1, 5.0, 20]]), "error", source="f.csv")
+    rows = [[1, 1, 2.0, 50], [2, 2, 1.0, 1], [1, 1, 5.0, 20]]
+    err = error_of(resolve_duplicates, frame(rows), "error", source="f.csv")
     assert err.position == 4 and "first at line 2" in str(err) and str(err).startswith("f.csv, line 4")
 
 
