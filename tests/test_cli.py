@@ -148,7 +148,7 @@ def test_no_command_prints_help_and_exits_2(capsys):
 
 
 def test_commands_are_registered_in_one_list():
-    names = {add.__name__.removeprefix("_add_") for add, _ in cli.COMMANDS}
+    names = {add.__name__.removeprefix("add_") for add, _ in cli.COMMANDS}
     assert "prepare" in names
     parser = cli.build_parser()
     args = parser.parse_args(["prepare", "--out", "x", "--log-level", "ERROR"])

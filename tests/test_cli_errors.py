@@ -137,7 +137,7 @@ def test_malformed_input_ends_in_one_error_line(world, capsys, argv, expected):
 
 
 def test_every_subcommand_has_a_case():
-    commands = {add.__name__.removeprefix("_add_") for add, _ in cli.COMMANDS}
+    commands = {add.__name__.removeprefix("add_") for add, _ in cli.COMMANDS}
     assert commands <= {argv[0] for _, argv, _ in CASES}, commands - {argv[0] for _, argv, _ in CASES}
 
 

@@ -1,0 +1,45 @@
+"""`recvae pipeline`: the main job in one process."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from recvae.cli.output import format_table
+
+
+def add_pipeline(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("pipeline", help="the main job: prepare, train + baselines, promote, recommend",
+                              description="Build a snapshot, train Mult-VAE and the baselines, promote the "
+                              "challenger if it wins on validation, and write top-N for every user to SQL. "
+                              "Defaults: synthetic data, SQLite and a local MLflow store under .recvae/.")
+    p.add_argument("--dataset", default="synthetic", help="named dataset (default: synthetic)")
+    p.add_argument("--input", metavar="PATH", help="an interactions file instead of --dataset")
+    p.add_argument("--format", help="format of --input")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.add_argument("--model", choices=["vae", "dae", "recvae"], default="vae", help="the challenger (default: Mult-VAE)")
+    p.add_argument("--baselines", default="popularity,als,ease", help="comma separated; '' for none")
+    p.add_argument("--margin", type=float, default=0.0, help="NDCG@100 margin the challenger must win by")
+    p.add_argument("--replace-champion-of-other-items", action="store_true",
+                   help="a champion trained on other items (another data set) is replaced by a challenger that beats "
+                        "the baselines, instead of an error")
+    p.add_argument("--top-n", type=int, default=100)
+    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
+    p.add_argument("--experiment", default="recvae")
+    p.add_argument("--name", default="recvae", help="registered model name")
+    return p
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from recvae import pipeline
+
+    result = pipeline.run_pipeline(
+        dataset=args.dataset, input_path=args.input, input_format=args.format, overrides=args.overrides,
+        baselines=[b for b in args.baselines.split(",") if b.strip()], margin=args.margin, top_n=args.top_n,
+        db_url=args.db, experiment=args.experiment, model_name=args.name, kind=args.model,
+        replace_champion_of_other_items=args.replace_champion_of_other_items,
+    )
+    print(format_table(result["models"]))
+    print(result["decision"]["reason"])
+    print(format_table([result["batch"]]))
+    return 0

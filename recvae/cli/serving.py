@@ -1,0 +1,116 @@
+"""`recvae recommend` and `recvae db`: lists into the recommendation tables, and the tables themselves."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from recvae.cli.output import format_table
+from recvae.config import ConfigError
+
+
+def add_recommend(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("recommend", help="top-N for every user (or given users) into the recommendation tables",
+                              description="Score users in chunks, remove seen items, keep the top N, write them to a "
+                              "staging batch and publish it atomically.")
+    p.add_argument("--model", default="models:/recvae@champion", metavar="URI")
+    p.add_argument("--snapshot", metavar="DIR", help="snapshot whose users are scored (default: the latest)")
+    p.add_argument("--users", metavar="FILE", help="CSV of user,item histories to fold in (users not in training); "
+                   "the lists go to --out (or stdout), not to the published tables")
+    p.add_argument("--user-ids", metavar="ID", nargs="+", help="score only these users of the snapshot (to --out/stdout)")
+    p.add_argument("--out", metavar="CSV", help="where --users/--user-ids lists are written (default: stdout)")
+    p.add_argument("--top-n", type=int, default=100)
+    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
+    p.add_argument("--batch-key", help="idempotency key: the same key never writes twice (default: a new one)")
+    p.add_argument("--chunk-size", type=int, help="users scored at a time (bounds memory; default: about 50M scores "
+                   "a chunk, e.g. 1,000 users at 50,000 items)")
+    p.add_argument("--keep", type=int, default=5, help="published batches kept")
+    return p
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    import uuid
+
+    from recvae import pipeline, tracking
+    from recvae.paths import default_db_url
+    from recvae.serving.recommend import recommend_to_store
+    from recvae.serving.store import RecommendationStore
+
+    if args.top_n < 1:
+        raise ConfigError("--top-n must be >= 1")
+    if args.keep < 1:
+        raise ConfigError(f"--keep must be >= 1 (published batches kept, the current one included); got {args.keep}")
+    from recvae.serving.recommend import default_chunk_size
+
+    rec, info = tracking.load_recommender_from_uri(args.model)
+    args.chunk_size = args.chunk_size or default_chunk_size(rec.n_items)
+    if args.users or args.user_ids:
+        # A subset is an ad-hoc answer, never a batch: publishing it would replace everyone's current lists.
+        from recvae.serving.recommend import build_input, topn_frame
+
+        source: Any = args.users or pipeline.load_snapshot(args.snapshot)
+        if not args.users:
+            pipeline.align_model(rec, source, args.model)
+        inp = build_input(rec, source, users=args.user_ids)
+        frame = topn_frame(rec, inp, top_n=args.top_n, chunk_size=args.chunk_size)
+        if args.out:
+            frame.to_csv(args.out, index=False)
+            print(f"{frame['user'].nunique():,} users, {len(frame):,} rows -> {args.out}")
+        else:
+            print(frame.to_csv(index=False), end="")
+        for note in inp.notes():  # after the lists; on stderr when the lists themselves go to stdout
+            print(note, file=sys.stdout if args.out else sys.stderr)
+        return 0
+    snap = pipeline.load_snapshot(args.snapshot)
+    pipeline.align_model(rec, snap, args.model)
+    with RecommendationStore(args.db or default_db_url(), keep=args.keep) as store:
+        summary = recommend_to_store(
+            rec, snap, store, args.top_n, args.batch_key or f"cli-{uuid.uuid4().hex[:12]}",
+            info.name or info.kind, model_version=info.version, run_id=info.run_id, snapshot_id=snap.snapshot_id,
+            chunk_size=args.chunk_size, keep=args.keep, item_metadata=pipeline.item_metadata(snap),
+        )
+    print(format_table([summary.to_dict()]))
+    return 0
+
+
+def add_db(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("db", help="the recommendation tables: init, status, gc, run a query from sql/queries",
+                              description="init: create (or migrate) the tables; status: the latest batches; gc: fail "
+                              "staging batches abandoned by a crashed writer and delete the rows and titles of failed "
+                              "and expired batches; query NAME: run sql/queries/NAME.sql; schema: print the DDL.")
+    p.add_argument("action", choices=["init", "status", "gc", "query", "schema"])
+    p.add_argument("query", nargs="?", help="query name for 'query' (a file in sql/queries without .sql)")
+    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="query parameter (repeatable)")
+    p.add_argument("--stale-after", type=float, metavar="SECONDS",
+                   help="gc: a staging batch with no activity for this long and no shard being written is abandoned "
+                   "(default: 6 hours; keep it above the longest wait between a batch's steps)")
+    return p
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from recvae.paths import default_db_url
+    from recvae.serving.store import RecommendationStore, parse_query_params, query_names, schema_sql
+
+    if args.action == "query" and not args.query:
+        raise ConfigError(f"db query needs a query name; known: {', '.join(query_names())}")
+    if args.stale_after is not None and not args.stale_after >= 0:
+        raise ConfigError(f"--stale-after must be >= 0 seconds; got {args.stale_after}")
+    with RecommendationStore(args.db or default_db_url()) as store:
+        if args.action == "schema":
+            print(schema_sql(store.dialect, store.tables))
+        elif args.action == "init":
+            store.ensure_schema()
+            print(f"schema ready in {store.url_masked}")
+        elif args.action == "status":
+            store.ensure_schema()
+            rows = [b.__dict__ for b in store.list_batches()]
+            print(format_table(rows) if rows else "no batches")
+        elif args.action == "gc":
+            print("\n".join(store.gc(stale_after_s=args.stale_after).lines()))
+        else:
+            params = parse_query_params(args.query, args.param, store.tables)  # checked before connecting
+            rows = store.query(args.query, **params)
+            print(format_table(rows) if rows else "no rows")
+    return 0
