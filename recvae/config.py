@@ -284,8 +284,14 @@ def apply_overrides(config: Config, overrides: list[str] | dict[str, Any]) -> Co
     return Config.from_dict(d)
 
 
-def _split_override(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected SECTION.FIELD=VALUE")
-    key, _, value = text.partition("=")
+def split_assignment(text: str, expected: str = "NAME=VALUE") -> tuple[str, str]:
+    """(name, value) of a `NAME=VALUE` argument, both stripped; ConfigError naming `expected` when there is no '='
+    or no name. The one parser of the CLI's --set, --param and the environment's KIND=VALUE lists."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"expected {expected}, got {text!r}")
     return key.strip(), value.strip()
+
+
+def _split_override(text: str) -> tuple[str, str]:
+    return split_assignment(text, "SECTION.FIELD=VALUE")

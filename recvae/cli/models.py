@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from recvae.cli.output import format_table, grid
-from recvae.config import ConfigError
+from recvae.config import split_assignment
 
 
 def add_train(subparsers: Any) -> argparse.ArgumentParser:
@@ -57,13 +57,11 @@ def add_baseline(subparsers: Any) -> argparse.ArgumentParser:
 def _parse_params(items: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"expected NAME=VALUE, got {item!r}")
+        key, value = split_assignment(item)
         try:
-            out[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+            out[key] = int(value) if value.lstrip("-").isdigit() else float(value)
         except ValueError:
-            out[key.strip()] = value
+            out[key] = value
     return out
 
 

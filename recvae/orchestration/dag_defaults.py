@@ -23,6 +23,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Asset, AsyncCallback, DeadlineAlert, DeadlineReference, Param
 
+from recvae.config import ConfigError, split_assignment
+
 SNAPSHOT = Asset("recvae_snapshot", uri="file:///recvae/snapshot")
 CHAMPION = Asset("recvae_champion", uri="file:///recvae/champion")  # updated on each promotion; schedules scoring
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -60,9 +62,11 @@ class TaskTimeouts:
         kinds = [f.name for f in dataclasses.fields(cls)]
         values: dict[str, timedelta] = {}
         for item in filter(None, (part.strip() for part in text.split(","))):
-            kind, sep, value = item.partition("=")
-            kind = kind.strip()
-            if not sep or kind not in kinds:
+            try:
+                kind, value = split_assignment(item)
+            except ConfigError:
+                kind, value = "", ""
+            if kind not in kinds:
                 raise ValueError(f"${TIMEOUTS_ENV}: {item!r} is not KIND=DURATION with KIND one of {', '.join(kinds)}")
             values[kind] = parse_duration(value, f"${TIMEOUTS_ENV} {kind}")
         return cls(**values)
