@@ -69,10 +69,10 @@ def recvae_retrain():
 
         with recvae_task():
             p = context["params"]
-            return pipeline.prepare_step(
+            return dict(pipeline.prepare_step(
                 dataset=p["dataset"], input_path=p["input_path"], input_format=p["input_format"],
                 overrides=p["config"], run_key=context["run_id"],
-            )
+            ))
 
     @task(execution_timeout=TIMEOUTS.train)
     def train_challenger(snapshot: dict, **context) -> dict:
@@ -82,10 +82,10 @@ def recvae_retrain():
 
         with recvae_task():
             p = context["params"]
-            return pipeline.train_step(
+            return dict(pipeline.train_step(
                 snapshot["snapshot_dir"], overrides=p["config"], kind=p["model"], experiment=p["experiment"],
                 model_name=p["model_name"], run_key=f"{context['run_id']}:challenger",
-            )
+            ))
 
     @task
     def extra_seeds(**context) -> list[int]:
@@ -105,11 +105,11 @@ def recvae_retrain():
 
         with recvae_task():
             p = context["params"]
-            return pipeline.train_step(
+            return dict(pipeline.train_step(
                 snapshot["snapshot_dir"], overrides={**p["config"], "train.seed": seed}, kind=p["model"],
                 experiment=p["experiment"], model_name=p["model_name"],
                 run_key=f"{context['run_id']}:challenger:{seed}",
-            )
+            ))
 
     # none_failed: runs with one seed too (an empty mapping is "skipped")
     @task(trigger_rule="none_failed", execution_timeout=TIMEOUTS.train)
@@ -120,10 +120,10 @@ def recvae_retrain():
 
         with recvae_task():
             p = context["params"]
-            return pipeline.combine_challengers(
+            return dict(pipeline.combine_challengers(
                 first, [others[i] for i in range(len(others))] if others else [], snapshot["snapshot_dir"],
                 experiment=p["experiment"], model_name=p["model_name"], run_key=f"{context['run_id']}:ensemble",
-            )
+            ))
 
     @task
     def baseline_kinds(**context) -> list[str]:
@@ -141,9 +141,9 @@ def recvae_retrain():
 
         with recvae_task():
             p = context["params"]
-            return pipeline.baseline_step(
+            return dict(pipeline.baseline_step(
                 kind, snapshot["snapshot_dir"], experiment=p["experiment"], run_key=f"{context['run_id']}:{kind}"
-            )
+            ))
 
     @task(trigger_rule="none_failed", execution_timeout=TIMEOUTS.promote)  # runs with no baselines too (as above)
     def promote(snapshot: dict, challenger: dict, baselines: list[dict], **context) -> dict:
@@ -153,11 +153,11 @@ def recvae_retrain():
 
         with recvae_task():
             p = context["params"]
-            return pipeline.promote_step(
+            return dict(pipeline.promote_step(
                 challenger, [baselines[i] for i in range(len(baselines))] if baselines else [],
                 snapshot_dir=snapshot["snapshot_dir"], model_name=p["model_name"], margin=float(p["promote_margin"]),
                 replace_champion_of_other_items=bool(p["replace_champion_of_other_items"]),
-            )
+            ))
 
     @task.short_circuit
     def champion_changed(decision: dict) -> bool:

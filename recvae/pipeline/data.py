@@ -9,6 +9,7 @@ from typing import Any
 
 from recvae import paths
 from recvae.pipeline.common import config_from
+from recvae.pipeline.results import SnapshotResult
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def prepare_step(
     input_format: str | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
     run_key: str | None = None,
-) -> dict[str, Any]:
+) -> SnapshotResult:
     """Ingest, validate and split into a snapshot under `paths.snapshots_dir()`; the same data gives the same snapshot."""
     from recvae.data.prepare import Source, prepare
 
@@ -48,7 +49,8 @@ def prepare_step(
     snap.save(out)
     _mark_latest(out)
     logger.info("snapshot %s at %s (run %s)", snap.snapshot_id, out, run_key)
-    return {"snapshot_dir": str(out), "snapshot_id": snap.snapshot_id, "n_users": len(snap.users), "n_items": snap.n_items}
+    return SnapshotResult(snapshot_dir=str(out), snapshot_id=snap.snapshot_id, n_users=len(snap.users),
+                          n_items=snap.n_items)
 
 
 def load_snapshot(snapshot_dir: str | Path | None):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from recvae.pipeline.common import TAG_PROMOTION
 from recvae.pipeline.data import load_snapshot
+from recvae.pipeline.results import Decision, promotion_verdict
 from recvae.tracking.registry import CHAMPION
 
 logger = logging.getLogger(__name__)
@@ -129,14 +131,14 @@ def _refusal(model_name: str, version: str, current: str, overlap: dict[str, Any
 
 
 def promote_step(
-    challenger: dict[str, Any],
-    baselines: list[dict[str, Any]],
+    challenger: Mapping[str, Any],
+    baselines: list[Mapping[str, Any]],
     *,
     snapshot_dir: str | Path | None,
     model_name: str = "recvae",
     margin: float = 0.0,
     replace_champion_of_other_items: bool = False,
-) -> dict[str, Any]:
+) -> Decision:
     """Point `champion` at the challenger only if its validation NDCG@100 beats the current champion (re-evaluated
     on the same validation users) and every baseline by `margin`; the reason and the champion's item overlap are
     logged, tagged on the challenger's run and returned.
@@ -165,14 +167,13 @@ def promote_step(
             reason = _refusal(model_name, version, current, overlap)
             _tag_decision(challenger["run_id"], "refused", reason, overlap)
             raise ItemMismatchError(reason)
-    losses = [f"{name} ({value:.4f})" for name, value in rivals if not score > value + margin]
-    if losses:
-        promoted = False
+    verdict = promotion_verdict(float(score), rivals, margin)
+    promoted = verdict.promoted
+    if not promoted:
         reason = (f"kept the champion: challenger v{version} validation NDCG@100 {score:.4f} does not beat "
-                  f"{', '.join(losses)} by the margin {margin}")
+                  f"{', '.join(verdict.losses)} by the margin {margin}")
     else:
-        promoted = True
-        beaten = ", ".join(f"{n} ({v:.4f})" for n, v in rivals) or "nothing (first model)"
+        beaten = ", ".join(verdict.beaten) or "nothing (first model)"
         reason = f"promoted challenger v{version}: validation NDCG@100 {score:.4f} beats {beaten} by > {margin}"
         if replaced:
             reason += (f", replacing champion v{replaced} of other items ({overlap['share']:.1%} in common) as "
@@ -180,7 +181,7 @@ def promote_step(
         tracking.promote(model_name, version, CHAMPION)
     logger.info(reason)
     _tag_decision(challenger["run_id"], "promoted" if promoted else "rejected", reason, overlap)
-    return {"promoted": promoted, "reason": reason, "version": str(version), "model_name": model_name,
-            "run_id": challenger["run_id"], "val_ndcg@100": float(score),
-            "model_uri": f"models:/{model_name}@{CHAMPION}", "champion_version": str(version) if promoted else current,
-            "previous_champion": current, "champion_overlap": overlap, "replaced_champion_of_other_items": replaced}
+    return Decision(promoted=promoted, reason=reason, version=str(version), model_name=model_name,
+                    run_id=challenger["run_id"], val_ndcg_at_100=float(score), model_uri=f"models:/{model_name}@{CHAMPION}",
+                    champion_version=str(version) if promoted else current, previous_champion=current,
+                    champion_overlap=overlap, replaced_champion_of_other_items=replaced)

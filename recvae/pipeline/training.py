@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from recvae.config import RECOMMENDER_KINDS, Config, ConfigError, apply_override
 from recvae.pipeline.common import DEFAULT_BASELINE_GRIDS, RUN_FILE, RUN_NAMES, TAG_ROLE, TAG_RUN_KEY, safe_name
 from recvae.pipeline.data import load_snapshot
 from recvae.pipeline.promotion import align_model, aligned_scorer
+from recvae.pipeline.results import ModelRun
 from recvae.tracking.registry import CHALLENGER
 
 logger = logging.getLogger(__name__)
@@ -54,15 +57,12 @@ def _select_on(snap: Any) -> str | None:
     return None
 
 
-def _run_summary(run: Any, kind: str) -> dict[str, Any]:
+def _run_summary(run: Any, kind: str) -> ModelRun:
+    """The run's result: its kept model's validation score (a trained run's best epoch), test score and version."""
     m = run.data.metrics
-    return {
-        "run_id": run.info.run_id,
-        "kind": kind,
-        "val_ndcg@100": m.get("best_val_ndcg_at_100", m.get("val_ndcg_at_100")),
-        "test_ndcg@100": m.get("test_ndcg_at_100"),
-        "model_version": run.data.tags.get("recvae.model_version"),
-    }
+    return ModelRun(run_id=run.info.run_id, kind=kind,
+                    val_ndcg_at_100=m.get("best_val_ndcg_at_100", m.get("val_ndcg_at_100")),
+                    test_ndcg_at_100=m.get("test_ndcg_at_100"), model_version=run.data.tags.get("recvae.model_version"))
 
 
 def train_step(
@@ -75,7 +75,7 @@ def train_step(
     run_key: str | None = None,
     resume: bool = True,
     reuse_finished: bool = True,
-) -> dict[str, Any]:
+) -> ModelRun:
     """Train Mult-VAE (or Mult-DAE, or RecVAE) from its preset plus `overrides`, log everything to MLflow, register a version and point `challenger` at it.
 
     `run_key` names the work folder (checkpoints) and tags the run: with `resume` a killed run continues from its
@@ -158,13 +158,12 @@ def _log_challenger(rec: Any, snap: Any, model_name: str | None) -> str | None:
     return version
 
 
-def _challenger_summary(run_id: str, kind: str, model_name: str | None, version: str | None) -> dict[str, Any]:
+def _challenger_summary(run_id: str, kind: str, model_name: str | None, version: str | None) -> ModelRun:
     """`_run_summary` plus the URI to load the model by: its registered version, or the run's artifact."""
     import mlflow
 
     out = _run_summary(mlflow.get_run(run_id), kind)
-    out["model_uri"] = f"models:/{model_name}/{version}" if version else f"runs:/{run_id}/model"
-    return out
+    return dataclasses.replace(out, model_uri=f"models:/{model_name}/{version}" if version else f"runs:/{run_id}/model")
 
 
 def baseline_step(
@@ -174,7 +173,7 @@ def baseline_step(
     params: dict[str, Any] | None = None,
     experiment: str = "recvae",
     run_key: str | None = None,
-) -> dict[str, Any]:
+) -> ModelRun:
     """Fit a baseline (hyperparameters tuned on validation users unless `params` fixes them) and log its run."""
     import mlflow
 
@@ -215,17 +214,17 @@ def challenger_seeds(kind: str, overrides: dict[str, Any] | list[str] | None, n_
 
 
 def combine_challengers(
-    first: dict[str, Any],
-    extra: list[dict[str, Any]],
+    first: Mapping[str, Any],
+    extra: list[Mapping[str, Any]],
     snapshot_dir: str | Path | None,
     *,
     experiment: str = "recvae",
     model_name: str | None = "recvae",
     run_key: str | None = None,
-) -> dict[str, Any]:
+) -> ModelRun:
     """The challenger to promote: the one trained run, or with `extra` runs (other seeds) the ensemble of all."""
     if not extra:
-        return first
+        return ModelRun.of(first)
     uris = [f"models:/{model_name}/{m['model_version']}" if model_name and m.get("model_version")
             else f"runs:/{m['run_id']}/model" for m in [first, *extra]]
     return ensemble_step(uris, snapshot_dir, experiment=experiment, model_name=model_name, run_key=run_key)
@@ -238,7 +237,7 @@ def ensemble_step(
     experiment: str = "recvae",
     model_name: str | None = "recvae",
     run_key: str | None = None,
-) -> dict[str, Any]:
+) -> ModelRun:
     """Combine trained models (e.g. one config's seeds) into an `Ensemble`, evaluate it, log it as its own run,
     register a version and point `challenger` at it (a run already finished for `run_key` is returned instead)."""
     import mlflow
