@@ -629,7 +629,7 @@ def begin_score_step(
 def item_metadata(snap: Any) -> Any:
     """Item titles (a DataFrame: item_id, title, genres) when the snapshot's source folder (or its parent) has
     MovieLens metadata (movies.dat, u.item), else None."""
-    from recvae.serving.store import read_item_metadata
+    from recvae.data.item_metadata import read_item_metadata
 
     path = (snap.manifest.get("source") or {}).get("path")
     if not path or "://" in str(path):
