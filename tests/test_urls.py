@@ -7,7 +7,7 @@ from sqlalchemy.engine import make_url
 
 from recvae.data import readers
 from recvae.data.readers import Source
-from recvae.serving import store
+from recvae.serving.store import database as store  # the module that masks the store's URLs
 from recvae.urls import mask_url, url_secrets
 
 

@@ -61,7 +61,7 @@ def begin_score_step(
 def item_metadata(snap: Any) -> Any:
     """Item titles (a DataFrame: item_id, title, genres) when the snapshot's source folder (or its parent) has
     MovieLens metadata (movies.dat, u.item), else None."""
-    from recvae.serving.store import read_item_metadata
+    from recvae.data.item_metadata import find_item_metadata, read_item_metadata
 
     path = (snap.manifest.get("source") or {}).get("path")
     if not path or "://" in str(path):
@@ -69,7 +69,7 @@ def item_metadata(snap: Any) -> Any:
     p = Path(path)
     folder = p if p.is_dir() else p.parent
     for candidate in (folder, folder.parent):
-        if (candidate / "movies.dat").exists() or (candidate / "u.item").exists():
+        if find_item_metadata(candidate) is not None:
             return read_item_metadata(candidate)
     return None
 

@@ -111,7 +111,9 @@ def align_items(
     """Align a model's items to a snapshot's; ItemMismatchError when the model has no item ids, or (unless
     `allow_other`) when some of its items are not the snapshot's, i.e. it was trained on other data."""
     if model_items is None:
-        raise ItemMismatchError(f"{model}: the model carries no item ids; it cannot be matched to snapshot {snapshot_id}")
+        raise ItemMismatchError(
+            f"{model}: the model carries no item ids; it cannot be matched to snapshot {snapshot_id}"
+        )
     al = ItemAlignment(item_positions(model_items, n_model_items, snapshot_items.raw_ids), n_model_items, model,
                        snapshot_id)
     if not al.compatible and not allow_other:

@@ -18,9 +18,9 @@ import scipy.sparse as sp
 import torch
 from mlflow.pyfunc import PythonModel
 
-from recvae.evaluation.metrics import mask_seen
 from recvae.models.base import Recommender, load_recommender
 from recvae.serving.items import item_positions
+from recvae.serving.topn import iter_topn
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,25 @@ def recommend_frame(rec: Recommender, history: pd.DataFrame, top_n: int = DEFAUL
         raise ValueError(f"input is missing column(s) {missing}; expected columns {list(INPUT_COLUMNS)}")
     if int(top_n) < 1:
         raise ValueError(f"top_n must be >= 1; got {top_n}")
-    top_n = int(top_n)
-    history = history[history["user"].notna()]
+    users, X = _history_matrix(rec, history[history["user"].notna()])
+    # served scores are float32 (what `scores` returns), whatever precision the model ranks in
+    topn = iter_topn(rec, X, int(top_n), chunk_size=_CHUNK_USERS, dtype=torch.float32)
+    chunks = [top.entries() for top in topn]
+    if not chunks:  # no users in the input
+        return pd.DataFrame({"user": [], "rank": np.zeros(0, np.int64), "item": [], "score": np.zeros(0)})
+    row, rank, col, score = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
+    return pd.DataFrame(
+        {
+            "user": np.asarray(users)[row],
+            "rank": rank.astype(np.int64),
+            "item": item_raw_ids(rec, col),
+            "score": score.astype(np.float64),
+        }
+    )
+
+
+def _history_matrix(rec: Recommender, history: pd.DataFrame) -> tuple[pd.Index, sp.csr_matrix]:
+    """(users in order of first appearance, users x model items 0/1 matrix of their known items)."""
     user_codes, users = pd.factorize(history["user"], sort=False)
     item_values = history["item"].to_numpy()
     idx = np.full(len(history), -1, dtype=np.int64)
@@ -70,33 +87,7 @@ def recommend_frame(rec: Recommender, history: pd.DataFrame, top_n: int = DEFAUL
     )
     X.sum_duplicates()
     X.data[:] = 1.0
-
-    k = min(top_n, rec.n_items)
-    out_users, out_items, out_scores, out_ranks = [], [], [], []
-    with torch.no_grad():
-        for start in range(0, X.shape[0], _CHUNK_USERS):
-            x = X[start : start + _CHUNK_USERS]
-            scores = rec.scores(x).float()
-            mask_seen(scores, x)
-            top = torch.topk(scores, k, dim=1)
-            vals, cols = top.values.cpu().numpy(), top.indices.cpu().numpy()
-            keep = np.isfinite(vals)  # drops seen items when fewer than k are unseen
-            rows = np.broadcast_to(np.arange(start, start + x.shape[0])[:, None], vals.shape)
-            out_users.append(rows[keep])
-            out_items.append(cols[keep])
-            out_scores.append(vals[keep].astype(np.float64))
-            out_ranks.append(np.broadcast_to(np.arange(1, k + 1), vals.shape)[keep])
-    if not out_users:  # no users in the input
-        return pd.DataFrame({"user": [], "rank": np.zeros(0, np.int64), "item": [], "score": np.zeros(0)})
-    row = np.concatenate(out_users)
-    return pd.DataFrame(
-        {
-            "user": np.asarray(users)[row],
-            "rank": np.concatenate(out_ranks).astype(np.int64),
-            "item": item_raw_ids(rec, np.concatenate(out_items)),
-            "score": np.concatenate(out_scores),
-        }
-    )
+    return users, X
 
 
 class RecommenderModel(PythonModel):

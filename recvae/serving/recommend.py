@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,32 +17,22 @@ from recvae.data import readers
 from recvae.data.idmap import IdMap
 from recvae.data.snapshot import Snapshot
 from recvae.data.validate import DataValidationError
+from recvae.log import progress
 from recvae.models.base import Recommender
-from recvae.serving.items import align_items
-from recvae.serving.store import BatchSummary, RecChunk, RecommendationStore, StoreError
+from recvae.serving.items import align_items, item_positions
+from recvae.serving.store import Batch, BatchSummary, RecChunk, RecommendationStore, StoreError
+from recvae.serving.topn import iter_topn
 
 logger = logging.getLogger(__name__)
+
+__all__ = [  # iter_topn lives in recvae.serving.topn; the benchmarks import it from here
+    "SCORE_BUDGET", "ScoringInput", "UnknownUsersError", "build_input", "canonical", "default_chunk_size",
+    "expected_counts", "iter_topn", "read_foldin", "recommend_to_store", "topn_frame",
+]
 
 
 class UnknownUsersError(ValueError):
     """None of the users asked for has a history to score."""
-
-try:
-    from recvae.log import progress as _progress
-except ImportError:  # pragma: no cover - recvae.log is part of the package; tqdm directly otherwise
-    from tqdm.auto import tqdm
-
-    def _progress(iterable: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
-        return iter(tqdm(iterable, **kwargs))
-
-
-class TopN(NamedTuple):
-    """Top-N of one chunk of users; entries at or beyond counts[i] are padding (item -1, score -inf)."""
-
-    rows: np.ndarray  # (c,) int64 row indices into the history matrix
-    items: np.ndarray  # (c, k) int64 item (column) indices, best first
-    scores: np.ndarray  # (c, k) float32
-    counts: np.ndarray  # (c,) int64 real entries per row: min(N, unseen candidates)
 
 
 @dataclass
@@ -84,56 +74,6 @@ def expected_counts(history: sp.csr_matrix, top_n: int) -> np.ndarray:
     return np.minimum(int(top_n), history.shape[1] - np.diff(history.indptr)).astype(np.int64)
 
 
-def iter_topn(
-    recommender: Recommender,
-    history: sp.csr_matrix,
-    top_n: int,
-    chunk_size: int = 1000,
-    device: str | torch.device | None = None,
-    rows: np.ndarray | None = None,
-) -> Iterator[TopN]:
-    """Top-`top_n` unseen items per user, one chunk of `chunk_size` users at a time (`rows`: a subset of rows).
-    Seen items (stored entries of `history`) get -inf and are never emitted."""
-    if top_n < 1 or chunk_size < 1:
-        raise ValueError(f"top_n and chunk_size must be >= 1; got {top_n}, {chunk_size}")
-    history = sp.csr_matrix(history)
-    n_items = history.shape[1]
-    if getattr(recommender, "n_items", n_items) != n_items:
-        raise ValueError(f"history has {n_items} item columns but the recommender scores {recommender.n_items} items")
-    rows = np.arange(history.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
-    k = min(int(top_n), n_items)
-    dev = torch.device(device) if device is not None else None
-    for start in range(0, len(rows), chunk_size):
-        idx = rows[start : start + chunk_size]
-        X = history[idx]
-        with torch.no_grad():
-            s = recommender.ranking_scores(X)  # ours to overwrite: the mask below writes in place
-        if not isinstance(s, torch.Tensor) or tuple(s.shape) != (len(idx), n_items):
-            shape = tuple(s.shape) if hasattr(s, "shape") else type(s).__name__
-            raise ValueError(f"{type(recommender).__name__}.scores returned {shape}; expected ({len(idx)}, {n_items})")
-        if dev is not None:
-            s = s.to(dev)
-        user_of_entry = np.repeat(np.arange(len(idx)), np.diff(X.indptr))
-        seen_rows = torch.from_numpy(user_of_entry).to(s.device)
-        seen_cols = torch.from_numpy(X.indices.astype(np.int64)).to(s.device)
-        s[seen_rows, seen_cols] = float("-inf")
-        vals, items = torch.topk(s, k, dim=1, largest=True, sorted=True)
-        # topk ranks NaN first, so checking the top-k finds any NaN row without another pass over all scores
-        if torch.isnan(vals).any():
-            bad = int(torch.isnan(vals).any(dim=1).sum())
-            raise ValueError(
-                f"{type(recommender).__name__}.scores returned NaN for {bad} user(s) in rows {idx[0]}..{idx[-1]}"
-            )
-        valid = vals > float("-inf")
-        items = torch.where(valid, items, torch.full_like(items, -1))
-        yield TopN(
-            rows=idx,
-            items=items.cpu().numpy().astype(np.int64, copy=False),
-            scores=vals.float().cpu().numpy(),
-            counts=valid.sum(dim=1).cpu().numpy().astype(np.int64),
-        )
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # inputs: a snapshot, fold-in histories of new users, or (user ids, matrix)
 
@@ -148,14 +88,14 @@ def _some(ids: np.ndarray, k: int = 5) -> str:
     return shown + (f", ... ({len(ids):,} in all)" if len(ids) > k else "")
 
 
-def _model_items(recommender: Recommender, fallback: IdMap | None) -> np.ndarray:
+def _model_items(recommender: Recommender, fallback: IdMap | None) -> IdMap:
+    """The model's item ids (its own, else `fallback`), one per column it scores."""
     items = recommender.items if getattr(recommender, "items", None) is not None else fallback
     if items is None:
         raise ValueError("the recommender has no item ids (recommender.items is None); pass items=IdMap(...)")
-    ids = _as_text(items.raw_ids)
-    if len(ids) != recommender.n_items:
-        raise ValueError(f"{len(ids)} item ids for a recommender that scores {recommender.n_items} items")
-    return ids
+    if len(items) != recommender.n_items:
+        raise ValueError(f"{len(items)} item ids for a recommender that scores {recommender.n_items} items")
+    return items
 
 
 def read_foldin(path: str | Path) -> pd.DataFrame:
@@ -168,21 +108,22 @@ def read_foldin(path: str | Path) -> pd.DataFrame:
     return df[["user", "item"]]
 
 
-def _from_interactions(df: pd.DataFrame, item_ids: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
-    """(user ids, users x items matrix, users without a known item) from (user, item) raw-id pairs; items unknown
-    to the model are dropped."""
+def _from_interactions(df: pd.DataFrame, model_items: IdMap) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
+    """(user ids, users x model items matrix, users without a known item) from (user, item) raw-id pairs; items
+    unknown to the model are dropped."""
     missing = {"user", "item"} - set(df.columns)
     if missing:
         raise ValueError(f"fold-in interactions need columns user and item; missing {sorted(missing)}")
     users = pd.unique(_as_text(df["user"]))
     u = pd.Index(users).get_indexer(_as_text(df["user"]))
-    c = pd.Index(item_ids).get_indexer(_as_text(df["item"]))
+    c = item_positions(model_items, len(model_items), df["item"].to_numpy())
     known = c >= 0
     if not known.all():
         logger.warning(
             "fold-in: %d of %d interaction(s) name items the model does not know; ignored", int((~known).sum()), len(c)
         )
-    m = sp.csr_matrix((np.ones(int(known.sum()), np.float32), (u[known], c[known])), shape=(len(users), len(item_ids)))
+    shape = (len(users), len(model_items))
+    m = sp.csr_matrix((np.ones(int(known.sum()), np.float32), (u[known], c[known])), shape=shape)
     unknown_only = users[np.diff(canonical(m).indptr) == 0]
     if len(unknown_only):
         logger.warning("fold-in: %d user(s) have no item the model knows; they get history-free recommendations: %s",
@@ -222,23 +163,23 @@ def build_input(
     histories (DataFrame or CSV of raw user,item ids; unknown items ignored), or (user ids, history matrix)."""
     snapshot_id, unknown_only = None, np.zeros(0, object)
     if isinstance(source, Snapshot):
-        model_items = getattr(recommender, "items", None) or items or source.items
-        item_ids = _model_items(recommender, model_items)
+        model_items = _model_items(recommender, getattr(recommender, "items", None) or items or source.items)
+        item_ids = _as_text(model_items.raw_ids)
         user_ids, h = _from_snapshot(source, model_items, len(item_ids))
         snapshot_id = source.snapshot_id
     elif isinstance(source, (pd.DataFrame, str, Path)):
         df = source if isinstance(source, pd.DataFrame) else read_foldin(source)
-        item_ids = _model_items(recommender, items)
-        user_ids, h, unknown_only = _from_interactions(df, item_ids)
+        model_items = _model_items(recommender, items)
+        item_ids = _as_text(model_items.raw_ids)
+        user_ids, h, unknown_only = _from_interactions(df, model_items)
     elif isinstance(source, tuple) and len(source) == 2:
         user_ids, h = _as_text(source[0]), sp.csr_matrix(source[1])
         if len(user_ids) != h.shape[0]:
             raise ValueError(f"{len(user_ids)} user ids for a history matrix of {h.shape[0]} rows")
         if len(set(user_ids)) != len(user_ids):
             raise ValueError("user ids must be unique (one history row per user)")
-        item_ids = _model_items(recommender, items) if (items is not None or recommender.items is not None) else (
-            _as_text(range(h.shape[1]))
-        )
+        has_ids = items is not None or recommender.items is not None
+        item_ids = _as_text(_model_items(recommender, items).raw_ids if has_ids else range(h.shape[1]))
     else:
         raise TypeError(
             f"cannot score from {type(source).__name__}: pass a Snapshot, a DataFrame/CSV or (user ids, csr)"
@@ -270,7 +211,7 @@ def build_input(
 # the batch job
 
 
-SCORE_BUDGET = 50_000_000  # float32 scores held per chunk (~200 MB): 1M users x 50k items then peaks at 1.7 GiB
+SCORE_BUDGET = 50_000_000  # float32 scores held per chunk (~200 MB); bench/bench_recommend.py measures the peak
 
 
 def default_chunk_size(n_items: int) -> int:
@@ -292,10 +233,9 @@ def topn_frame(
     inp = source if isinstance(source, ScoringInput) else build_input(recommender, source, users=users, items=items)
     frames = []
     for top in iter_topn(recommender, inp.history, top_n, chunk_size=chunk_size):
-        valid = top.items >= 0
-        r, c = np.nonzero(valid)
-        frames.append(pd.DataFrame({"user": inp.user_ids[top.rows[r]], "rank": c + 1,
-                                    "item": inp.item_ids[top.items[r, c]], "score": top.scores[r, c]}))
+        row, rank, col, score = top.entries()
+        frames.append(pd.DataFrame({"user": inp.user_ids[row], "rank": rank, "item": inp.item_ids[col],
+                                    "score": score}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["user", "rank", "item", "score"])
 
 
@@ -339,31 +279,38 @@ def recommend_to_store(
         return BatchSummary.of(batch, reused=True)
     rows = np.arange(shard, len(inp.user_ids), n_shards, dtype=np.int64)
     expected = int(expected_counts(inp.history, top_n)[rows].sum())
-    n_chunks = -(-len(rows) // chunk_size)
-    logger.info("batch %s shard %d/%d: scoring %d users in %d chunk(s), top %d of %d items",
-                batch.batch_id, shard, n_shards, len(rows), n_chunks, top_n, len(inp.item_ids))
-
-    def chunks() -> Iterator[RecChunk]:
-        """Scored chunks as raw-id rows, produced while the store writes them (nothing accumulates)."""
-        topn = iter_topn(recommender, inp.history, top_n, chunk_size=chunk_size, device=device, rows=rows)
-        for t in _progress(topn, total=n_chunks, desc=f"top-{top_n} batch {batch.batch_id}", unit="chunk"):
-            yield RecChunk(inp.user_ids[t.rows], inp.item_ids[np.maximum(t.items, 0)], t.scores, t.counts)
-
+    logger.info("batch %s shard %d/%d: scoring %d users in %d chunk(s), top %d of %d items", batch.batch_id,
+                shard, n_shards, len(rows), -(-len(rows) // chunk_size), top_n, len(inp.item_ids))
     try:
         if item_metadata is not None:
             store.write_items(batch, item_metadata)
-        written = store.write_shard(batch, chunks(), shard=shard, expected_rows=expected)
+        chunks = _scored_chunks(recommender, inp, top_n, rows, chunk_size, device, f"batch {batch.batch_id}")
+        written = store.write_shard(batch, chunks, shard=shard, expected_rows=expected)
         if publish:
             return store.publish(batch, n_shards=n_shards, keep=keep)
     except (Exception, KeyboardInterrupt) as exc:
         if publish:  # a single-shard job owns the whole batch: fail it now (a sharded one leaves it to retries)
-            try:
-                store.fail(batch, f"{type(exc).__name__}: {exc}")
-            except StoreError as fail_exc:
-                logger.error("could not mark batch %s failed (the next run will): %s", batch.batch_id, fail_exc)
+            _fail(store, batch, exc)
         raise
     return BatchSummary(
         batch_id=batch.batch_id, batch_key=batch.batch_key, status="staging", model_name=model_name,
         model_version=batch.model_version, top_n=top_n, user_count=written["users"], expected_rows=expected,
         row_count=written["rows"],
     )
+
+
+def _scored_chunks(recommender: Recommender, inp: ScoringInput, top_n: int, rows: np.ndarray, chunk_size: int,
+                   device: str | torch.device | None, what: str) -> Iterator[RecChunk]:
+    """Top-N of `rows` as raw-id chunks, scored while the store writes them (nothing accumulates)."""
+    topn = iter_topn(recommender, inp.history, top_n, chunk_size=chunk_size, device=device, rows=rows)
+    n_chunks = -(-len(rows) // chunk_size)
+    for t in progress(topn, total=n_chunks, desc=f"top-{top_n} {what}", unit="chunk"):
+        yield RecChunk(inp.user_ids[t.rows], inp.item_ids[np.maximum(t.items, 0)], t.scores, t.counts)
+
+
+def _fail(store: RecommendationStore, batch: Batch, exc: BaseException) -> None:
+    """Mark `batch` failed because of `exc`; a store that cannot do it now leaves it to the next run."""
+    try:
+        store.fail(batch, f"{type(exc).__name__}: {exc}")
+    except StoreError as fail_exc:
+        logger.error("could not mark batch %s failed (the next run will): %s", batch.batch_id, fail_exc)

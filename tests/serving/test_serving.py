@@ -39,7 +39,8 @@ pytestmark = [
 N_USERS, N_ITEMS = 80, 20
 TOP_N = 5
 # New users (folded in, never trained on) as the client sends them: string ids, one that looks like a number.
-HISTORY = pd.DataFrame({"user": ["007", "007", "007", "ann", "ann", "bob"], "item": [1001, 1002, 1003, 1012, 1013, 1019]})
+HISTORY = pd.DataFrame({"user": ["007", "007", "007", "ann", "ann", "bob"],
+                        "item": [1001, 1002, 1003, 1012, 1013, 1019]})
 
 
 def tiny_snapshot(path: Path) -> Snapshot:
@@ -67,7 +68,8 @@ def tiny_snapshot(path: Path) -> Snapshot:
     for name in ("validation", "test"):
         matrices[f"{name}_tr"], matrices[f"{name}_te"] = split(parts[name])
         rows_of[f"{name}_tr"] = rows_of[f"{name}_te"] = parts[name]
-    snap = Snapshot(matrices=matrices, rows=rows_of, users=IdMap(np.array([f"u{i}" for i in range(N_USERS)], dtype=object)),
+    users = IdMap(np.array([f"u{i}" for i in range(N_USERS)], dtype=object))
+    snap = Snapshot(matrices=matrices, rows=rows_of, users=users,
                     items=IdMap(np.arange(1000, 1000 + N_ITEMS, dtype=np.int64)))
     snap.save(path)
     return snap
@@ -89,7 +91,8 @@ def models(tmp_path_factory) -> dict[str, Any]:
             vae = pipeline.train_step(tmp / "snap", overrides=small, experiment="serving", model_name="recvae")
             tracking.promote("recvae", vae["model_version"])
             ease = pipeline.baseline_step("ease", tmp / "snap", params={"lam": 10.0}, experiment="serving")
-            als = pipeline.baseline_step("als", tmp / "snap", params={"factors": 4, "iterations": 3}, experiment="serving")
+            als = pipeline.baseline_step("als", tmp / "snap", params={"factors": 4, "iterations": 3},
+                                         experiment="serving")
             uris = {"vae": "models:/recvae@champion", "ease": tracking.logged_model_uri(ease["run_id"]),
                     "als": tracking.logged_model_uri(als["run_id"])}
             expected = {}
@@ -116,11 +119,11 @@ history = pd.DataFrame(json.loads(sys.argv[3]))
 report = {}
 for name, uri in json.loads(sys.argv[2]).items():
     model = mlflow.pyfunc.load_model(uri)
-    model.predict(history, params={"top_n": %d}).to_json(f"{name}.json", orient="records")
+    model.predict(history, params={"top_n": TOP_N}).to_json(f"{name}.json", orient="records")
     report[name] = sorted(m for m in sys.modules if "." not in m)
     report[name + ":recvae"] = {m: mod.__file__ for m, mod in sys.modules.items() if m.split(".")[0] == "recvae"}
 print(json.dumps(report))
-""" % TOP_N
+""".replace("TOP_N", str(TOP_N))
 
 
 def _requirements(uri: str) -> list[str]:
@@ -181,7 +184,8 @@ def isolated(models, tmp_path_factory) -> dict[str, Any]:
     for i, (group_reqs, uris) in enumerate(groups.items()):
         fresh = _fresh_site(_closure({_name(r) for r in group_reqs}), cwd / f"site-packages-{i}")
         proc = subprocess.run(
-            [sys.executable, "-I", "-S", "-c", _ISOLATED, str(fresh), json.dumps(uris), HISTORY.to_json(orient="columns")],
+            [sys.executable, "-I", "-S", "-c", _ISOLATED, str(fresh), json.dumps(uris),
+             HISTORY.to_json(orient="columns")],
             cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
         )
         assert proc.returncode == 0, f"{', '.join(uris)}:\n{proc.stderr[-4000:]}"
@@ -207,8 +211,8 @@ def test_loading_a_model_imports_only_what_it_needs(isolated):
     report = isolated["report"]
     for name in ("vae", "ease"):
         assert not {"airflow", "implicit"} & set(report[name]), name
-        assert not {"recvae.pipeline", "recvae.serving.store", "recvae.tracking", "recvae.cli", "recvae.training.loop", "recvae.data.readers",
-                    "recvae.log"} & set(report[f"{name}:recvae"]), name
+        assert not {"recvae.pipeline", "recvae.serving.store", "recvae.tracking", "recvae.cli", "recvae.training.loop",
+                    "recvae.data.readers", "recvae.log"} & set(report[f"{name}:recvae"]), name
     assert "implicit" in report["als"]
 
 
@@ -272,7 +276,8 @@ def _served(model_uri: str, tracking_uri: str, cwd: Path, wait_s: float = 180.0)
     """`mlflow models serve` on a free localhost port; yields its base URL; always stopped."""
     port = _free_port()
     bin_dir = Path(sys.executable).parent  # mlflow runs `uvicorn` from PATH, as in an activated environment
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
     log = (cwd / "serve.log").open("w")
     proc = subprocess.Popen(
         [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
@@ -284,7 +289,8 @@ def _served(model_uri: str, tracking_uri: str, cwd: Path, wait_s: float = 180.0)
         deadline = time.monotonic() + wait_s
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{(cwd / 'serve.log').read_text()[-4000:]}")
+                tail = (cwd / "serve.log").read_text()[-4000:]
+                pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{tail}")
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"{base}/ping", timeout=2) as resp:
                     if resp.status == 200:
@@ -311,11 +317,12 @@ def test_served_model_answers_json_and_csv(models, tmp_path):
     want_default = recommend_frame(rec, HISTORY)  # top_n defaults to 100: every unseen item
     records = HISTORY.to_dict(orient="records")
     split = {"columns": list(HISTORY.columns), "data": HISTORY.values.tolist()}
+    top_n, as_json = {"params": {"top_n": TOP_N}}, "application/json"
     with _served(models["uris"]["vae"], models["tracking_uri"], tmp_path) as base:
         answers = {
-            "records": _post(f"{base}/invocations", json.dumps({"dataframe_records": records, "params": {"top_n": TOP_N}}), "application/json"),
-            "split": _post(f"{base}/invocations", json.dumps({"dataframe_split": split, "params": {"top_n": TOP_N}}), "application/json"),
-            "records-default": _post(f"{base}/invocations", json.dumps({"dataframe_records": records}), "application/json"),
+            "records": _post(f"{base}/invocations", json.dumps({"dataframe_records": records, **top_n}), as_json),
+            "split": _post(f"{base}/invocations", json.dumps({"dataframe_split": split, **top_n}), as_json),
+            "records-default": _post(f"{base}/invocations", json.dumps({"dataframe_records": records}), as_json),
             "csv": _post(f"{base}/invocations", HISTORY.to_csv(index=False), "text/csv"),
         }
     for name, (status, body) in answers.items():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import textwrap
 import threading
 import time
 import traceback
+import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +23,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
+from recvae.serving import store as store_package
 from recvae.serving.store import (
     IdentifierError,
     RecChunk,
@@ -27,17 +31,18 @@ from recvae.serving.store import (
     StoreError,
     TableNames,
     load_query,
-    mask_url,
-    read_item_metadata,
     schema_sql,
+    sql_dir,
     validate_identifier,
 )
+from recvae.urls import mask_url
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N_ITEMS = 40
 
 
-def make_chunks(users: list[str], n: int, seed: int, chunk: int = 50, counts: np.ndarray | None = None) -> list[RecChunk]:
+def make_chunks(users: list[str], n: int, seed: int, chunk: int = 50,
+                counts: np.ndarray | None = None) -> list[RecChunk]:
     """Random top-n lists (distinct items, decreasing scores) for `users`, in chunks."""
     rng = np.random.default_rng(seed)
     counts = np.full(len(users), n) if counts is None else np.asarray(counts)
@@ -54,7 +59,7 @@ def rows_of(chunks: list[RecChunk]) -> set[tuple[str, int, str]]:
     out = set()
     for c in chunks:
         u, r, i, _ = c.rows()
-        out |= set(zip(u, r, i))
+        out |= set(zip(u, r, i, strict=True))
     return out
 
 
@@ -74,7 +79,8 @@ def view_rows(url: str) -> set[tuple[str, int, str]]:
     try:
         with eng.connect() as conn:
             return set(
-                map(tuple, conn.execute(text('SELECT user_id, rank, item_id FROM "recvae_current_recommendations"')).all())
+                map(tuple, conn.execute(text(
+                    'SELECT user_id, rank, item_id FROM "recvae_current_recommendations"')).all())
             )
     finally:
         eng.dispose()
@@ -82,7 +88,8 @@ def view_rows(url: str) -> set[tuple[str, int, str]]:
 
 def titles_of(store: RecommendationStore, batch_id: int) -> dict[str, str]:
     with store.engine.connect() as conn:
-        rows = conn.execute(text('SELECT item_id, title FROM "recvae_items" WHERE batch_id = :b'), {"b": batch_id}).all()
+        sql = 'SELECT item_id, title FROM "recvae_items" WHERE batch_id = :b'
+        rows = conn.execute(text(sql), {"b": batch_id}).all()
     return dict(map(tuple, rows))
 
 
@@ -91,7 +98,8 @@ def age(store: RecommendationStore, batch_id: int, hours: float) -> None:
     when = datetime.now(UTC) - timedelta(hours=hours)
     value = when if store.dialect == "postgresql" else when.isoformat(timespec="microseconds")
     with store.engine.begin() as conn:
-        conn.execute(text('UPDATE "recvae_batches" SET created_at = :t WHERE batch_id = :b'), {"t": value, "b": batch_id})
+        conn.execute(text('UPDATE "recvae_batches" SET created_at = :t WHERE batch_id = :b'),
+                     {"t": value, "b": batch_id})
         conn.execute(text('UPDATE "recvae_batch_shards" SET started_at = :t, written_at = CASE WHEN written_at IS NULL'
                           ' THEN NULL ELSE :t END WHERE batch_id = :b'), {"t": value, "b": batch_id})
 
@@ -127,7 +135,8 @@ def test_schema_is_idempotent(db_url):
 
 def test_custom_table_names_and_schema(db_url):
     schema = "recs" if db_url.startswith("postgresql") else None
-    tables = TableNames(batches="b_x", shards="s_x", recommendations="r_x", items="i_x", current_view="v_x", schema=schema)
+    tables = TableNames(batches="b_x", shards="s_x", recommendations="r_x", items="i_x", current_view="v_x",
+                        schema=schema)
     with RecommendationStore(db_url, tables=tables) as store:
         summary = write_batch(store, "k1", make_chunks(users(3), 2, 0))
         assert summary.row_count == 6
@@ -175,6 +184,45 @@ def test_sql_dir_can_be_overridden(monkeypatch, tmp_path):
     assert load_query("mine") == 'SELECT 1 AS one FROM "recvae_batches" \n'
 
 
+def test_sql_files_are_package_data(monkeypatch):
+    monkeypatch.delenv("RECVAE_SQL_DIR", raising=False)
+    folder = sql_dir()
+    assert folder.is_relative_to(Path(store_package.__file__).resolve().parents[1])  # inside recvae/serving
+    assert {"sqlite/schema.sql", "postgresql/schema.sql", "queries/user_top.sql"} <= {
+        p.relative_to(folder).as_posix() for p in folder.rglob("*.sql")}
+
+
+INSTALLED_SQL = """
+import json, recvae
+from recvae.serving.store import query_names, schema_sql, sql_dir
+print(json.dumps({"package": recvae.__file__, "sql_dir": str(sql_dir()), "queries": query_names(),
+                  "ddl": all("CREATE TABLE" in schema_sql(d) for d in ("sqlite", "postgresql"))}))
+"""
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_finds_its_sql_files(tmp_path):
+    """A wheel built from pyproject.toml carries the SQL files, and the installed store reads them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        (src / name).write_bytes((REPO / name).read_bytes())
+    shutil.copytree(REPO / "recvae", src / "recvae", ignore=shutil.ignore_patterns("__pycache__"))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                            "-q", "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("recvae-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)  # what pip does with a pure-Python wheel
+    env = {k: v for k, v in os.environ.items() if k != "RECVAE_SQL_DIR"}
+    out = subprocess.run([sys.executable, "-c", INSTALLED_SQL], cwd=tmp_path, capture_output=True, text=True,
+                         env={**env, "PYTHONPATH": str(site)}, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(got["package"]).is_relative_to(site) and Path(got["sql_dir"]) == site / "recvae" / "serving" / "sql"
+    assert got["ddl"] and "user_top_with_titles" in got["queries"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # write and publish
 
@@ -186,10 +234,12 @@ def test_write_and_publish(db_url):
         assert batch.status == "staging"
         assert view_rows(db_url) == set()  # staging rows are invisible
         summary = store.publish(batch)
-        assert (summary.status, summary.user_count, summary.row_count, summary.expected_rows) == ("published", 120, 600, 600)
+        counts = (summary.status, summary.user_count, summary.row_count, summary.expected_rows)
+        assert counts == ("published", 120, 600, 600)
         assert view_rows(db_url) == rows_of(chunks)
         current = store.current_batch()
-        assert current.batch_id == summary.batch_id and current.model_version == "1" and current.published_at is not None
+        assert current.batch_id == summary.batch_id and current.model_version == "1"
+        assert current.published_at is not None
         top = store.query("user_top", user_id="u7", n=3)
         expected = sorted((r, i) for u, r, i in rows_of(chunks) if u == "u7")[:3]
         assert [(t["rank"], t["item_id"]) for t in top] == expected
@@ -308,7 +358,8 @@ READER = textwrap.dedent(
     conn = sqlite3.connect(db, timeout=30)
     with open(out, "w") as f:
         while not os.path.exists(stop):
-            rows = conn.execute('SELECT batch_id, user_id, rank, item_id FROM "recvae_current_recommendations"').fetchall()
+            sql = 'SELECT batch_id, user_id, rank, item_id FROM "recvae_current_recommendations"'
+            rows = conn.execute(sql).fetchall()
             f.write(hashlib.sha256(repr(sorted(rows)).encode()).hexdigest() + "\\n")
             f.flush()
             time.sleep(0.002)
@@ -348,7 +399,8 @@ def test_readers_see_a_whole_batch_or_the_previous_one(db_url, tmp_path):
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()
     if db_url.startswith("sqlite"):
-        proc = subprocess.Popen([sys.executable, "-c", READER, db_url.removeprefix("sqlite:///"), str(out), str(stop_file)])
+        args = [db_url.removeprefix("sqlite:///"), str(out), str(stop_file)]
+        proc = subprocess.Popen([sys.executable, "-c", READER, *args])
 
     def lines() -> int:
         return len(out.read_text().splitlines()) if out.exists() else 0
@@ -501,8 +553,9 @@ def _movielens(tmp_path: Path) -> tuple[Path, Path]:
     ml1m, ml100k = tmp_path / "ml-1m", tmp_path / "ml-100k"
     ml1m.mkdir()
     ml100k.mkdir()
-    (ml1m / "movies.dat").write_text("1196::Star Wars: Episode V - The Empire Strikes Back (1980)::Action|Sci-Fi\n"
-                                     "260::Star Wars: Episode IV - A New Hope (1977)::Action|Sci-Fi\n", encoding="latin-1")
+    movies = ("1196::Star Wars: Episode V - The Empire Strikes Back (1980)::Action|Sci-Fi\n"
+              "260::Star Wars: Episode IV - A New Hope (1977)::Action|Sci-Fi\n")
+    (ml1m / "movies.dat").write_text(movies, encoding="latin-1")
     flags = "|".join(["0"] * 8 + ["1"] + ["0"] * 10)
     (ml100k / "u.item").write_text(f"1196|Savage Nights (1992)|01-Jan-1992||http://x|{flags}\n", encoding="latin-1")
     return ml1m, ml100k
@@ -780,18 +833,11 @@ class socket_closed_port:
 # item titles and query plans
 
 
-def test_item_metadata_readers_and_upsert(db_url, tmp_path):
+def test_item_titles_of_a_staging_batch(db_url, tmp_path):
     (tmp_path / "ml1m").mkdir()
-    (tmp_path / "ml1m" / "movies.dat").write_bytes("1::Toy Story (1995)::Animation|Comedy\n2::Amélie (2001)::Comedy\n".encode("latin-1"))
-    (tmp_path / "ml100k").mkdir()
-    flags = ["0"] * 19
-    flags[1] = flags[8] = "1"
-    (tmp_path / "ml100k" / "u.item").write_bytes(("7|Se7en (1995)|01-Jan-1995||http://x|" + "|".join(flags) + "\n").encode("latin-1"))
-    ml1m = read_item_metadata(tmp_path / "ml1m")
-    assert ml1m.to_dict("records")[1] == {"item_id": "2", "title": "Amélie (2001)", "genres": "Comedy"}
-    ml100k = read_item_metadata(tmp_path / "ml100k")
-    assert ml100k.to_dict("records") == [{"item_id": "7", "title": "Se7en (1995)", "genres": "Action|Drama"}]
-    assert read_item_metadata(tmp_path) is None
+    movies = "1::Toy Story (1995)::Animation|Comedy\n2::Amélie (2001)::Comedy\n"
+    (tmp_path / "ml1m" / "movies.dat").write_bytes(movies.encode("latin-1"))
+    ml1m = pd.DataFrame({"item_id": ["1", "2"], "title": ["Toy Story (1995)", "Amélie (2001)"]})
     with RecommendationStore(db_url) as store:
         batch = store.begin_batch("k", model_name="m", top_n=2)
         assert store.load_item_metadata(batch, tmp_path / "ml1m") == 2
@@ -803,23 +849,14 @@ def test_item_metadata_readers_and_upsert(db_url, tmp_path):
             store.write_items(batch, ml1m.iloc[[0, 0]])
 
 
-@pytest.mark.realdata
-def test_movielens_metadata(data_home):
-    ml1m = read_item_metadata(data_home / "ml-1m")
-    ml100k = read_item_metadata(data_home / "ml-100k")
-    assert len(ml1m) == 3883 and ml1m["item_id"].is_unique
-    assert len(ml100k) == 1682 and ml100k["item_id"].is_unique
-    assert ml1m.iloc[0].to_dict() == {"item_id": "1", "title": "Toy Story (1995)", "genres": "Animation|Children's|Comedy"}
-    assert ml100k.iloc[0]["title"] == "Toy Story (1995)" and ml100k.iloc[0]["genres"] == "Animation|Children's|Comedy"
-
-
 def test_a_users_list_is_an_index_lookup(db_url):
     with RecommendationStore(db_url) as store:
         write_batch(store, "k", make_chunks(users(200), 5, seed=0))
         sql = load_query("user_top")
         with store.engine.connect() as conn:
             if store.dialect == "sqlite":
-                plan = " ".join(r[-1] for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql), {"user_id": "u1", "n": 10}))
+                explained = conn.execute(text("EXPLAIN QUERY PLAN " + sql), {"user_id": "u1", "n": 10})
+                plan = " ".join(r[-1] for r in explained)
                 assert "PRIMARY KEY" in plan and "SCAN r" not in plan, plan
             else:
                 conn.execute(text("ANALYZE"))

@@ -24,7 +24,7 @@ def lists(users: list[str], seed: int, counts: dict[str, int] | None = None) -> 
         items = rng.choice(N_ITEMS, size=N, replace=False, p=p / p.sum())
         scores = np.sort(rng.random(N))[::-1]
         k = (counts or {}).get(u, N)
-        out[u] = [(f"i{i}", float(s)) for i, s in zip(items[:k], scores[:k])]
+        out[u] = [(f"i{i}", float(s)) for i, s in zip(items[:k], scores[:k], strict=True)]
     return out
 
 
@@ -37,7 +37,8 @@ def write(store: RecommendationStore, key: str, recs: dict[str, list[tuple[str, 
     batch = store.begin_batch(key, model_name="m", model_version=key, top_n=N, n_items=N_ITEMS, run_id=f"run-{key}")
     if titles is not None:
         store.write_items(batch, titles)
-    store.write_shard(batch, [RecChunk(np.array(users, dtype=object), items, scores, counts)], expected_rows=int(counts.sum()))
+    chunk = RecChunk(np.array(users, dtype=object), items, scores, counts)
+    store.write_shard(batch, [chunk], expected_rows=int(counts.sum()))
     return store.publish(batch).batch_id
 
 
@@ -91,7 +92,8 @@ def test_batch_overlap(setup, n):
         share.append(len(la & lb) / len(la))
     (row,) = store.query("batch_overlap", batch_a=a, batch_b=b, n=n)
     assert row["users"] == 12
-    assert row["mean_jaccard"] == pytest.approx(np.mean(jac)) and row["mean_common_share"] == pytest.approx(np.mean(share))
+    assert row["mean_jaccard"] == pytest.approx(np.mean(jac))
+    assert row["mean_common_share"] == pytest.approx(np.mean(share))
     assert 0 < row["mean_jaccard"] < 1  # the data has partial overlap, so this checks something
     (same,) = store.query("batch_overlap", batch_a=b, batch_b=b, n=n)
     assert same["mean_jaccard"] == pytest.approx(1.0) and same["users"] == 14

@@ -1,175 +1,29 @@
-"""Batch top-N: chunked scoring with seen items removed, and the job that streams it into the store."""
+"""The batch job and the ad-hoc lists: who is scored with what history (snapshot, fold-in), streamed into the store."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-import torch
 from cli_error_line import error_line
+from cooc_model import N_ITEMS, Cooc, random_history, reference_topn
 from sqlalchemy import create_engine, text
 
 from recvae.data.idmap import IdMap
+from recvae.data.item_metadata import read_item_metadata
 from recvae.data.snapshot import Snapshot
 from recvae.data.validate import DataValidationError
-from recvae.models.base import Recommender
+from recvae.serving.pyfunc import recommend_frame
 from recvae.serving.recommend import (
     build_input,
-    expected_counts,
-    iter_topn,
     read_foldin,
     recommend_to_store,
     topn_frame,
 )
-from recvae.serving.store import RecommendationStore, StoreError, read_item_metadata
-
-N_ITEMS = 25
-
-
-class Cooc(Recommender):
-    """Item co-occurrence scores (X @ C, C = train'train without the diagonal); distinct per item via a tiny offset."""
-
-    kind = "cooc-test"
-
-    def __init__(self, fail_on_call: int | None = None) -> None:
-        self.calls = 0
-        self.fail_on_call = fail_on_call
-        self.n_items = 0
-
-    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> Cooc:
-        c = (train.T @ train).toarray().astype(np.float32)
-        np.fill_diagonal(c, 0.0)
-        self.c = torch.from_numpy(c)
-        self.n_items = train.shape[1]
-        # Distinct offsets (< 0.01, far above float32 resolution here) so every ranking is unique.
-        self.offset = torch.from_numpy(np.random.default_rng(7).permutation(self.n_items).astype(np.float32) * 0.01 / self.n_items)
-        return self
-
-    def scores(self, X: sp.csr_matrix) -> torch.Tensor:
-        self.calls += 1
-        if self.fail_on_call is not None and self.calls >= self.fail_on_call:
-            raise RuntimeError("model crashed")
-        return torch.from_numpy(X.toarray().astype(np.float32)) @ self.c + self.offset
-
-    def params(self) -> dict[str, Any]:
-        return {}
-
-    def _save_state(self, path: Path) -> None:  # pragma: no cover - not saved in these tests
-        raise NotImplementedError
-
-    @classmethod
-    def _load_state(cls, path: Path, meta: dict[str, Any]) -> Cooc:  # pragma: no cover
-        raise NotImplementedError
-
-
-class MasksOddItems(Cooc):
-    """Gives -inf to odd items: they are not candidates and must never be emitted."""
-
-    def scores(self, X: sp.csr_matrix) -> torch.Tensor:
-        s = super().scores(X)
-        s[:, 1::2] = float("-inf")
-        return s
-
-
-def random_history(rng: np.random.Generator, n_users: int, density: float = 0.3) -> sp.csr_matrix:
-    m = (rng.random((n_users, N_ITEMS)) < density).astype(np.float32)
-    m[0, :] = 1.0  # has seen everything: no candidate left
-    m[1, :] = 1.0
-    m[1, :2] = 0.0  # two candidates left
-    m[2, :] = 0.0  # no history at all
-    return sp.csr_matrix(m)
-
-
-def reference_topn(scores: np.ndarray, history: sp.csr_matrix, n: int) -> list[list[int]]:
-    """Brute force: per user, unseen items by decreasing score, at most n."""
-    seen = history.toarray() > 0
-    out = []
-    for s, row_seen in zip(scores, seen):
-        order = [int(i) for i in np.argsort(-s, kind="stable") if not row_seen[i]]
-        out.append(order[:n])
-    return out
-
-
-@pytest.fixture
-def model(rng):
-    return Cooc().fit(random_history(rng, 60))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# iter_topn
-
-
-@pytest.mark.parametrize("chunk_size", [1, 7, 1000])
-@pytest.mark.parametrize("top_n", [5, 40])
-def test_iter_topn_matches_brute_force(model, rng, chunk_size, top_n):
-    history = random_history(rng, 23)
-    scores = model.scores(history).numpy()
-    expected = reference_topn(scores, history, top_n)
-    got: dict[int, list[int]] = {}
-    for t in iter_topn(model, history, top_n, chunk_size=chunk_size):
-        assert t.items.shape == t.scores.shape == (len(t.rows), min(top_n, N_ITEMS))
-        assert len(t.rows) <= chunk_size
-        for row, items, scores, count in zip(t.rows, t.items, t.scores, t.counts):
-            got[int(row)] = items[:count].tolist()
-            assert (items[count:] == -1).all() and np.isneginf(scores[count:]).all()
-            assert np.isfinite(scores[:count]).all() and (np.diff(scores[:count]) <= 0).all()
-    assert [got[r] for r in range(23)] == expected
-    assert [len(got[r]) for r in range(23)] == expected_counts(history, top_n).tolist()
-    assert len(got[0]) == 0 and len(got[1]) == min(2, top_n) and len(got[2]) == min(top_n, N_ITEMS)
-
-
-def test_seen_items_are_never_recommended(model, rng):
-    history = random_history(rng, 40, density=0.6)
-    for t in iter_topn(model, history, 10, chunk_size=8):
-        for row, items, count in zip(t.rows, t.items, t.counts):
-            assert not set(items[:count].tolist()) & set(history[row].indices.tolist())
-
-
-def test_items_scored_minus_infinity_are_never_emitted(rng):
-    model = MasksOddItems().fit(random_history(rng, 30))
-    history = random_history(rng, 10)
-    for t in iter_topn(model, history, 20, chunk_size=4):
-        for row, items, count in zip(t.rows, t.items, t.counts):
-            unseen_even = [i for i in range(0, N_ITEMS, 2) if i not in set(history[row].indices)]
-            assert count == min(20, len(unseen_even))
-            assert all(i % 2 == 0 for i in items[:count])
-
-
-def test_iter_topn_subset_of_rows_and_device(model, rng):
-    history = random_history(rng, 12)
-    full = {int(r): i[:c].tolist() for t in iter_topn(model, history, 4) for r, i, c in zip(t.rows, t.items, t.counts)}
-    part = list(iter_topn(model, history, 4, chunk_size=2, rows=np.array([3, 9, 11]), device="cpu"))
-    assert [r for t in part for r in t.rows.tolist()] == [3, 9, 11]
-    assert {int(r): i[:c].tolist() for t in part for r, i, c in zip(t.rows, t.items, t.counts)} == {k: full[k] for k in (3, 9, 11)}
-
-
-def test_iter_topn_rejects_bad_scores(model, rng):
-    history = random_history(rng, 4)
-
-    class WrongShape(Cooc):
-        def scores(self, X):
-            return super().scores(X)[:, :-1]
-
-    class NaNs(Cooc):
-        def scores(self, X):
-            s = super().scores(X)
-            s[0, 3] = float("nan")
-            return s
-
-    with pytest.raises(ValueError, match="expected"):
-        next(iter_topn(WrongShape().fit(history), history, 3))
-    nan_history = history.copy().tolil()
-    nan_history[0, 3] = 0  # the NaN item is unseen for user 0
-    with pytest.raises(ValueError, match="NaN"):
-        next(iter_topn(NaNs().fit(history), sp.csr_matrix(nan_history), 3))
-    with pytest.raises(ValueError, match="item columns"):
-        next(iter_topn(model, sp.csr_matrix((2, N_ITEMS + 1)), 3))
-
+from recvae.serving.store import RecommendationStore, StoreError
 
 # ---------------------------------------------------------------------------------------------------------------
 # recommend_to_store
@@ -189,7 +43,8 @@ def make_snapshot(rng) -> Snapshot:
         m.eliminate_zeros()
     rows = {"train": np.arange(20), "validation_tr": np.arange(20, 25), "validation_te": np.arange(20, 25),
             "test_tr": np.arange(25, 30), "test_te": np.arange(25, 30)}
-    return Snapshot(matrices=parts, rows=rows, users=IdMap(np.arange(100, 130)), items=IdMap([f"m{i}" for i in range(N_ITEMS)]),
+    items = IdMap([f"m{i}" for i in range(N_ITEMS)])
+    return Snapshot(matrices=parts, rows=rows, users=IdMap(np.arange(100, 130)), items=items,
                     manifest={"snapshot_id": "snap-test"})
 
 
@@ -208,7 +63,7 @@ def stored(url: str, batch_id: int) -> pd.DataFrame:
 def seen_by_user(snap: Snapshot) -> dict[str, set[str]]:
     users, h = snap.history()
     out: dict[str, set[str]] = {}
-    for u, row in zip(users, h):
+    for u, row in zip(users, h, strict=True):
         out.setdefault(str(snap.users.to_raw([u])[0]), set()).update(f"m{i}" for i in row.indices)
     return out
 
@@ -220,13 +75,14 @@ def test_recommend_to_store_from_a_snapshot(db_url, rng):
         summary = recommend_to_store(model, snap, store, 6, "job-1", "cooc", "3", "run-abc", chunk_size=7)
         assert summary.status == "published" and summary.user_count == 30 and not summary.reused
         batch = store.current_batch()
-        assert (batch.snapshot_id, batch.run_id, batch.model_version, batch.n_items) == ("snap-test", "run-abc", "3", N_ITEMS)
+        identity = (batch.snapshot_id, batch.run_id, batch.model_version, batch.n_items)
+        assert identity == ("snap-test", "run-abc", "3", N_ITEMS)
         df = stored(db_url, summary.batch_id)
     seen = seen_by_user(snap)
     assert summary.row_count == len(df) == sum(min(6, N_ITEMS - len(s)) for s in seen.values())
     users, h = snap.history()
     ref = reference_topn(model.scores(h).numpy(), h, 6)
-    for u, items in zip(users, ref):
+    for u, items in zip(users, ref, strict=True):
         mine = df[df.user_id == str(snap.users.to_raw([u])[0])].sort_values("rank")
         assert mine.item_id.tolist() == [f"m{i}" for i in items]
         assert mine["rank"].tolist() == list(range(1, len(items) + 1))
@@ -274,14 +130,32 @@ def test_foldin_histories_of_new_users(tmp_path, rng, caplog):
     assert "2 of 5 interaction(s) name items the model does not know" in caplog.text
     df = stored(url, summary.batch_id)
     assert summary.row_count == 10
-    x = sp.csr_matrix(np.array([[1 if i in (3, 4) else 0 for i in range(N_ITEMS)], [1 if i == 3 else 0 for i in range(N_ITEMS)]], np.float32))
+    x = sp.csr_matrix(np.array([[1 if i in (3, 4) else 0 for i in range(N_ITEMS)],
+                                [1 if i == 3 else 0 for i in range(N_ITEMS)]], np.float32))
     ref = reference_topn(model.scores(x).numpy(), x, 5)
-    for user, items in zip(["new1", "new2"], ref):
+    for user, items in zip(["new1", "new2"], ref, strict=True):
         assert df[df.user_id == user].sort_values("rank").item_id.tolist() == [f"m{i}" for i in items]
     same = build_input(model, foldin)
     assert same.user_ids.tolist() == ["new1", "new2"] and (same.history != x).nnz == 0
     with pytest.raises(ValueError, match="no item ids"):
         build_input(Cooc().fit(snap.train), foldin)
+
+
+def test_foldin_item_ids_match_the_model_as_the_served_model_matches_them(rng):
+    """Item ids that pandas made floats (a column with a blank) or text still name an integer-keyed model's items,
+    in the ad-hoc lists exactly as in the served pyfunc: recvae.serving.items decides for both."""
+    model = Cooc().fit(random_history(rng, 40))
+    model.items = IdMap(np.arange(100, 100 + N_ITEMS))
+    foldin = pd.DataFrame({"user": ["a", "a", "a", "b", "b"], "item": [103.0, 104.0, np.nan, 103.0, 999.0]})
+    inp = build_input(model, foldin)
+    assert inp.user_ids.tolist() == ["a", "b"]
+    assert [sorted(inp.history[r].indices.tolist()) for r in range(2)] == [[3, 4], [3]]
+    assert inp.item_ids[:2].tolist() == ["100", "101"]
+    as_text = build_input(model, foldin.assign(item=["103", "104", "", "103", "999"]))
+    assert (as_text.history != inp.history).nnz == 0
+    adhoc = topn_frame(model, inp, top_n=5)
+    served = recommend_frame(model, foldin, top_n=5)
+    assert adhoc["item"].tolist() == served["item"].astype(str).tolist()
 
 
 def test_model_with_another_item_order_than_the_snapshot(tmp_path, rng):
@@ -296,7 +170,7 @@ def test_model_with_another_item_order_than_the_snapshot(tmp_path, rng):
     seen = seen_by_user(snap)
     users, h = snap.history()
     ref = reference_topn(model.scores(h[:, perm]).numpy(), h[:, perm], 4)
-    for u, items in zip(users, ref):
+    for u, items in zip(users, ref, strict=True):
         user = str(snap.users.to_raw([u])[0])
         assert df[df.user_id == user].sort_values("rank").item_id.tolist() == [f"m{perm[i]}" for i in items]
         assert not set(df[df.user_id == user].item_id) & seen[user]
@@ -342,7 +216,8 @@ def test_crash_while_scoring_keeps_the_current_batch(tmp_path, rng):
         assert store.count_rows(failed.batch_id) == 0
         assert store.current_batch().batch_id == good.batch_id
         pd.testing.assert_frame_equal(stored(url, good.batch_id), before)
-        retry = recommend_to_store(Cooc().fit(snap.train), snap, store, 5, "day-2", "cooc", chunk_size=4)  # Airflow retry
+        # an Airflow retry
+        retry = recommend_to_store(Cooc().fit(snap.train), snap, store, 5, "day-2", "cooc", chunk_size=4)
         assert retry.status == "published" and retry.batch_id == failed.batch_id and retry.row_count == good.row_count
 
 
