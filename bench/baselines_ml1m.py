@@ -1,43 +1,39 @@
 """Benchmark: popularity, ALS and EASE on ML-1M pro_sg (Liang et al.'s split), tuned on validation users.
 
-Run: .venv/bin/python bench/baselines_ml1m.py [--data ../shared/data/ml-1m/pro_sg] [--quick]
+Run: .venv/bin/python bench/baselines_ml1m.py [--data ../shared/data/ml-1m/pro_sg] [--quick | --smoke]
 Writes bench/results/baselines_ml1m.json and .md; compare with /work/shared/REFERENCE.md.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
-import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import harness
 
-from recvae.data.readers import read_pro_sg  # noqa: E402
-from recvae.data.snapshot import Snapshot  # noqa: E402
-from recvae.evaluation.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
-from recvae.models.baselines import fit_baseline, tune  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402
+from recvae.data.readers import read_pro_sg
+from recvae.data.snapshot import Snapshot
+from recvae.evaluation.metrics import DEFAULT_METRICS, evaluate
+from recvae.models.baselines import fit_baseline, tune
 
 logger = logging.getLogger("bench.baselines_ml1m")
 
-GRIDS = {
+GRIDS: dict[str, dict[str, list[Any]]] = {
     "popularity": {},
     "ease": {"lam": [50.0, 100.0, 200.0, 300.0, 500.0, 700.0, 1000.0, 2000.0, 5000.0]},
-    "als": {"factors": [64, 128], "regularization": [10.0, 50.0, 200.0], "alpha": [3.0, 10.0, 30.0], "iterations": [15]},
+    "als": {"factors": [64, 128], "regularization": [10.0, 50.0, 200.0], "alpha": [3.0, 10.0, 30.0],
+            "iterations": [15]},
 }
-QUICK_GRIDS = {
+QUICK_GRIDS: dict[str, dict[str, list[Any]]] = {
     "popularity": {},
     "ease": {"lam": [100.0, 500.0, 2000.0]},
     "als": {"factors": [64], "regularization": [10.0], "alpha": [1.0, 3.0], "iterations": [10]},
+}
+SMOKE_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "popularity": {},
+    "ease": {"lam": [100.0, 500.0]},
+    "als": {"factors": [8], "regularization": [10.0], "alpha": [1.0], "iterations": [2]},
 }
 # /work/shared/REFERENCE.md, ML-1M pro_sg, test users
 REFERENCE = {
@@ -47,26 +43,14 @@ REFERENCE = {
 }
 
 
-def default_data_dir() -> Path:
-    home = os.environ.get("RECVAE_DATA_HOME")
-    return (Path(home) if home else REPO.parent / "shared" / "data") / "ml-1m" / "pro_sg"
-
-
-def machine() -> str:
-    return describe()
-
-
 def tuned_baseline(snap: Snapshot, kind: str, grid: dict[str, list[Any]]) -> dict[str, Any]:
     """A baseline tuned on validation users, refitted with the winner and scored once on the test users."""
-    t = time.perf_counter()
-    best, table = tune(kind, snap, grid)
-    tune_s = time.perf_counter() - t
-    t = time.perf_counter()
-    model = fit_baseline(kind, snap.train, items=snap.items, **best)
-    fit_s = time.perf_counter() - t
-    t = time.perf_counter()
-    res = evaluate(model.scores, *snap.heldout("test"), DEFAULT_METRICS)
-    eval_s = time.perf_counter() - t
+    with harness.Timer() as tune_t:
+        best, table = tune(kind, snap, grid)
+    with harness.Timer() as fit_t:
+        model = fit_baseline(kind, snap.train, items=snap.items, **best)
+    with harness.Timer() as eval_t:
+        res = evaluate(model.scores, *snap.heldout("test"), DEFAULT_METRICS)
     best_row = next(r for r in table if all(r[k] == v for k, v in best.items()))
     logger.info("%s %s: test %s", kind, best, {m: round(v, 4) for m, v in res.means.items()})
     return {
@@ -76,29 +60,27 @@ def tuned_baseline(snap: Snapshot, kind: str, grid: dict[str, list[Any]]) -> dic
         "test_stderr": {m: res.stderr[m] for m in DEFAULT_METRICS},
         "test_users": res.n_users,
         "tuning_table": table,
-        "seconds": {"tune": round(tune_s, 2), "fit": round(fit_s, 2), "test_eval": round(eval_s, 2)},
+        "seconds": {"tune": round(tune_t.seconds, 2), "fit": round(fit_t.seconds, 2),
+                    "test_eval": round(eval_t.seconds, 2)},
     }
 
 
-def run(data: Path, grids: dict) -> dict:
-    t0 = time.perf_counter()
-    snap = read_pro_sg(data)
-    logger.info("loaded %s: %s", data, snap.summary())
-    results = {kind: tuned_baseline(snap, kind, grid) for kind, grid in grids.items()}
+def run(snap: Snapshot, data: str, grids: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
+    """Every baseline of `grids` tuned and tested on `snap` (read from `data`)."""
+    with harness.Timer() as t:
+        results = {kind: tuned_baseline(snap, kind, grid) for kind, grid in grids.items()}
     return {
-        "data": str(data),
+        "data": data,
         "snapshot_id": snap.snapshot_id,
         "counts": snap.summary(),
         "results": results,
         "reference": REFERENCE,
-        "total_seconds": round(time.perf_counter() - t0, 1),
-        "machine": machine(),
-        "command": " ".join([".venv/bin/python", "bench/baselines_ml1m.py", *sys.argv[1:]]),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "total_seconds": round(t.seconds, 1),
     }
 
 
-def markdown(report: dict) -> str:
+def markdown(report: dict[str, Any]) -> str:
+    """baselines_ml1m.md: the tuned baselines beside REFERENCE.md, each grid, and the run."""
     lines = [
         "# Baselines on ML-1M pro_sg (strong generalization, 1,000 test users)",
         "",
@@ -111,11 +93,15 @@ def markdown(report: dict) -> str:
     for kind, r in report["results"].items():
         t, se = r["test"], r["test_stderr"]
         ref = report["reference"].get(kind, {})
-        ref_txt = f"{ref['ndcg@100']:.3f}" + (f" ± {ref['ndcg@100_stderr']:.3f}" if "ndcg@100_stderr" in ref else "") if ref else ""
+        ref_txt = ""
+        if ref:
+            stderr = f" ± {ref['ndcg@100_stderr']:.3f}" if "ndcg@100_stderr" in ref else ""
+            ref_txt = f"{ref['ndcg@100']:.3f}{stderr}"
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k != "random_state") or "-"
         lines.append(
             f"| {kind} | {params} | {r['validation_ndcg@100']:.4f} | {t['ndcg@100']:.4f} ± {se['ndcg@100']:.4f} "
-            f"| {t['recall@20']:.4f} ± {se['recall@20']:.4f} | {t['recall@50']:.4f} ± {se['recall@50']:.4f} | {ref_txt} |"
+            f"| {t['recall@20']:.4f} ± {se['recall@20']:.4f} | {t['recall@50']:.4f} ± {se['recall@50']:.4f} "
+            f"| {ref_txt} |"
         )
     lines += ["", "## Tuning (validation NDCG@100)", ""]
     for kind, r in report["results"].items():
@@ -130,9 +116,10 @@ def markdown(report: dict) -> str:
         "## Run",
         "",
         f"- command: `{report['command']}`",
-        f"- machine: {report['machine']}",
+        f"- machine: {harness.describe(report['machine'])}",
         f"- total run time: {report['total_seconds']} s; per model (tune / final fit / test eval, s): "
-        + "; ".join(f"{k} {r['seconds']['tune']} / {r['seconds']['fit']} / {r['seconds']['test_eval']}" for k, r in report["results"].items()),
+        + "; ".join(f"{k} {r['seconds']['tune']} / {r['seconds']['fit']} / {r['seconds']['test_eval']}"
+                    for k, r in report["results"].items()),
         f"- data: `{report['data']}` (snapshot {report['snapshot_id']})",
         f"- finished: {report['finished_at']}",
         "",
@@ -141,17 +128,20 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=default_data_dir(), help="pro_sg folder (default: %(default)s)")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="results folder")
-    ap.add_argument("--quick", action="store_true", help="small grids (a smoke run, minutes less)")
-    args = ap.parse_args(argv)
+    """Tune and test every baseline; write baselines_ml1m[_quick].json and .md."""
+    p = harness.parser(__doc__, quick="small grids (a smoke run, minutes less)")
+    p.add_argument("--data", type=Path, default=None, help="pro_sg folder (default: DATA_HOME/ml-1m/pro_sg)")
+    args = harness.parse(p, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    report = run(args.data, QUICK_GRIDS if args.quick else GRIDS)
-    args.out.mkdir(parents=True, exist_ok=True)
+    data = args.data or args.data_home / "ml-1m" / "pro_sg"
+    snap = harness.tiny_snapshot() if args.smoke else read_pro_sg(data)
+    logger.info("loaded %s: %s", "tiny synthetic (--smoke)" if args.smoke else data, snap.summary())
+    grids = SMOKE_GRIDS if args.smoke else QUICK_GRIDS if args.quick else GRIDS
+    report = {"command": harness.command_line(__file__, argv), "machine": harness.machine_info(),
+              **run(snap, "tiny synthetic (--smoke)" if args.smoke else str(data), grids),
+              "finished_at": harness.now()}
     name = "baselines_ml1m_quick" if args.quick else "baselines_ml1m"
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2, default=float))
-    (args.out / f"{name}.md").write_text(markdown(report))
+    harness.write_results(args.out, name, report, markdown(report))
     print(markdown(report))
     return 0
 

@@ -3,153 +3,133 @@ ML-20M `ratings.csv`, then time `prepare` (read + validate, preprocess, split, s
 Reports wall time per stage and peak RSS; writes bench/results/prepare.json and prepare.md.
 
     .venv/bin/python bench/bench_prepare.py [--preset ml-20m] [--keep]
+    .venv/bin/python bench/bench_prepare.py --smoke          # the 'small' preset, seconds
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import logging
 import os
-import resource
 import shutil
 import sys
 import tempfile
-import time
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
+import harness
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from recvae.data import synthetic
+from recvae.data.prepare import prepare
+from recvae.data.readers import Source
+from recvae.data.snapshot import Snapshot
+from recvae.log import setup_logging
 
-from recvae.data import synthetic  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
-
-from recvae.data.prepare import prepare  # noqa: E402
-from recvae.data.readers import Source  # noqa: E402
-from recvae.data.snapshot import Snapshot  # noqa: E402
-from recvae.log import setup_logging  # noqa: E402
-
-RESULTS = REPO / "bench" / "results"
+logger = logging.getLogger("bench.prepare")
 
 
-def peak_rss_gib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+class Stages:
+    """Wall time and peak RSS so far of each stage, as they finish."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, name: str, seconds: float, note: str = "", rss: bool = True) -> None:
+        peak = round(harness.peak_rss_gib(), 2) if rss else None
+        self.rows.append({"stage": name, "seconds": round(seconds, 2), "peak_rss_gib": peak, "note": note})
+        logger.info("%-22s %8.2f s  %s %s", name, seconds, "" if peak is None else f"peak RSS {peak:.2f} GiB", note)
 
 
-def machine() -> dict:
-    return {**machine_info(), "pandas": pd.__version__, "pyarrow": pa.__version__}
+def write_ratings_csv(preset: str, path: Path, stages: Stages) -> int:
+    """Generate the preset's ratings and write them as ML-20M's ratings.csv; the number of ratings."""
+    with harness.Timer() as t:
+        df = synthetic.generate(preset)
+    n = len(df)
+    stages.add("generate", t.seconds, f"{n:,} ratings")
+    with harness.Timer() as t:
+        table = pa.Table.from_pandas(df.rename(columns={"user": "userId", "item": "movieId"}), preserve_index=False)
+        del df
+        pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(quoting_style="none"))
+    stages.add("write ratings.csv", t.seconds, f"{path.stat().st_size / 1e6:,.0f} MB (setup, not part of prepare)")
+    return n
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="ml-20m", help="synthetic preset (default ml-20m)")
-    parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp folder under bench/out)")
-    parser.add_argument("--keep", action="store_true", help="keep ratings.csv and the snapshot")
-    args = parser.parse_args()
-    setup_logging("WARNING")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-
-    (REPO / "bench" / "out").mkdir(parents=True, exist_ok=True)
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="prepare-", dir=REPO / "bench" / "out"))
-    work.mkdir(parents=True, exist_ok=True)
-    stages: list[dict] = []
-
-    def record(name: str, seconds: float, note: str = "") -> None:
-        stages.append({"stage": name, "seconds": round(seconds, 2), "peak_rss_gib": round(peak_rss_gib(), 2), "note": note})
-        print(f"{name:<22} {seconds:8.2f} s   peak RSS {peak_rss_gib():6.2f} GiB  {note}", flush=True)
-
-    t = time.perf_counter()
-    df = synthetic.generate(args.preset)
-    record("generate", time.perf_counter() - t, f"{len(df):,} ratings")
-    n_ratings = len(df)
-
+def run(preset: str, work: Path) -> dict[str, Any]:
+    """Every stage on `preset`'s data in `work`; the report's measured part."""
+    stages = Stages()
     csv_path = work / "ratings.csv"
-    t = time.perf_counter()
-    table = pa.Table.from_pandas(df.rename(columns={"user": "userId", "item": "movieId"}), preserve_index=False)
-    del df
-    pacsv.write_csv(table, csv_path, write_options=pacsv.WriteOptions(quoting_style="none"))
-    del table
-    size_mb = csv_path.stat().st_size / 1e6
-    record("write ratings.csv", time.perf_counter() - t, f"{size_mb:,.0f} MB (setup, not part of prepare)")
-
+    n_ratings = write_ratings_csv(preset, csv_path, stages)
     out = work / "snapshot"
-    t = time.perf_counter()
-    snap = prepare(Source(format="movielens", path=str(csv_path)), out)
-    total = time.perf_counter() - t
+    with harness.Timer() as t:
+        snap = prepare(Source(format="movielens", path=str(csv_path)), out)
     for name, seconds in snap.manifest["timings_s"].items():
-        stages.append({"stage": f"prepare: {name}", "seconds": seconds, "peak_rss_gib": None, "note": ""})
-        print(f"  prepare: {name:<12} {seconds:8.2f} s", flush=True)
-    record("prepare (total)", total, f"snapshot {snap.snapshot_id}")
-    summary = snap.summary()
-    pre = snap.manifest["preprocess"]
+        stages.add(f"prepare: {name}", seconds, rss=False)
+    stages.add("prepare (total)", t.seconds, f"snapshot {snap.snapshot_id}")
+    summary, pre = snap.summary(), snap.manifest["preprocess"]
     del snap
-
-    t = time.perf_counter()
-    loaded = Snapshot.load(out)
-    record("load (verified)", time.perf_counter() - t, "sha256 of every file + snapshot id")
+    with harness.Timer() as t:
+        loaded = Snapshot.load(out)
+    stages.add("load (verified)", t.seconds, "sha256 of every file + snapshot id")
     disk_mb = sum(f.stat().st_size for f in out.iterdir()) / 1e6
-
-    result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "preset": args.preset,
+    return {
+        "preset": preset,
         "ratings": n_ratings,
-        "ratings_csv_mb": round(size_mb, 1),
+        "ratings_csv_mb": round(csv_path.stat().st_size / 1e6, 1),
         "after_preprocess": {k: pre[k] for k in ("after_binarize", "after_count_filter", "users", "items")},
         "snapshot": {"id": loaded.snapshot_id, "users": len(loaded.users), "items": loaded.n_items,
                      "disk_mb": round(disk_mb, 1), "parts": summary},
-        "stages": stages,
-        "peak_rss_gib": round(peak_rss_gib(), 2),
+        "stages": stages.rows,
+        "peak_rss_gib": round(harness.peak_rss_gib(), 2),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "prepare.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "prepare.md").write_text(markdown(result))
-    print(f"peak RSS {result['peak_rss_gib']} GiB; wrote {RESULTS / 'prepare.json'} and prepare.md")
-    if not args.keep and not args.workdir:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
 
 
-def markdown(r: dict) -> str:
-    m = r["machine"]
+def markdown(r: dict[str, Any]) -> str:
+    """prepare.md: the stages, then the snapshot's parts."""
+    a, snap = r["after_preprocess"], r["snapshot"]
+    stages = [[s["stage"], f"{s['seconds']:.2f}", "" if s["peak_rss_gib"] is None else f"{s['peak_rss_gib']:.2f}",
+               s["note"]] for s in r["stages"]]
+    parts = [[part, f"{c['users']:,}", f"{c['interactions']:,}", f"{c['density']:.5f}"]
+             for part, c in snap["parts"].items()]
     lines = [
-        f"# prepare benchmark: synthetic `{r['preset']}` preset",
-        "",
-        f"Command: `{r['command']}` ({r['date']})",
-        "",
-        f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['ram_gib']} GiB RAM; Python {m['python']}, numpy {m['numpy']}, "
-        f"pandas {m['pandas']}, pyarrow {m['pyarrow']}.",
-        "",
+        *harness.header(f"prepare benchmark: synthetic `{r['preset']}` preset", r),
         f"Input: {r['ratings']:,} ratings written as an ML-20M-style `ratings.csv` ({r['ratings_csv_mb']:,} MB). "
-        f"After rating > 3.5 and >= 5 per user: {r['after_preprocess']['after_count_filter']:,} interactions, "
-        f"{r['after_preprocess']['users']:,} users, {r['after_preprocess']['items']:,} items.",
+        f"After rating > 3.5 and >= 5 per user: {a['after_count_filter']:,} interactions, "
+        f"{a['users']:,} users, {a['items']:,} items.",
         "",
-        "| stage | wall time (s) | peak RSS so far (GiB) | note |",
-        "|---|---:|---:|---|",
-    ]
-    for s in r["stages"]:
-        rss = "" if s["peak_rss_gib"] is None else f"{s['peak_rss_gib']:.2f}"
-        lines.append(f"| {s['stage']} | {s['seconds']:.2f} | {rss} | {s['note']} |")
-    snap = r["snapshot"]
-    lines += [
+        *harness.markdown_table(["stage", "wall time (s)", "peak RSS so far (GiB)", "note"], stages, "lrrl"),
         "",
         f"Snapshot `{snap['id']}`: {snap['users']:,} users x {snap['items']:,} items, {snap['disk_mb']:,} MB on disk.",
         "",
-        "| part | users | interactions | density |",
-        "|---|---:|---:|---:|",
+        *harness.markdown_table(["part", "users", "interactions", "density"], parts, "lrrr"),
+        "",
+        f"Peak RSS of the whole run: **{r['peak_rss_gib']} GiB**.",
     ]
-    for part, c in snap["parts"].items():
-        lines.append(f"| {part} | {c['users']:,} | {c['interactions']:,} | {c['density']:.5f} |")
-    lines += ["", f"Peak RSS of the whole run: **{r['peak_rss_gib']} GiB**.", ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time every stage on the preset's data; write prepare.json and .md."""
+    p = harness.parser(__doc__, data_home=False)
+    p.add_argument("--preset", default="ml-20m", help="synthetic preset (default ml-20m; --smoke: small)")
+    p.add_argument("--workdir", default=None, help="scratch folder (default: a temp folder under bench/out)")
+    p.add_argument("--keep", action="store_true", help="keep ratings.csv and the snapshot")
+    args = harness.parse(p, argv)
+    setup_logging("INFO")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    harness.SCRATCH.mkdir(parents=True, exist_ok=True)
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="prepare-", dir=harness.SCRATCH))
+    work.mkdir(parents=True, exist_ok=True)
+    report = {"command": harness.command_line(__file__, argv), "date": harness.now(),
+              "machine": harness.machine_info(("numpy", "pandas", "pyarrow"), gpu=False)}
+    try:
+        report.update(run("small" if args.smoke else args.preset, work))
+    finally:
+        if not args.keep and not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    js, md = harness.write_results(args.out, "prepare", report, markdown(report))
+    logger.info("peak RSS %s GiB; wrote %s and %s", report["peak_rss_gib"], js, md)
+    return 0
 
 
 if __name__ == "__main__":

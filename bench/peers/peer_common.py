@@ -95,9 +95,10 @@ class ScoreWriter:
     def __init__(self, out: Path, mode: str, n_rows: int, n_items: int, k: int) -> None:
         self.out, self.mode, self.k = out, mode, k
         self.pos = 0
-        self.array: np.ndarray | None = None
+        self.array: Any = None  # np.memmap when mode writes one
         if mode == "scores":
-            self.array = np.lib.format.open_memmap(out / "scores.npy", mode="w+", dtype=np.float32, shape=(n_rows, n_items))
+            self.array = np.lib.format.open_memmap(out / "scores.npy", mode="w+", dtype=np.float32,
+                                                   shape=(n_rows, n_items))
         elif mode == "topk":
             self.array = np.lib.format.open_memmap(
                 out / "topk.npy", mode="w+", dtype=np.int32, shape=(n_rows, min(k, n_items))

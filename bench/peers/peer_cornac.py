@@ -12,6 +12,7 @@ import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,11 +39,39 @@ class _TimedRange:
         pass
 
 
+def cornac_dataset(train: Any, seed: int) -> Any:
+    """The training CSR as a cornac.data.Dataset whose user and item indices are ours (identity id maps)."""
+    from cornac.data import Dataset
+
+    n_users, n_items = train.shape
+    coo = train.tocoo()
+    return Dataset(
+        num_users=n_users,
+        num_items=n_items,
+        uid_map=OrderedDict((i, i) for i in range(n_users)),
+        iid_map=OrderedDict((j, j) for j in range(n_items)),
+        uir_tuple=(coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data.astype(np.float64)),
+        seed=seed,
+    )
+
+
+def score_test_users(vae: Any, test_tr: Any, writer: pc.ScoreWriter) -> None:
+    """What `VAECF.score` does for a known user (encode -> mu -> decode), on the test users' fold-in rows."""
+    with torch.no_grad():
+        for start in range(0, test_tr.shape[0], SCORE_BATCH):
+            block = test_tr[start : start + SCORE_BATCH]
+            x = torch.from_numpy(block.toarray().astype(np.float32))
+            mu, _ = vae.encode(x)
+            # The decoder's logits: the same ranking as decode()'s softmax, without float32 underflow ties.
+            logits = vae.decoder(mu)
+            writer.add(logits.numpy(), block)
+
+
 def main() -> None:
+    """Train Cornac's VAECF on --data, score the test users, write result.json and the scores to --out."""
     args = pc.parser(__doc__).parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import cornac
-    from cornac.data import Dataset
     from cornac.models import VAECF
     from cornac.models.vaecf import vaecf as vaecf_module
 
@@ -50,17 +79,8 @@ def main() -> None:
     t0 = time.perf_counter()
     split = pc.load_split(args.data)
     train = split["train"]
-    n_users, n_items = train.shape
-    coo = train.tocoo()
-    # Our indices are Cornac's indices: identity id maps, the uir arrays straight from the CSR.
-    train_set = Dataset(
-        num_users=n_users,
-        num_items=n_items,
-        uid_map=OrderedDict((i, i) for i in range(n_users)),
-        iid_map=OrderedDict((j, j) for j in range(n_items)),
-        uir_tuple=(coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data.astype(np.float64)),
-        seed=args.seed,
-    )
+    n_items = train.shape[1]
+    train_set = cornac_dataset(train, args.seed)
     model = VAECF(
         k=args.latent,
         autoencoder_structure=[args.hidden],
@@ -84,16 +104,8 @@ def main() -> None:
 
     test_tr = split["test_tr"]
     writer = pc.ScoreWriter(args.out, args.output, test_tr.shape[0], n_items, args.topk)
-    vae = model.vae.eval()
     t2 = time.perf_counter()
-    with torch.no_grad():
-        for start in range(0, test_tr.shape[0], SCORE_BATCH):
-            block = test_tr[start : start + SCORE_BATCH]
-            x = torch.from_numpy(block.toarray().astype(np.float32))
-            mu, _ = vae.encode(x)
-            # The decoder's logits: the same ranking as decode()'s softmax, without float32 underflow ties.
-            logits = vae.decoder(mu)
-            writer.add(logits.numpy(), block)
+    score_test_users(model.vae.eval(), test_tr, writer)
     score_s = time.perf_counter() - t2
     output = writer.close()
     pc.write_result(

@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,24 +32,11 @@ def _write_inter(train, folder: Path) -> None:
         np.savetxt(f, np.stack([coo.row[order], coo.col[order]], axis=1), fmt="%d", delimiter="\t")
 
 
-def main() -> None:
-    args = pc.parser(__doc__).parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    import recbole
+def recbole_config(args: Any, work: Path) -> Any:
+    """RecBole's Config for MultiVAE with the shared settings, reading the atomic file under `work`."""
     from recbole.config import Config
-    from recbole.data import create_dataset
-    from recbole.data.dataloader import UserDataLoader
-    from recbole.model.general_recommender import MultiVAE
-    from recbole.trainer import Trainer
-    from recbole.utils import init_logger, init_seed
 
-    t0 = time.perf_counter()
-    split = pc.load_split(args.data)
-    train = split["train"]
-    n_items = train.shape[1]
-    work = args.out / "recbole-work"
-    _write_inter(train, work / "peer")
-    config = Config(
+    return Config(
         model="MultiVAE",
         dataset="peer",
         config_dict={
@@ -85,22 +73,14 @@ def main() -> None:
             "state": "WARNING",
         },
     )
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    logging.getLogger().setLevel(logging.WARNING)
-    torch.set_num_threads(args.threads)
-    dataset = create_dataset(config)
-    train_set = dataset.build()[0]
-    train_data = UserDataLoader(config, train_set, None, shuffle=True)
-    model = MultiVAE(config, train_set).to(config["device"])
-    trainer = Trainer(config, model)
-    setup_s = time.perf_counter() - t0
 
-    # Time each epoch of RecBole's own fit() loop by wrapping its per-epoch method.
+
+def time_epochs(trainer: Any) -> pc.EpochTimer:
+    """Time each epoch of RecBole's own fit() loop by wrapping its per-epoch method (the loop is unchanged)."""
     timer = pc.EpochTimer()
     train_epoch = trainer._train_epoch
 
-    def timed_epoch(*a, **kw):
+    def timed_epoch(*a: Any, **kw: Any) -> Any:
         timer.start()
         try:
             return train_epoch(*a, **kw)
@@ -108,18 +88,17 @@ def main() -> None:
             timer.stop()
 
     trainer._train_epoch = timed_epoch
-    t1 = time.perf_counter()
-    trainer.fit(train_data, valid_data=None, verbose=False, saved=False, show_progress=False)
-    fit_s = time.perf_counter() - t1
+    return timer
 
+
+def score_test_users(model: Any, dataset: Any, test_tr: Any, n_items: int, writer: pc.ScoreWriter) -> np.ndarray:
+    """The test users' fold-in rows through model.forward in eval mode, in our item columns; which of our items
+    RecBole knows (the others, absent from training, score -inf)."""
     # RecBole re-indexes items (token strings, index 0 is [PAD]); map our columns to its ids.
     token_to_id = dataset.field2token_id["item_id"]
     rb_cols = np.array([token_to_id.get(str(j), -1) for j in range(n_items)], dtype=np.int64)
     known = rb_cols >= 0
     n_rb = dataset.item_num
-    test_tr = split["test_tr"]
-    writer = pc.ScoreWriter(args.out, args.output, test_tr.shape[0], n_items, args.topk)
-    t2 = time.perf_counter()
     model.eval()
     with torch.no_grad():
         for start in range(0, test_tr.shape[0], SCORE_BATCH):
@@ -131,6 +110,47 @@ def main() -> None:
             out = np.full((block.shape[0], n_items), -np.inf, dtype=np.float32)
             out[:, known] = logits[:, torch.from_numpy(rb_cols[known])].numpy()
             writer.add(out, test_tr[start : start + SCORE_BATCH])
+    return known
+
+
+def main() -> None:
+    """Train RecBole's MultiVAE on --data, score the test users, write result.json and the scores to --out."""
+    args = pc.parser(__doc__).parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    import recbole
+    from recbole.data import create_dataset
+    from recbole.data.dataloader import UserDataLoader
+    from recbole.model.general_recommender import MultiVAE
+    from recbole.trainer import Trainer
+    from recbole.utils import init_logger, init_seed
+
+    t0 = time.perf_counter()
+    split = pc.load_split(args.data)
+    train = split["train"]
+    n_items = train.shape[1]
+    work = args.out / "recbole-work"
+    _write_inter(train, work / "peer")
+    config = recbole_config(args, work)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logging.getLogger().setLevel(logging.WARNING)
+    torch.set_num_threads(args.threads)
+    dataset = create_dataset(config)
+    train_set = dataset.build()[0]
+    train_data = UserDataLoader(config, train_set, None, shuffle=True)
+    model = MultiVAE(config, train_set).to(config["device"])
+    trainer = Trainer(config, model)
+    setup_s = time.perf_counter() - t0
+
+    timer = time_epochs(trainer)
+    t1 = time.perf_counter()
+    trainer.fit(train_data, valid_data=None, verbose=False, saved=False, show_progress=False)
+    fit_s = time.perf_counter() - t1
+
+    test_tr = split["test_tr"]
+    writer = pc.ScoreWriter(args.out, args.output, test_tr.shape[0], n_items, args.topk)
+    t2 = time.perf_counter()
+    known = score_test_users(model, dataset, test_tr, n_items, writer)
     score_s = time.perf_counter() - t2
     output = writer.close()
     pc.write_result(

@@ -1,0 +1,1 @@
+"""The parts of bench/bench_recommend.py: memory, throughput and breakdown, their data, and their child processes."""
