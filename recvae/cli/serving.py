@@ -34,43 +34,36 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     from recvae import pipeline, tracking
     from recvae.paths import default_db_url
-    from recvae.serving.recommend import recommend_to_store
-    from recvae.serving.store import RecommendationStore
 
     if args.top_n < 1:
         raise ConfigError("--top-n must be >= 1")
     if args.keep < 1:
         raise ConfigError(f"--keep must be >= 1 (published batches kept, the current one included); got {args.keep}")
-    from recvae.serving.recommend import default_chunk_size
-
-    rec, info = tracking.load_recommender_from_uri(args.model)
-    args.chunk_size = args.chunk_size or default_chunk_size(rec.n_items)
-    if args.users or args.user_ids:
-        # A subset is an ad-hoc answer, never a batch: publishing it would replace everyone's current lists.
-        from recvae.serving.recommend import build_input, topn_frame
-
-        source: Any = args.users or pipeline.load_snapshot(args.snapshot)
-        if not args.users:
-            pipeline.align_model(rec, source, args.model)
-        inp = build_input(rec, source, users=args.user_ids)
-        frame = topn_frame(rec, inp, top_n=args.top_n, chunk_size=args.chunk_size)
-        if args.out:
-            frame.to_csv(args.out, index=False)
-            print(f"{frame['user'].nunique():,} users, {len(frame):,} rows -> {args.out}")
-        else:
-            print(frame.to_csv(index=False), end="")
-        for note in inp.notes():  # after the lists; on stderr when the lists themselves go to stdout
-            print(note, file=sys.stdout if args.out else sys.stderr)
-        return 0
-    snap = pipeline.load_snapshot(args.snapshot)
-    pipeline.align_model(rec, snap, args.model)
-    with RecommendationStore(args.db or default_db_url(), keep=args.keep) as store:
-        summary = recommend_to_store(
-            rec, snap, store, args.top_n, args.batch_key or f"cli-{uuid.uuid4().hex[:12]}",
-            info.name or info.kind, model_version=info.version, run_id=info.run_id, snapshot_id=snap.snapshot_id,
-            chunk_size=args.chunk_size, keep=args.keep, item_metadata=pipeline.item_metadata(snap),
+    if not (args.users or args.user_ids):  # every user: a batch in the tables, by the pipeline's scoring steps
+        summary = pipeline.score_step(
+            model_uri=args.model, snapshot_dir=args.snapshot, top_n=args.top_n, db_url=args.db or default_db_url(),
+            batch_key=args.batch_key or f"cli-{uuid.uuid4().hex[:12]}", retention=args.keep,
+            chunk_size=args.chunk_size,
         )
-    print(format_table([summary.to_dict()]))
+        print(format_table([summary]))
+        return 0
+    # A subset is an ad-hoc answer, never a batch: publishing it would replace everyone's current lists.
+    from recvae.serving.recommend import build_input, default_chunk_size, topn_frame
+
+    rec, _ = tracking.load_recommender_from_uri(args.model)
+    chunk_size = args.chunk_size or default_chunk_size(rec.n_items)
+    source: Any = args.users or pipeline.load_snapshot(args.snapshot)
+    if not args.users:
+        pipeline.align_model(rec, source, args.model)
+    inp = build_input(rec, source, users=args.user_ids)
+    frame = topn_frame(rec, inp, top_n=args.top_n, chunk_size=chunk_size)
+    if args.out:
+        frame.to_csv(args.out, index=False)
+        print(f"{frame['user'].nunique():,} users, {len(frame):,} rows -> {args.out}")
+    else:
+        print(frame.to_csv(index=False), end="")
+    for note in inp.notes():  # after the lists; on stderr when the lists themselves go to stdout
+        print(note, file=sys.stdout if args.out else sys.stderr)
     return 0
 
 

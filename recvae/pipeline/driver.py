@@ -7,7 +7,7 @@ from typing import Any
 from recvae import paths
 from recvae.pipeline.data import prepare_step
 from recvae.pipeline.promotion import promote_step
-from recvae.pipeline.scoring import begin_score_step, check_db_step, publish_step, score_shard_step
+from recvae.pipeline.scoring import check_db_step, score_step
 from recvae.pipeline.training import baseline_step, train_step
 
 
@@ -43,8 +43,6 @@ def run_pipeline(
     champion = decision["model_uri"] if decision["champion_version"] else None
     batch: dict[str, Any] = {"status": "no champion to score with"}
     if champion:
-        b = begin_score_step(model_uri=champion, snapshot_dir=snap["snapshot_dir"], top_n=top_n, n_shards=1,
-                             db_url=db_url, batch_key=f"pipeline-{key}", model_name=model_name)
-        score_shard_step(b, 0, db_url=db_url)
-        batch = publish_step(b, db_url=db_url)
+        batch = score_step(model_uri=champion, snapshot_dir=snap["snapshot_dir"], top_n=top_n, db_url=db_url,
+                           batch_key=f"pipeline-{key}", model_name=model_name)
     return {"snapshot": snap, "models": [challenger, *fitted], "decision": decision, "batch": batch}

@@ -41,8 +41,8 @@ def begin_score_step(
     from recvae import tracking
     from recvae.serving.store import RecommendationStore
 
-    snap = load_snapshot(snapshot_dir)
     rec, info = tracking.load_recommender_from_uri(model_uri)
+    snap = load_snapshot(snapshot_dir)
     align_model(rec, snap, model_uri)
     if info.name and info.version:
         model_uri = f"models:/{info.name}/{info.version}"
@@ -108,3 +108,14 @@ def publish_step(batch: dict[str, Any], *, db_url: str, retention: int | None = 
         summary = store.publish(batch["batch_key"], n_shards=batch["n_shards"], keep=retention)
     logger.info("published batch %s", summary.to_dict())
     return summary.to_dict()
+
+
+def score_step(*, model_uri: str, snapshot_dir: str | Path | None, top_n: int, db_url: str, batch_key: str,
+               model_name: str | None = None, retention: int | None = None,
+               chunk_size: int | None = None) -> dict[str, Any]:
+    """The whole scoring job in one process (`recvae recommend`, `recvae pipeline`): the same begin, shard and
+    publish steps the Airflow DAG runs as separate tasks, with one shard."""
+    batch = begin_score_step(model_uri=model_uri, snapshot_dir=snapshot_dir, top_n=top_n, n_shards=1, db_url=db_url,
+                             batch_key=batch_key, model_name=model_name)
+    score_shard_step(batch, 0, db_url=db_url, chunk_size=chunk_size)
+    return publish_step(batch, db_url=db_url, retention=retention)
