@@ -239,7 +239,8 @@ def vae_recommender(n_items: int, hidden: int, latent: int, seed: int = 0) -> An
     import torch
 
     from recvae.config import ModelConfig
-    from recvae.models.multvae import MultVAE, MultVAERecommender
+    from recvae.models.neural import MultVAERecommender
+    from recvae.models.vae import MultVAE
 
     torch.manual_seed(seed)
     module = MultVAE(n_items, (hidden,), latent)
@@ -492,7 +493,7 @@ def worker_breakdown(cfg: dict[str, Any]) -> dict[str, Any]:
     """Milliseconds per user of each step iter_topn and MultVAERecommender.scores take on one chunk."""
     import torch
 
-    from recvae.models.multvae import CSRBatch
+    from recvae.models.sparse import CSRBatch
 
     rng = np.random.default_rng(0)
     rows = []

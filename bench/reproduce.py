@@ -54,7 +54,7 @@ from recvae.data.snapshot import Snapshot  # noqa: E402
 from recvae.evaluation.metrics import DEFAULT_METRICS, evaluate  # noqa: E402
 from recvae.log import setup_logging  # noqa: E402
 from recvae.models.baselines import EASE, fit_baseline, param_grid  # noqa: E402
-from recvae.training.loop import load_best, resolve_device, train  # noqa: E402
+from recvae.training import load_best, resolve_device, train  # noqa: E402
 
 logger = logging.getLogger("bench.reproduce")
 

@@ -29,8 +29,9 @@ from recvae.config import Config, apply_overrides  # noqa: E402
 from recvae.data.snapshot import Snapshot  # noqa: E402
 from recvae.evaluation.metrics import evaluate  # noqa: E402
 from recvae.log import setup_logging  # noqa: E402
-from recvae.models.multvae import CSRBatch, MultVAE, SparseLinear  # noqa: E402
-from recvae.training.loop import fit_model  # noqa: E402
+from recvae.models.sparse import CSRBatch, SparseLinear  # noqa: E402
+from recvae.models.vae import LatentAutoencoder  # noqa: E402
+from recvae.training import fit_model  # noqa: E402
 
 logger = logging.getLogger("bench.train_speed")
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def load(dataset: str, data_home: Path) -> Snapshot:
 
 @contextmanager
 def sparse_backward(on: bool) -> Iterator[None]:
-    """recvae.models.multvae.SparseLinear's training backward: x^T @ grad (the library's) or embedding_bag's own."""
+    """recvae.models.sparse.SparseLinear's training backward: x^T @ grad (the library's) or embedding_bag's own."""
     original = SparseLinear.sparse_backward
     SparseLinear.sparse_backward = on
     try:
@@ -101,14 +102,14 @@ def nll_logsumexp(logits: torch.Tensor, x: CSRBatch) -> torch.Tensor:
 
 @contextmanager
 def likelihood(kind: str) -> Iterator[None]:
-    """MultVAE's likelihood: the library's ('log_softmax') or the earlier 'logsumexp' formulation."""
-    original = MultVAE.__dict__["nll"]
+    """The networks' likelihood: the library's ('log_softmax') or the earlier 'logsumexp' formulation."""
+    original = LatentAutoencoder.__dict__["nll"]
     if kind == "logsumexp":
-        MultVAE.nll = staticmethod(nll_logsumexp)
+        LatentAutoencoder.nll = staticmethod(nll_logsumexp)
     try:
         yield
     finally:
-        MultVAE.nll = original
+        LatentAutoencoder.nll = original
 
 
 def time_variant(snap: Snapshot, adam: str, overrides: dict[str, Any], epochs: int, sparse: bool = True,

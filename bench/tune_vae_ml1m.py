@@ -30,7 +30,7 @@ from recvae.evaluation.metrics import EvalResult, evaluate  # noqa: E402
 from recvae.log import setup_logging  # noqa: E402
 from recvae.models.base import load_recommender  # noqa: E402
 from recvae.models.ensemble import Ensemble  # noqa: E402
-from recvae.training.loop import train  # noqa: E402
+from recvae.training import train  # noqa: E402
 
 logger = logging.getLogger("bench.tune_vae_ml1m")
 

@@ -12,6 +12,7 @@ from typing import Any
 from recvae.config import Config, ConfigError, apply_overrides
 from recvae.data.snapshot import Snapshot
 from recvae.log import mask_secrets, parse_level, setup_logging
+from recvae.models.kinds import BASELINE_KINDS, MODEL_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _add_train(subparsers: Any) -> argparse.ArgumentParser:
                               "log params, curves, test metrics and the model to MLflow and register a version "
                               "(alias 'challenger').")
     p.add_argument("--snapshot", metavar="DIR", help="snapshot folder (default: the latest built by the pipeline)")
-    p.add_argument("--model", choices=["vae", "dae", "recvae"], default="vae",
+    p.add_argument("--model", choices=MODEL_KINDS, default="vae",
                    help="Mult-VAE (default), the Mult-DAE ablation, or RecVAE (starts from its published settings)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field, e.g. train.epochs=50 (repeatable)")
@@ -171,7 +172,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _add_baseline(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("baseline", help="fit a baseline (popularity, als, ease) on a snapshot, logged to MLflow")
-    p.add_argument("kind", choices=["popularity", "als", "ease"])
+    p.add_argument("kind", choices=BASELINE_KINDS)
     p.add_argument("--snapshot", metavar="DIR", help="snapshot folder (default: the latest built by the pipeline)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="fix a hyperparameter (e.g. lam=500); without any, they are tuned on validation users")
@@ -433,8 +434,8 @@ def _add_pipeline(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="PATH", help="an interactions file instead of --dataset")
     p.add_argument("--format", help="format of --input")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
-    p.add_argument("--model", choices=["vae", "dae", "recvae"], default="vae", help="the challenger (default: Mult-VAE)")
-    p.add_argument("--baselines", default="popularity,als,ease", help="comma separated; '' for none")
+    p.add_argument("--model", choices=MODEL_KINDS, default="vae", help="the challenger (default: Mult-VAE)")
+    p.add_argument("--baselines", default=",".join(BASELINE_KINDS), help="comma separated; '' for none")
     p.add_argument("--margin", type=float, default=0.0, help="NDCG@100 margin the challenger must win by")
     p.add_argument("--replace-champion-of-other-items", action="store_true",
                    help="a champion trained on other items (another data set) is replaced by a challenger that beats "

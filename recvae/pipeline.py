@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from recvae import paths
-from recvae.config import RECOMMENDER_KINDS, Config, ConfigError, apply_overrides, preset
+from recvae.config import Config, ConfigError, apply_overrides, preset
+from recvae.models.kinds import BASELINE_KINDS, RECOMMENDER_KINDS, RUN_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,6 @@ def _mark_latest(path: Path) -> None:
 
 def _config(overrides: dict[str, Any] | list[str] | None) -> Config:
     return apply_overrides(Config(), overrides or {}).validate()
-
-
-RUN_NAMES = {"vae": "mult-vae", "dae": "mult-dae", "recvae": "recvae"}  # MLflow run names, as before RecVAE
 
 
 def _safe(key: str) -> str:
@@ -159,7 +157,7 @@ def train_step(
 
     from recvae import tracking
     from recvae.evaluation.metrics import evaluate
-    from recvae.training.loop import LAST_FILE, check_memory, resolve_device, train
+    from recvae.training import LAST_FILE, check_memory, resolve_device, train
 
     config = apply_overrides(preset(kind), overrides or {}).validate()
     snap = _load_snapshot(snapshot_dir)
@@ -687,7 +685,7 @@ def run_pipeline(
     input_path: str | None = None,
     input_format: str | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
-    baselines: list[str] = ("popularity", "als", "ease"),
+    baselines: list[str] | tuple[str, ...] = BASELINE_KINDS,
     margin: float = 0.0,
     top_n: int = 100,
     db_url: str | None = None,

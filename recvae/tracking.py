@@ -40,6 +40,7 @@ from recvae import paths
 from recvae.evaluation.metrics import EvalResult
 from recvae.log import mask_secrets
 from recvae.models.base import META_FILE, Recommender, load_recommender, read_meta
+from recvae.models.kinds import EXTRA_REQUIREMENTS
 from recvae.serving.pyfunc import ARTIFACT_KEY, DEFAULT_TOP_N
 from recvae.urls import mask_url
 
@@ -55,7 +56,6 @@ PACKAGE_DIR = Path(__file__).resolve().parent  # logged with every model (code_p
 # What loading and scoring a model imports (recvae.serving.pyfunc, recvae.models.base and the kind's module);
 # tests/test_serving.py checks the list against what a load really imports.
 _BASE_REQUIREMENTS = ("mlflow", "torch", "numpy", "scipy", "pandas", "pyarrow", "threadpoolctl")
-_KIND_REQUIREMENTS: dict[str, tuple[str, ...]] = {"als": ("implicit",)}
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 _PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
 _NAME_BAD_CHARS = re.compile(r"[^\w./\- ]")
@@ -611,7 +611,7 @@ def default_pip_requirements(rec: Recommender | None = None) -> list[str]:
     with the model); implicit only for an ALS model (or an ensemble holding one)."""
     dists = list(_BASE_REQUIREMENTS)
     for kind in sorted(_kinds(rec)) if rec is not None else ():
-        dists += [d for d in _KIND_REQUIREMENTS.get(kind, ()) if d not in dists]
+        dists += [d for d in EXTRA_REQUIREMENTS.get(kind, ()) if d not in dists]
     reqs = []
     for dist in dists:
         try:
