@@ -21,7 +21,7 @@ from recvae.data.readers import read_pro_sg
 from recvae.data.snapshot import Snapshot
 from recvae.evaluation.metrics import evaluate
 from recvae.log import setup_logging
-from recvae.training.loop import paper_equivalent_anneal_steps, train
+from recvae.training import paper_equivalent_anneal_steps, train
 
 logger = logging.getLogger("bench.parity_ml1m")
 

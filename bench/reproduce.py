@@ -35,7 +35,7 @@ from reproduction.report import hardware, to_markdown
 
 from recvae.config import TrainConfig
 from recvae.log import setup_logging
-from recvae.training.loop import resolve_device
+from recvae.training import resolve_device
 
 logger = logging.getLogger("bench.reproduce")
 

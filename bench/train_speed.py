@@ -24,8 +24,9 @@ from recvae.config import Config, apply_overrides
 from recvae.data.snapshot import Snapshot
 from recvae.evaluation.metrics import evaluate
 from recvae.log import setup_logging
-from recvae.models.multvae import CSRBatch, MultVAE, SparseLinear
-from recvae.training.loop import fit_model
+from recvae.models.sparse import CSRBatch, SparseLinear
+from recvae.models.vae import LatentAutoencoder
+from recvae.training import fit_model
 
 logger = logging.getLogger("bench.train_speed")
 
@@ -82,7 +83,7 @@ def load(dataset: str, data_home: Path, smoke: bool = False) -> Snapshot:
 
 @contextmanager
 def sparse_backward(on: bool) -> Iterator[None]:
-    """recvae.models.multvae.SparseLinear's training backward: x^T @ grad (the library's) or embedding_bag's own."""
+    """recvae.models.sparse.SparseLinear's training backward: x^T @ grad (the library's) or embedding_bag's own."""
     original = SparseLinear.sparse_backward
     SparseLinear.sparse_backward = on
     try:
@@ -100,14 +101,14 @@ def nll_logsumexp(logits: torch.Tensor, x: CSRBatch) -> torch.Tensor:
 
 @contextmanager
 def likelihood(kind: str) -> Iterator[None]:
-    """MultVAE's likelihood: the library's ('log_softmax') or the earlier 'logsumexp' formulation."""
-    original = MultVAE.__dict__["nll"]
+    """The networks' likelihood: the library's ('log_softmax') or the earlier 'logsumexp' formulation."""
+    original = LatentAutoencoder.__dict__["nll"]
     if kind == "logsumexp":
-        MultVAE.nll = staticmethod(nll_logsumexp)
+        LatentAutoencoder.nll = staticmethod(nll_logsumexp)
     try:
         yield
     finally:
-        MultVAE.nll = original
+        LatentAutoencoder.nll = original
 
 
 def time_variant(snap: Snapshot, adam: str, overrides: dict[str, Any], epochs: int, sparse: bool = True,

@@ -31,7 +31,7 @@ from recvae.evaluation.metrics import EvalResult, evaluate
 from recvae.log import setup_logging
 from recvae.models.base import load_recommender
 from recvae.models.ensemble import Ensemble
-from recvae.training.loop import train
+from recvae.training import train
 
 logger = logging.getLogger("bench.tune_vae_ml1m")
 

@@ -9,6 +9,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from recvae.models.kinds import MODEL_KINDS
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; raised before any work starts."""
@@ -84,8 +86,9 @@ class ModelConfig:
 
     def validate(self) -> None:
         _check_finite(self, "model")
-        if self.kind not in ("vae", "dae", "recvae"):
-            raise ConfigError(f"model.kind must be 'vae', 'dae' or 'recvae'; got {self.kind!r}")
+        if self.kind not in MODEL_KINDS:
+            known = ", ".join(repr(k) for k in MODEL_KINDS[:-1]) + f" or {MODEL_KINDS[-1]!r}"
+            raise ConfigError(f"model.kind must be {known}; got {self.kind!r}")
         if self.latent_activation and self.kind != "vae":
             raise ConfigError(f"model.latent_activation is for kind 'vae' (the Mult-DAE's code already goes through the "
                               f"activation; RecVAE's decoder reads z); got kind {self.kind!r}")
@@ -187,9 +190,6 @@ class Config:
             train=from_dict(TrainConfig, d.get("train", {})),
         )
 
-
-# model.kind -> the Recommender kind its trained model is saved and registered as
-RECOMMENDER_KINDS = {"vae": "multvae", "dae": "multdae", "recvae": "recvae"}
 
 # Settings a model kind starts from before overrides: the published ones (RecVAE: its code's defaults for ML-20M).
 PRESETS: dict[str, dict[str, Any]] = {

@@ -1,7 +1,8 @@
 """Behavioural contract every Recommender passes: subclass `RecommenderContract` in a test module.
 
-A subclass implements `make_model()` (an unfitted model with fixed hyperparameters); it may override
-`fit_model()` and set `personalized = False` for a model that scores every user the same.
+A subclass implements `make_model()` (an `Estimator` with fixed hyperparameters: an unfitted baseline, or
+`recvae.training.VAETrainer` for the neural models); it may override `fit_model()` and set `personalized = False`
+for a model that scores every user the same. The tests check the `Recommender` that fitting returns.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from recvae.data.idmap import IdMap
 from recvae.evaluation.metrics import evaluate, mask_seen
-from recvae.models.base import Recommender, load_recommender, read_meta
+from recvae.models.base import Estimator, Recommender, load_recommender, read_meta
 
 
 @dataclass
@@ -95,10 +96,10 @@ class RecommenderContract:
     # NDCG@10 margin over random ranking required on the planted data.
     min_gain_over_random: ClassVar[float] = 0.05
 
-    def make_model(self) -> Recommender:
+    def make_model(self) -> Estimator:
         raise NotImplementedError
 
-    def fit_model(self, model: Recommender, train: sp.csr_matrix) -> Recommender:
+    def fit_model(self, model: Estimator, train: sp.csr_matrix) -> Recommender:
         return model.fit(train)
 
     @pytest.fixture(scope="class")

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 from smtpserver import SmtpServer
 
+from recvae.config import ConfigError
 from recvae.orchestration import tasks as airflow_tasks
 from recvae.orchestration.dag_defaults import CHAMPION
-from recvae.config import ConfigError
 
 SECRET_URL = "postgresql://recvae:s3cret-pw@db.example:5432/recs"
 

@@ -218,7 +218,7 @@ def register_untrained_vae(snapshot_dir: str, name: str = "recvae") -> str:
     from recvae import tracking
     from recvae.config import ModelConfig
     from recvae.data.snapshot import Snapshot
-    from recvae.models.multvae import MultVAERecommender, build_module
+    from recvae.models.neural import MultVAERecommender, build_module
 
     snap = Snapshot.load(snapshot_dir)
     config = ModelConfig(hidden_dims=(16,), latent_dim=8)

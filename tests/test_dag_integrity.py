@@ -23,7 +23,7 @@ DAGS_DIR = REPO / "dags"
 EXPECTED_DAG_IDS = ("recvae_retrain", "recvae_score")
 # Modules a DAG file must not import at top level: the DAG processor re-parses every file every
 # min_file_process_interval, so these belong inside task bodies.
-HEAVY_MODULES = ("torch", "mlflow", "pandas", "scipy", "recvae.models.multvae")
+HEAVY_MODULES = ("torch", "mlflow", "pandas", "scipy", "recvae.models.neural")
 PARSE_SECONDS_MAX = 2.0  # generous: an integrity guard against work at parse time, not a benchmark
 
 

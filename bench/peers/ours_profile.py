@@ -41,7 +41,7 @@ CATEGORIES = (
     "outside aten ops (Python)",
 )
 SCOPES = {  # record_function name -> category
-    "bench::data_batching": "data batching",  # recvae.models.multvae.SparseRows.batch
+    "bench::data_batching": "data batching",  # recvae.models.sparse.SparseRows.batch
     # normalized_dropout (L2 norm, index_add_) + SparseLinear (embedding_bag)
     "bench::sparse_first_layer": "sparse first layer",
     "bench::likelihood": "log-softmax likelihood",  # MultVAE.nll (multinomial_nll): logsumexp, picked logits, sub
@@ -67,13 +67,14 @@ def _profile_scopes() -> Iterator[None]:
 
     Wrappers only: each calls the original function unchanged, and everything is restored on exit.
     """
-    import recvae.models.multvae as m
+    import recvae.models.sparse as sparse
+    import recvae.models.vae as vae
 
     patches = [
-        (m.SparseRows, "batch", "bench::data_batching"),
-        (m, "normalized_dropout", "bench::sparse_first_layer"),
-        (m.SparseLinear, "forward", "bench::sparse_first_layer"),
-        (m.MultVAE, "nll", "bench::likelihood"),  # the loss calls the likelihood through this staticmethod
+        (sparse.SparseRows, "batch", "bench::data_batching"),
+        (vae, "normalized_dropout", "bench::sparse_first_layer"),
+        (sparse.SparseLinear, "forward", "bench::sparse_first_layer"),
+        (vae.LatentAutoencoder, "nll", "bench::likelihood"),  # training reads the likelihood from this staticmethod
     ]
     saved = [(obj, attr, inspect.getattr_static(obj, attr)) for obj, attr, _ in patches]
     try:
@@ -185,7 +186,7 @@ def profile_task(args: Any, config: Any) -> None:
     from torch.profiler import ProfilerActivity, profile, schedule
 
     from recvae.data.snapshot import Snapshot
-    from recvae.training.loop import fit_model
+    from recvae.training import fit_model
 
     snapshot = Snapshot.load(args.data, verify=False)
     got: dict[str, Any] = {}

@@ -66,7 +66,7 @@ def train_task(args: Any) -> None:
     """Train ours, write per-epoch times and the test users' scores."""
     import recvae
     from recvae.data.snapshot import Snapshot
-    from recvae.training.loop import fit_model
+    from recvae.training import fit_model
 
     t0 = time.perf_counter()
     snapshot = Snapshot.load(args.data, verify=False)

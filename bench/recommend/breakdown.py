@@ -23,7 +23,7 @@ def chunk_steps(X: sp.csr_matrix, hidden: int, latent: int, top_n: int, reps: in
     """Milliseconds per user of each step iter_topn and MultVAERecommender.scores take on the chunk X."""
     import torch
 
-    from recvae.models.multvae import CSRBatch
+    from recvae.models.sparse import CSRBatch
 
     module = vae_recommender(X.shape[1], hidden, latent).module.eval()
 

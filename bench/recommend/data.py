@@ -99,7 +99,8 @@ def vae_recommender(n_items: int, hidden: int, latent: int, seed: int = 0) -> An
     import torch
 
     from recvae.config import ModelConfig
-    from recvae.models.multvae import MultVAE, MultVAERecommender
+    from recvae.models.neural import MultVAERecommender
+    from recvae.models.vae import MultVAE
 
     torch.manual_seed(seed)
     module = MultVAE(n_items, (hidden,), latent)

@@ -19,7 +19,7 @@ from recvae.config import Config, apply_overrides
 from recvae.data.snapshot import Snapshot
 from recvae.evaluation.metrics import evaluate
 from recvae.models.baselines import EASE, fit_baseline
-from recvae.training.loop import load_best, resolve_device, train
+from recvae.training import load_best, resolve_device, train
 
 from .report import LABELS, device_label, prepare_named, row, table
 

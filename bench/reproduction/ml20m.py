@@ -24,7 +24,7 @@ from recvae.data.readers import Source
 from recvae.data.snapshot import Snapshot
 from recvae.evaluation.metrics import DEFAULT_METRICS, evaluate
 from recvae.log import setup_logging
-from recvae.training.loop import load_best, resolve_device, train
+from recvae.training import load_best, resolve_device, train
 
 from .report import num, row, table
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from recvae.cli.output import format_table, grid
 from recvae.config import split_assignment
+from recvae.models.kinds import BASELINE_KINDS, MODEL_KINDS
 
 
 def add_train(subparsers: Any) -> argparse.ArgumentParser:
@@ -16,7 +17,7 @@ def add_train(subparsers: Any) -> argparse.ArgumentParser:
                               "log params, curves, test metrics and the model to MLflow and register a version "
                               "(alias 'challenger').")
     p.add_argument("--snapshot", metavar="DIR", help="snapshot folder (default: the latest built by the pipeline)")
-    p.add_argument("--model", choices=["vae", "dae", "recvae"], default="vae",
+    p.add_argument("--model", choices=MODEL_KINDS, default="vae",
                    help="Mult-VAE (default), the Mult-DAE ablation, or RecVAE (starts from its published settings)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field, e.g. train.epochs=50 (repeatable)")
@@ -46,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_baseline(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("baseline", help="fit a baseline (popularity, als, ease) on a snapshot, logged to MLflow")
-    p.add_argument("kind", choices=["popularity", "als", "ease"])
+    p.add_argument("kind", choices=BASELINE_KINDS)
     p.add_argument("--snapshot", metavar="DIR", help="snapshot folder (default: the latest built by the pipeline)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="fix a hyperparameter (e.g. lam=500); without any, they are tuned on validation users")

@@ -1,31 +1,30 @@
-"""The contract every model (Mult-VAE, Mult-DAE and the baselines) follows, and saving/loading by kind."""
+"""The contract every model follows, in two halves, and saving/loading by kind.
+
+`Recommender` is the scoring half: score users given as rows, save, load. It is all that serving, evaluation and
+ensembles need. `Estimator` is the fitting half: `fit(train)` returns a fitted `Recommender`. A baseline is its own
+estimator (its `fit` returns itself). The neural models are fitted by `recvae.training` (the epoch loop, checkpoints,
+resume), which builds on this layer; a `fit` method here calling it would make models and training import each other,
+and a trainer registered here by the training layer would make `fit` work only once that layer was imported. So their
+estimator is `recvae.training.VAETrainer`; tests/recommender_contract.py checks both halves together.
+"""
 
 from __future__ import annotations
 
-import importlib
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Protocol
 
 import scipy.sparse as sp
 import torch
 
 from recvae.data.idmap import IdMap
 from recvae.digest import sha256_file
+from recvae.models.kinds import LOADERS, load_class
 
 META_FILE = "recommender.json"
 FILES_KEY = "files"  # in the metadata: the sha256 of every file saved beside it, checked on load
-# kind -> "module:Class"; modules are imported only when that kind is loaded.
-KINDS: dict[str, str] = {
-    "multvae": "recvae.models.multvae:MultVAERecommender",
-    "multdae": "recvae.models.multvae:MultVAERecommender",
-    "recvae": "recvae.models.multvae:MultVAERecommender",
-    "popularity": "recvae.models.baselines:Popularity",
-    "ease": "recvae.models.baselines:EASE",
-    "als": "recvae.models.baselines:ALS",
-    "ensemble": "recvae.models.ensemble:Ensemble",
-}
+KINDS = LOADERS  # recommender kind -> "module:Class"; a kind's module is imported only when it is loaded
 
 
 class ModelLoadError(ValueError):
@@ -35,14 +34,10 @@ class ModelLoadError(ValueError):
 class Recommender(ABC):
     """Scores every item for users given as rows of an interaction matrix (fold-in, no retraining)."""
 
-    kind: ClassVar[str]
+    kind: str  # a class attribute; per instance where one class serves several kinds (MultVAERecommender)
 
     n_items: int
     items: IdMap | None = None  # raw item ids of the columns, attached when trained on a snapshot
-
-    @abstractmethod
-    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> Recommender:
-        """Learn from a users x items training matrix."""
 
     @abstractmethod
     def scores(self, X: sp.csr_matrix) -> torch.Tensor:
@@ -80,6 +75,14 @@ class Recommender(ABC):
         return path
 
 
+class Estimator(Protocol):
+    """The fitting half of the contract: learns from a users x items training matrix."""
+
+    def fit(self, train: sp.csr_matrix) -> Recommender:
+        """A recommender fitted on `train`."""
+        ...
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The metadata of a saved recommender directory."""
     f = Path(path) / META_FILE
@@ -114,9 +117,7 @@ def load_recommender(path: str | Path) -> Recommender:
     if kind not in KINDS:
         raise ModelLoadError(f"{path}: unknown recommender kind {kind!r}; known: {', '.join(KINDS)}")
     verify_files(path, meta)
-    module, _, cls_name = KINDS[kind].partition(":")
-    cls = getattr(importlib.import_module(module), cls_name)
-    rec = cls._load_state(path, meta)
+    rec: Recommender = load_class(KINDS[kind])._load_state(path, meta)
     if (path / "items.parquet").exists():
         rec.items = IdMap.load(path / "items.parquet")
     return rec

@@ -19,7 +19,8 @@ class Ensemble(Recommender):
 
     Members must score the same item columns (the same snapshot's items). It is meant for models whose scores are
     logits of a multinomial (Mult-VAE, Mult-DAE, RecVAE); for Mult-VAE runs that differ only in their seed it is the
-    usual seed ensemble, and `bench/results/vae_tuning.md` measures what it adds on ML-1M.
+    usual seed ensemble, and `bench/results/vae_tuning.md` measures what it adds on ML-1M. It is built from
+    fitted members and fits nothing itself (a scoring `Recommender`, not an `Estimator`).
     """
 
     kind = "ensemble"
@@ -42,13 +43,6 @@ class Ensemble(Recommender):
         self.n_items = n_items.pop()
         self.items = with_ids[0] if with_ids else None
 
-    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> Ensemble:
-        """Refit every member on `train` with its own settings (`kwargs` go to every member's fit)."""
-        for member in self.members:
-            member.fit(train, **kwargs)
-        self._check_members()
-        return self
-
     def scores(self, X: sp.csr_matrix) -> torch.Tensor:
         """(X.shape[0], n_items) float32 log of the members' mean softmax."""
         total = None
@@ -59,7 +53,8 @@ class Ensemble(Recommender):
         return total.log_().sub_(math.log(len(self.members)))
 
     def ranking_scores(self, X: sp.csr_matrix) -> torch.Tensor:
-        return self.scores(X)  # already a new tensor
+        """`scores(X)`: always a new tensor."""
+        return self.scores(X)
 
     def params(self) -> dict[str, Any]:
         """{'members': [{'kind': ..., 'params': ...}, ...]} in member order."""

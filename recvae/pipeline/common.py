@@ -40,7 +40,6 @@ def config_from(overrides: dict[str, Any] | list[str] | None) -> Config:
     return apply_overrides(Config(), overrides or {}).validate()
 
 
-RUN_NAMES = {"vae": "mult-vae", "dae": "mult-dae", "recvae": "recvae"}  # MLflow run names, as before RecVAE
 
 
 def safe_name(key: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from recvae import paths
+from recvae.models.kinds import BASELINE_KINDS
 from recvae.pipeline.data import prepare_step
 from recvae.pipeline.promotion import promote_step
 from recvae.pipeline.scoring import check_db_step, score_step
@@ -17,7 +18,7 @@ def run_pipeline(
     input_path: str | None = None,
     input_format: str | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
-    baselines: list[str] = ("popularity", "als", "ease"),
+    baselines: list[str] | tuple[str, ...] = BASELINE_KINDS,
     margin: float = 0.0,
     top_n: int = 100,
     db_url: str | None = None,

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from recvae import paths
-from recvae.config import RECOMMENDER_KINDS, Config, ConfigError, apply_overrides, preset
-from recvae.pipeline.common import DEFAULT_BASELINE_GRIDS, RUN_FILE, RUN_NAMES, TAG_ROLE, TAG_RUN_KEY, safe_name
+from recvae.config import Config, ConfigError, apply_overrides, preset
+from recvae.models.kinds import RECOMMENDER_KINDS, RUN_NAMES
+from recvae.pipeline.common import DEFAULT_BASELINE_GRIDS, RUN_FILE, TAG_ROLE, TAG_RUN_KEY, safe_name
 from recvae.pipeline.data import load_snapshot
 from recvae.pipeline.promotion import align_model, aligned_scorer
 from recvae.pipeline.results import ModelRun
@@ -85,7 +86,7 @@ def train_step(
 
     from recvae import tracking
     from recvae.evaluation.metrics import evaluate
-    from recvae.training.loop import LAST_FILE, check_memory, resolve_device, train
+    from recvae.training import LAST_FILE, check_memory, resolve_device, train
 
     config = apply_overrides(preset(kind), overrides or {}).validate()
     snap = load_snapshot(snapshot_dir)

@@ -24,6 +24,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from recvae.models.base import META_FILE, Recommender, load_recommender, read_meta
+from recvae.models.kinds import EXTRA_REQUIREMENTS
 from recvae.serving.pyfunc import ARTIFACT_KEY, DEFAULT_TOP_N
 from recvae.tracking.registry import ModelNotFoundError, require_registered_model
 from recvae.tracking.runs import package_version
@@ -46,7 +47,6 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # logged with every model (co
 _BASE_REQUIREMENTS = ("mlflow", "torch", "numpy", "scipy", "pandas", "pyarrow", "threadpoolctl")
 
 
-_KIND_REQUIREMENTS: dict[str, tuple[str, ...]] = {"als": ("implicit",)}
 
 
 def id_type(values: Any) -> str:
@@ -89,7 +89,7 @@ def default_pip_requirements(rec: Recommender | None = None) -> list[str]:
     with the model); implicit only for an ALS model (or an ensemble holding one)."""
     dists = list(_BASE_REQUIREMENTS)
     for kind in sorted(_kinds(rec)) if rec is not None else ():
-        dists += [d for d in _KIND_REQUIREMENTS.get(kind, ()) if d not in dists]
+        dists += [d for d in EXTRA_REQUIREMENTS.get(kind, ()) if d not in dists]
     reqs = []
     for dist in dists:
         try:

@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 from recommender_contract import RecommenderContract
 
-from recvae.config import ModelConfig, TrainConfig
+from recvae.config import Config, ModelConfig, TrainConfig
 from recvae.data.idmap import IdMap
-from recvae.models.base import load_recommender
+from recvae.models.base import Estimator, load_recommender
 from recvae.models.baselines import EASE, Popularity
 from recvae.models.ensemble import MEMBERS_DIR, Ensemble
-from recvae.models.multvae import MultVAERecommender
+from recvae.training import VAETrainer
 
 
-def vae(seed: int) -> MultVAERecommender:
-    return MultVAERecommender(model_config=ModelConfig(hidden_dims=(32,), latent_dim=16),
-                              train_config=TrainConfig(epochs=20, batch_size=32, lr=5e-3, num_threads=1, seed=seed))
+def vae(seed: int) -> VAETrainer:
+    return VAETrainer(Config(model=ModelConfig(hidden_dims=(32,), latent_dim=16),
+                             train=TrainConfig(epochs=20, batch_size=32, lr=5e-3, num_threads=1, seed=seed)))
+
+
+@dataclass
+class EnsembleOf:
+    """The ensemble of what its members' estimators fit (an ensemble is built from fitted members)."""
+
+    members: list[Estimator]
+
+    def fit(self, train: sp.csr_matrix) -> Ensemble:
+        return Ensemble([m.fit(train) for m in self.members])
 
 
 class TestEnsembleContract(RecommenderContract):
-    def make_model(self) -> Ensemble:
-        return Ensemble([vae(1), vae(2)])
+    def make_model(self) -> EnsembleOf:
+        return EnsembleOf([vae(1), vae(2)])
 
 
 def matrix(seed: int = 0, n_users: int = 40, n_items: int = 25) -> sp.csr_matrix:

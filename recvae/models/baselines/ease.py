@@ -1,0 +1,163 @@
+"""EASE (Steck, WWW 2019): the embarrassingly shallow autoencoder, a closed-form item x item weight matrix."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.linalg.lapack as lapack
+import scipy.sparse as sp
+import torch
+
+from recvae.models.baselines.common import Baseline, as_csr, require_fitted
+
+logger = logging.getLogger(__name__)
+
+# Share of the available memory EASE may plan to use; the rest is headroom for everything else.
+MEMORY_HEADROOM = 0.8
+
+
+def available_memory_bytes() -> int:
+    """Memory available to a new allocation on this machine (Linux MemAvailable, else physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+class EASE(Baseline):
+    """Embarrassingly Shallow Autoencoder (Steck 2019): a closed-form item x item weight matrix.
+
+    B = -P / diag(P) with P = (X^T X + lam I)^-1 and diag(B) = 0; a user's scores are x_u B.
+
+    Parameters
+    ----------
+    lam : float, optional
+        L2 regularisation lambda added to the Gram matrix's diagonal (> 0). Default 500.
+    max_memory_bytes : int, optional
+        Refuse to fit when the dense item x item matrices need more than this. Default: 80 % of the
+        memory available when `fit` is called. Not a hyperparameter (not stored).
+
+    Attributes
+    ----------
+    B : ndarray of float32, shape (n_items, n_items)
+        The learned weights; zero diagonal.
+    """
+
+    kind = "ease"
+
+    def __init__(self, lam: float = 500.0, max_memory_bytes: int | None = None) -> None:
+        if not lam > 0:
+            raise ValueError(f"EASE lam must be > 0; got {lam}")
+        self.lam = float(lam)
+        self.max_memory_bytes = max_memory_bytes
+        self.B: np.ndarray | None = None
+        self.n_items = 0
+
+    @staticmethod
+    def memory_needed(n_items: int) -> int:
+        """Bytes of the dense float64 work matrix plus the float32 weights for `n_items` items."""
+        return n_items * n_items * (8 + 4)
+
+    def check_memory(self, n_items: int) -> None:
+        """Raise MemoryError when the dense item x item matrices for `n_items` would not fit."""
+        needed = self.memory_needed(n_items)
+        limit = self.max_memory_bytes
+        if limit is None:
+            limit = int(available_memory_bytes() * MEMORY_HEADROOM)
+        if needed > limit:
+            raise MemoryError(
+                f"EASE needs dense {n_items:,} x {n_items:,} item matrices ({needed / 2**30:.1f} GiB) but only "
+                f"{limit / 2**30:.1f} GiB may be used; keep fewer items (data.min_item_count) or use ALS"
+            )
+
+    def fit(self, train: sp.csr_matrix, **kwargs: Any) -> EASE:
+        """Solve the closed form on `train`.
+
+        Parameters
+        ----------
+        train : csr_matrix
+            Users x items training interactions.
+
+        Raises
+        ------
+        MemoryError
+            When the dense item x item matrices would not fit in memory.
+        """
+        train = as_csr(train)
+        n = int(train.shape[1])
+        self.check_memory(n)
+        start = time.perf_counter()
+        G = gram_matrix(train)
+        G[np.diag_indices(n)] += self.lam
+        P = spd_inverse(G)  # overwrites G
+        P /= -np.diag(P)[None, :]
+        np.fill_diagonal(P, 0.0)
+        self.B = P.astype(np.float32)
+        self.n_items = n
+        logger.info("EASE lam=%g fitted on %d users x %d items in %.1fs", self.lam, train.shape[0], n,
+                    time.perf_counter() - start)
+        return self
+
+    def scores(self, X: sp.csr_matrix) -> torch.Tensor:
+        """X @ B, shape (X.shape[0], n_items), float32."""
+        B = require_fitted(self, "B")
+        X = as_csr(X, self.n_items)
+        return torch.from_numpy(np.ascontiguousarray(X @ B, dtype=np.float32))
+
+    def ranking_scores(self, X: sp.csr_matrix) -> torch.Tensor:
+        """`scores(X)`: always a new tensor."""
+        return self.scores(X)
+
+    def params(self) -> dict[str, Any]:
+        """{'lam': lambda}."""
+        return {"lam": self.lam}
+
+    def _save_state(self, path: Path) -> None:
+        np.save(path / "B.npy", require_fitted(self, "B"), allow_pickle=False)
+
+    @classmethod
+    def _load_state(cls, path: Path, meta: dict[str, Any]) -> EASE:
+        model = cls(**meta["params"])
+        model.B = np.load(path / "B.npy", allow_pickle=False)
+        model.n_items = int(model.B.shape[0])
+        return model
+
+
+def gram_matrix(X: sp.csr_matrix, block: int = 2048) -> np.ndarray:
+    """Dense float64 X^T X, built a column block at a time so the sparse product stays small."""
+    n = X.shape[1]
+    Xt = X.T.tocsr().astype(np.float64)
+    Xc = X.tocsc().astype(np.float64)
+    G = np.empty((n, n), dtype=np.float64)
+    for j0 in range(0, n, block):
+        j1 = min(n, j0 + block)
+        G[:, j0:j1] = (Xt @ Xc[:, j0:j1]).toarray()
+    return G
+
+
+def spd_inverse(G: np.ndarray, block: int = 2048) -> np.ndarray:
+    """Inverse of a symmetric positive definite float64 matrix, in place (Cholesky: LAPACK potrf/potri)."""
+    G = np.asfortranarray(G)
+    c, info = lapack.dpotrf(G, lower=False, overwrite_a=True, clean=False)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"Cholesky factorisation failed (LAPACK info={info}): matrix not positive definite")
+    P, info = lapack.dpotri(c, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"inverse from the Cholesky factor failed (LAPACK info={info})")
+    # potri fills the upper triangle only; mirror it block by block to avoid an n x n temporary.
+    n = P.shape[0]
+    for i0 in range(0, n, block):
+        i1 = min(n, i0 + block)
+        P[i0:i1, :i0] = P[:i0, i0:i1].T
+        sub = P[i0:i1, i0:i1]
+        P[i0:i1, i0:i1] = np.triu(sub) + np.triu(sub, 1).T
+    return P
