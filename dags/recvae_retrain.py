@@ -7,8 +7,8 @@ emits the `recvae_champion` asset event (its extra names the exact version), whi
 A user error (bad config, data or model reference) fails its task at once; passing faults are retried. Failures
 and a missed deadline are logged in one line and mailed when a notifier is configured (docs/airflow.md).
 
-Thin on purpose: only the light `recvae.orchestration.dag_defaults` is imported at parse time; each task imports the package
-inside its body and holds no logic of its own.
+Thin on purpose: only the light `recvae.orchestration.dag_defaults` is imported at parse time; each task imports
+the package inside its body and holds no logic of its own.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ from recvae.orchestration.dag_defaults import (
         "config": Param({}, type="object", description='overrides, e.g. {"train.epochs": 50, "train.anneal_cap": 0.2}'),
         "seeds": Param(1, type="integer", minimum=1, maximum=16,
                        description="challenger runs (train.seed, +1, ...); above 1 their ensemble is the challenger"),
-        "baselines": Param(["popularity", "als", "ease"], type="array", description="baselines to train beside the VAE"),
+        "baselines": Param(["popularity", "als", "ease"], type="array",
+                           description="baselines to train beside the VAE"),
         "promote_margin": Param(0.0, type="number", minimum=0, description="NDCG@100 margin the challenger must beat"),
         "replace_champion_of_other_items": Param(
             False, type="boolean",

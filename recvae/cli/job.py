@@ -17,7 +17,8 @@ def add_pipeline(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="PATH", help="an interactions file instead of --dataset")
     p.add_argument("--format", help="format of --input")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
-    p.add_argument("--model", choices=["vae", "dae", "recvae"], default="vae", help="the challenger (default: Mult-VAE)")
+    p.add_argument("--model", choices=["vae", "dae", "recvae"], default="vae",
+                   help="the challenger (default: Mult-VAE)")
     p.add_argument("--baselines", default="popularity,als,ease", help="comma separated; '' for none")
     p.add_argument("--margin", type=float, default=0.0, help="NDCG@100 margin the challenger must win by")
     p.add_argument("--replace-champion-of-other-items", action="store_true",
