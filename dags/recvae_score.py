@@ -5,8 +5,8 @@ A run triggered by a promotion scores exactly the version that promotion announc
 the snapshot it was validated on, even if the `champion` alias has moved since; a manual run scores the
 `model_uri` param. A user error fails its task at once; passing faults are retried.
 
-Thin on purpose: only the light `recvae.orchestration.dag_defaults` is imported at parse time; each task imports the package
-inside its body and holds no logic of its own.
+Thin on purpose: only the light `recvae.orchestration.dag_defaults` is imported at parse time; each task imports
+the package inside its body and holds no logic of its own.
 """
 
 from __future__ import annotations

@@ -90,10 +90,11 @@ class ModelConfig:
             known = ", ".join(repr(k) for k in MODEL_KINDS[:-1]) + f" or {MODEL_KINDS[-1]!r}"
             raise ConfigError(f"model.kind must be {known}; got {self.kind!r}")
         if self.latent_activation and self.kind != "vae":
-            raise ConfigError(f"model.latent_activation is for kind 'vae' (the Mult-DAE's code already goes through the "
-                              f"activation; RecVAE's decoder reads z); got kind {self.kind!r}")
+            raise ConfigError(f"model.latent_activation is for kind 'vae' (the Mult-DAE's code already goes "
+                              f"through the activation; RecVAE's decoder reads z); got kind {self.kind!r}")
         if self.kind == "recvae" and (not self.hidden_dims or len(set(self.hidden_dims)) != 1):
-            raise ConfigError(f"model.hidden_dims: recvae's hidden_dims are densely connected layers of one width; got {list(self.hidden_dims)}")
+            raise ConfigError("model.hidden_dims: recvae's hidden_dims are densely connected layers of one width; "
+                              f"got {list(self.hidden_dims)}")
         if any(int(h) < 1 for h in self.hidden_dims):
             raise ConfigError(f"model.hidden_dims: layer sizes must be >= 1; got {list(self.hidden_dims)}")
         if self.latent_dim < 1:
@@ -152,7 +153,8 @@ class TrainConfig:
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"train.lr_schedule must be constant or cosine; got {self.lr_schedule!r}")
         if self.beta_schedule not in ("anneal", "constant", "anneal_to_1"):
-            raise ConfigError(f"train.beta_schedule must be anneal, constant or anneal_to_1; got {self.beta_schedule!r}")
+            raise ConfigError(
+                f"train.beta_schedule must be anneal, constant or anneal_to_1; got {self.beta_schedule!r}")
         if not 0.0 <= self.anneal_cap <= 1.0:
             raise ConfigError(f"train.anneal_cap must be in [0, 1]; got {self.anneal_cap}")
         if not 0.0 <= self.beta <= 1.0:
@@ -263,7 +265,8 @@ def from_dict(cls: type[T], d: dict[str, Any]) -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(d) - names
     if unknown:
-        raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+        raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(names))}")
     return cls(**{k: _coerce(v, hints[k], f"{cls.__name__}.{k}") for k, v in d.items()})
 
 

@@ -71,7 +71,7 @@ def parse_level(level: int | str) -> int:
 
 
 def setup_logging(level: int | str = "INFO") -> None:
-    """Send log records of `level` and above to stderr, URL passwords masked; calling it again only changes the level."""
+    """Send log records of `level` and above to stderr, URL passwords masked; calling again only changes the level."""
     lvl = parse_level(level)
     install_secret_masking()
     root = logging.getLogger()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -201,7 +201,7 @@ def test_a_notice_that_cannot_be_sent_is_a_warning_not_an_error(monkeypatch, cap
 def _event(version: str, minutes: int, **extra):
     extra = {"model_uri": f"models:/recvae/{version}", "version": version, "snapshot_dir": f"/snaps/{version}",
              **extra}
-    when = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=minutes)
+    when = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes)
     return SimpleNamespace(extra=extra, timestamp=when, source_dag_id="recvae_retrain", source_run_id=f"run-{version}")
 
 
@@ -237,6 +237,6 @@ def test_a_manual_run_or_an_event_without_a_version_scores_the_param():
     params = {"model_uri": "models:/recvae/1", "snapshot_dir": "/s"}
     manual = airflow_tasks.score_target({"params": params, "triggering_asset_events": {}}, CHAMPION)
     assert manual == {"model_uri": "models:/recvae/1", "snapshot_dir": "/s", "event": None}
-    bare = SimpleNamespace(extra={}, timestamp=datetime.now(timezone.utc), source_dag_id=None, source_run_id=None)
+    bare = SimpleNamespace(extra={}, timestamp=datetime.now(UTC), source_dag_id=None, source_run_id=None)
     old = airflow_tasks.score_target({"params": params, "triggering_asset_events": {CHAMPION: [bare]}}, CHAMPION)
     assert old["model_uri"] == "models:/recvae/1" and old["event"] is None

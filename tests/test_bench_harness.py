@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import harness  # noqa: E402
+import harness  # noqa: E402  (bench/ is not a package: importable only once on sys.path)
 
 
 def test_write_results_writes_the_pair_with_the_command(tmp_path: Path) -> None:

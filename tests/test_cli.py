@@ -60,7 +60,8 @@ def test_debug_log_level_shows_the_exception(tmp_path):
     "args, message",
     [
         (["prepare", "--dataset", "nope", "--out", "X"], "unknown dataset 'nope'"),
-        (["prepare", "--out", "X", "--set", "data.treshold=1"], "no field 'treshold' in section data; did you mean data.threshold?"),
+        (["prepare", "--out", "X", "--set", "data.treshold=1"],
+         "no field 'treshold' in section data; did you mean data.threshold?"),
         (["prepare", "--out", "X", "--set", "split.test_prop=2"], "test_prop must be in (0, 1)"),
         (["prepare", "--input", "/no/such/file.csv", "--out", "X"], "/no/such/file.csv: file not found"),
         (["prepare", "--input", "sqlite:///x.db", "--format", "sql", "--out", "X"], "needs --sql-query"),
@@ -82,11 +83,13 @@ def test_missing_dataset_error_says_where_and_how(tmp_path, capsys, monkeypatch)
 def test_lenient_with_quarantine_file_and_previous(tmp_path, capsys):
     df = synthetic.generate("small", n_users=300, seed=2)
     df.to_csv(tmp_path / "in.csv", index=False)
-    assert cli.main(["prepare", "--input", str(tmp_path / "in.csv"), "--out", str(tmp_path / "a"), "--log-level", "ERROR"]) == 0
+    argv = ["prepare", "--input", str(tmp_path / "in.csv"), "--out", str(tmp_path / "a"), "--log-level", "ERROR"]
+    assert cli.main(argv) == 0
     with open(tmp_path / "in.csv", "a") as f:
         f.write("5,bad,4.0,1\n")
-    argv = ["prepare", "--input", str(tmp_path / "in.csv"), "--out", str(tmp_path / "b"), "--lenient", "--id-type", "int",
-            "--quarantine", str(tmp_path / "q.parquet"), "--previous", str(tmp_path / "a"), "--log-level", "ERROR"]
+    argv = ["prepare", "--input", str(tmp_path / "in.csv"), "--out", str(tmp_path / "b"), "--lenient",
+            "--id-type", "int", "--quarantine", str(tmp_path / "q.parquet"), "--previous", str(tmp_path / "a"),
+            "--log-level", "ERROR"]
     assert cli.main(argv) == 0
     assert "dropped 1 bad row(s)" in capsys.readouterr().out
     m = manifest(tmp_path / "b")

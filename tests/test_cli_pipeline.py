@@ -107,7 +107,8 @@ def test_train_recvae_registers_a_model_that_serves(home, tmp_path, capsys):
     snap = str(tmp_path / "snap")
     assert main(["prepare", "--dataset", "synthetic", "--out", snap]) == 0
     capsys.readouterr()
-    assert main(["train", "--snapshot", snap, "--model", "recvae", *FAST, "--set", "model.hidden_dims=32,32", "--set", "train.amp=bf16"]) == 0
+    assert main(["train", "--snapshot", snap, "--model", "recvae", *FAST,
+                 "--set", "model.hidden_dims=32,32", "--set", "train.amp=bf16"]) == 0
     assert "recvae" in capsys.readouterr().out
     assert main(["evaluate", "--model", "models:/recvae@challenger", "--snapshot", snap, "--split", "test"]) == 0
     assert "ndcg@100" in capsys.readouterr().out
@@ -381,7 +382,8 @@ def test_a_diverging_pipeline_promotes_nothing(home, capsys):
     assert len(lines) == 1 and "loss is" in lines[0]
     client = mlflow.MlflowClient()
     assert client.search_registered_models() == []
-    assert [r.info.status for r in client.search_runs([client.get_experiment_by_name("recvae").experiment_id])] == ["FAILED"]
+    runs = client.search_runs([client.get_experiment_by_name("recvae").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
 
 
 def kill_at_epoch(monkeypatch, epoch: int) -> None:

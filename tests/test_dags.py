@@ -86,7 +86,8 @@ def test_retrain_then_score_on_movielens(airflow_db, data_home, stack):
     # A worse challenger (barely trained; a RecVAE this time, through the DAG's `model` param) is evaluated but
     # does not replace the champion.
     worse = {**FAST, "train.epochs": 1, "train.lr": 1e-6}
-    again = run_dag_test(_dag("recvae_retrain"), dataset="ml-100k", model="recvae", config=worse, baselines=["popularity"])
+    again = run_dag_test(_dag("recvae_retrain"), dataset="ml-100k", model="recvae", config=worse,
+                         baselines=["popularity"])
     assert again.state == "success", again.task_states
     rejected = again.xcom("promote")
     assert not rejected["promoted"]
@@ -176,7 +177,8 @@ def test_two_seeds_promote_their_ensemble_and_score_it(airflow_db, stack):
     seeds = {mlflow.get_run(r["run_id"]).data.params["train.seed"] for r in (first, other)}
     assert seeds == {"98765", "98766"}
     combined = retrain.xcom("combine_seeds")
-    assert combined["kind"] == "ensemble" and combined["model_version"] not in (first["model_version"], other["model_version"])
+    assert combined["kind"] == "ensemble"
+    assert combined["model_version"] not in (first["model_version"], other["model_version"])
     decision = retrain.xcom("promote")
     assert decision["promoted"] and _champion() == combined["model_version"] == decision["version"]
     members = mlflow.artifacts.load_dict(f"runs:/{combined['run_id']}/members.json")["members"]
@@ -218,7 +220,8 @@ def test_a_user_error_fails_its_task_at_once(airflow_db, stack, caplog):
     assert tries["build_snapshot"] == 1 and tries["extra_seeds"] == 1  # never up_for_retry
     assert elapsed < 25, f"{elapsed:.0f} s: the failing tasks waited for retries"
     assert (f"recvae: task recvae_retrain.build_snapshot failed in run {result.run_id} (try 1, not retried): "
-            "ConfigError: override 'train.epoch': no field 'epoch' in section train; did you mean train.epochs?") in caplog.text
+            "ConfigError: override 'train.epoch': no field 'epoch' in section train; "
+            "did you mean train.epochs?") in caplog.text
 
 
 def test_a_failure_is_summarised_in_the_log_and_mailed(airflow_db, stack, monkeypatch, caplog):
@@ -296,7 +299,7 @@ def test_each_scoring_run_scores_the_version_its_promotion_announced(airflow_db,
     events = [e for e in _champion_events() if e.source_run_id in (first.run_id, second.run_id)]
     assert [e.source_run_id for e in events] == [first.run_id, second.run_id]
     snapshot = first.xcom("build_snapshot")
-    for event, version, run in zip(events, (v1, v2), (first, second)):
+    for event, version, run in zip(events, (v1, v2), (first, second), strict=True):
         assert event.extra == {"model_name": "recvae", "version": version, "model_uri": f"models:/recvae/{version}",
                                "run_id": run.xcom("promote")["run_id"], "snapshot_id": snapshot["snapshot_id"],
                                "snapshot_dir": snapshot["snapshot_dir"],
@@ -304,7 +307,7 @@ def test_each_scoring_run_scores_the_version_its_promotion_announced(airflow_db,
         assert event.extra == run.xcom("announce_champion")
 
     # the alias now points at v2, yet the run of v1's event scores v1, and the run of v2's event v2
-    for event, version in zip(events, (v1, v2)):
+    for event, version in zip(events, (v1, v2), strict=True):
         with monkeypatch.context() as patch:
             _triggered_by(patch, event.id)
             score = run_dag_test(_dag("recvae_score"), top_n=5, n_shards=1)

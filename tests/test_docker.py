@@ -517,7 +517,7 @@ def test_no_plaintext_secrets():
     assert {"POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY"} <= secrets
     for key in secrets:
         assert re.search(rf"\${{{key}:\?", COMPOSE.read_text()), f"{key} must be required (${{{key}:?...}})"
-    for key, value in dockerfile_env().items():
+    for key in dockerfile_env():
         assert not any(w in key for w in SECRET_WORDS), f"Dockerfile bakes {key} into the image"
     assert (DOCKER / ".gitignore").read_text().split().count(".env") == 1, "docker/.env must be git-ignored"
 

@@ -1,4 +1,5 @@
-"""recvae.evaluation.metrics against plain-Python loops written from the paper's definitions (Liang et al. 2018) and LightGCN's."""
+"""recvae.evaluation.metrics against plain-Python loops written from the paper's definitions (Liang et al. 2018)
+and LightGCN's."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ def ndcg_loop(scores: list[float], relevant: set[int], k: int, excluded: set[int
     return dcg / idcg
 
 
-def recall_loop(scores: list[float], relevant: set[int], k: int, denominator: str, excluded: set[int] = frozenset()) -> float:
+def recall_loop(
+    scores: list[float], relevant: set[int], k: int, denominator: str, excluded: set[int] = frozenset()
+) -> float:
     hits = sum(1 for item in ranking(scores, excluded)[:k] if item in relevant)
     return hits / (min(k, len(relevant)) if denominator == "min" else len(relevant))
 
@@ -100,9 +103,12 @@ def test_evaluate_excludes_seen_items_and_users_without_heldout(rng) -> None:
     foldin, heldout = sp.csr_matrix(seen.astype(np.float32)), sp.csr_matrix(held.astype(np.float32))
     table = torch.from_numpy(scores)
 
-    def score_fn(X: sp.csr_matrix, _offset=[0]) -> torch.Tensor:
-        out = table[_offset[0] : _offset[0] + X.shape[0]].clone()
-        _offset[0] += X.shape[0]
+    offset = 0  # evaluate() scores the users in order, one batch per call
+
+    def score_fn(X: sp.csr_matrix) -> torch.Tensor:
+        nonlocal offset
+        out = table[offset : offset + X.shape[0]].clone()
+        offset += X.shape[0]
         return out
 
     names = ("ndcg@10", "recall@10", "recall_all@10", "ndcg@100")

@@ -15,19 +15,16 @@ import scipy.sparse as sp
 import torch
 
 mlflow = pytest.importorskip("mlflow")
-from mlflow import MlflowClient  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402  (below the importorskip: without mlflow the module is skipped)
 
-from recvae import (
-    paths,  # noqa: E402
-    tracking,  # noqa: E402
-)
-from recvae.config import Config  # noqa: E402
-from recvae.data.idmap import IdMap  # noqa: E402
-from recvae.data.snapshot import Snapshot  # noqa: E402
-from recvae.evaluation.metrics import EvalResult  # noqa: E402
-from recvae.models import base as recommender_mod  # noqa: E402
-from recvae.models.base import Recommender  # noqa: E402
-from recvae.serving.pyfunc import recommend_frame  # noqa: E402
+from recvae import paths, tracking  # noqa: E402  (idem: they import mlflow)
+from recvae.config import Config  # noqa: E402  (idem)
+from recvae.data.idmap import IdMap  # noqa: E402  (idem)
+from recvae.data.snapshot import Snapshot  # noqa: E402  (idem)
+from recvae.evaluation.metrics import EvalResult  # noqa: E402  (idem)
+from recvae.models import base as recommender_mod  # noqa: E402  (idem)
+from recvae.models.base import Recommender  # noqa: E402  (idem)
+from recvae.serving.pyfunc import recommend_frame  # noqa: E402  (idem)
 
 N_ITEMS = 20
 
@@ -474,7 +471,8 @@ def test_popularity_baseline_round_trip(store):
 
 
 def test_compare_runs_table(store):
-    for name, kind, ndcg, lr in [("vae-a", "multvae", 0.30, 1e-3), ("pop", "popularity", 0.10, None), ("vae-b", "multvae", 0.42, 3e-4)]:
+    runs = [("vae-a", "multvae", 0.30, 1e-3), ("pop", "popularity", 0.10, None), ("vae-b", "multvae", 0.42, 3e-4)]
+    for name, kind, ndcg, lr in runs:
         with tracking.start_run("exp-cmp", name, tags={"model_kind": kind}):
             if lr is not None:
                 tracking.log_params({"train": {"lr": lr}})

@@ -9,7 +9,7 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-from recvae import tracking  # noqa: E402
+from recvae import tracking  # noqa: E402  (below the importorskip: it imports mlflow)
 
 N_PROCESSES = 4
 

@@ -17,7 +17,8 @@ def add_prepare(subparsers: Any) -> argparse.ArgumentParser:
         "Without --dataset or --input the synthetic 'small' preset is used.",
     )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--dataset", metavar="NAME", help="a named dataset (ml-100k, ml-1m, ml-1m-pro-sg, ml-20m, gowalla, "
+    src.add_argument("--dataset", metavar="NAME",
+                     help="a named dataset (ml-100k, ml-1m, ml-1m-pro-sg, ml-20m, gowalla, "
                      "synthetic, ...), looked up in $RECVAE_DATA_HOME then ~/.cache/recvae")
     src.add_argument("--input", metavar="PATH", help="an input file or folder (for --format sql: a SQLAlchemy URL)")
     p.add_argument("--format", choices=["movielens", "csv", "parquet", "pro_sg", "lightgcn", "sql"],
@@ -32,7 +33,8 @@ def add_prepare(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--encoding", default="utf-8", help="csv text encoding (default utf-8), e.g. latin-1")
     p.add_argument("--implicit", action="store_true", help="every row is a positive: no binarization")
     p.add_argument("--sql-query", metavar="SQL", help="table name or SELECT query for --format sql")
-    p.add_argument("--out", required=True, metavar="DIR", help="snapshot folder to write (must not hold another snapshot)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="snapshot folder to write (must not hold another snapshot)")
     p.add_argument("--previous", metavar="SNAPSHOT_DIR", help="earlier snapshot whose user/item indices are kept")
     p.add_argument("--lenient", action="store_true", help="drop and quarantine bad rows instead of failing")
     p.add_argument("--quarantine", metavar="FILE", help="where lenient mode writes bad rows (.csv or .parquet); "
@@ -42,6 +44,11 @@ def add_prepare(subparsers: Any) -> argparse.ArgumentParser:
                    help="override a config field, e.g. data.threshold=none or split.n_heldout_users=1000 (repeatable)")
     p.add_argument("--seed", type=int, help="seed of the split (and of the synthetic generator)")
     return p
+
+
+def _column(option: str | None) -> str | None:
+    """A column option; None for '', 'none' or 'null' (the data has no such column)."""
+    return None if option is None or option.strip().lower() in ("", "none", "null") else option
 
 
 def _source_from_args(args: argparse.Namespace) -> Any:
@@ -55,15 +62,14 @@ def _source_from_args(args: argparse.Namespace) -> Any:
             raise ConfigError("--format needs --input")
         params = {"preset": "small", "seed": args.seed if args.seed is not None else 0}
         return Source(format="synthetic", dataset="synthetic", synthetic=params)
-    none = lambda v: None if v is None or v.strip().lower() in ("", "none", "null") else v  # noqa: E731
     kwargs: dict[str, Any] = dict(
         user_col=args.user_col,
         item_col=args.item_col,
-        rating_col=None if args.implicit else none(args.rating_col),
-        time_col=none(args.time_col),
+        rating_col=None if args.implicit else _column(args.rating_col),
+        time_col=_column(args.time_col),
         id_type=args.id_type,
         encoding=args.encoding,
-        implicit=args.implicit or none(args.rating_col) is None,
+        implicit=args.implicit or _column(args.rating_col) is None,
     )
     if args.sep is not None:
         kwargs["sep"] = "\t" if args.sep in ("\\t", "tab", "TAB") else args.sep

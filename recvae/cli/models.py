@@ -76,7 +76,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def add_ensemble(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("ensemble", help="combine trained models (e.g. seeds of one config) into one, logged to MLflow",
+    p = subparsers.add_parser("ensemble",
+                              help="combine trained models (e.g. seeds of one config) into one, logged to MLflow",
                               description="Average the members' softmax over the items, evaluate the ensemble on the "
                               "snapshot's validation and test users, log it as its own run and register a version "
                               "(alias 'challenger').")
@@ -155,7 +156,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def add_promote(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("promote", help="point an alias (default champion) at a registered version, e.g. a rollback")
+    p = subparsers.add_parser("promote",
+                              help="point an alias (default champion) at a registered version, e.g. a rollback")
     p.add_argument("--name", default="recvae")
     p.add_argument("--version", required=True)
     p.add_argument("--alias", default="champion")

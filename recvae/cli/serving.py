@@ -18,7 +18,8 @@ def add_recommend(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--snapshot", metavar="DIR", help="snapshot whose users are scored (default: the latest)")
     p.add_argument("--users", metavar="FILE", help="CSV of user,item histories to fold in (users not in training); "
                    "the lists go to --out (or stdout), not to the published tables")
-    p.add_argument("--user-ids", metavar="ID", nargs="+", help="score only these users of the snapshot (to --out/stdout)")
+    p.add_argument("--user-ids", metavar="ID", nargs="+",
+                   help="score only these users of the snapshot (to --out/stdout)")
     p.add_argument("--out", metavar="CSV", help="where --users/--user-ids lists are written (default: stdout)")
     p.add_argument("--top-n", type=int, default=100)
     p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")

@@ -21,7 +21,15 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, AsyncCallback, DeadlineAlert, DeadlineReference, Param
+
+# airflow.sdk exports AsyncCallback, DeadlineAlert and DeadlineReference, but its __init__.pyi does not list them
+from airflow.sdk import (  # type: ignore[attr-defined]
+    Asset,
+    AsyncCallback,
+    DeadlineAlert,
+    DeadlineReference,
+    Param,
+)
 
 from recvae.config import ConfigError, split_assignment
 

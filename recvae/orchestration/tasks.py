@@ -9,7 +9,10 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +37,9 @@ def error_line(exc: BaseException | str | None) -> str:
 def recvae_task(*, tracking: bool = True) -> Iterator[None]:
     """Run a task body the project's way: the Airflow Variables applied, URL passwords masked in the task log and,
     with `tracking`, MLflow pointed at its store with its log records at their own level (see
-    `recvae.orchestration.variables.use_airflow_variables`). A user error (`recvae.errors.user_errors()`: bad config, data, model
-    reference, ...) fails the task at once with its one masked line, since a retry would fail the same way;
-    anything else (a database or tracking server away) keeps the task's retries."""
+    `recvae.orchestration.variables.use_airflow_variables`). A user error (`recvae.errors.user_errors()`: bad config,
+    data, model reference, ...) fails the task at once with its one masked line, since a retry would fail the same
+    way; anything else (a database or tracking server away) keeps the task's retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from recvae.errors import is_user_error
@@ -171,8 +174,9 @@ def notify(context: Mapping[str, Any], line: str) -> bool:
         return False
     # Every field given and notify() called directly: nothing is rendered as a template (an error message may hold
     # "{{", and a DAG callback's context may hold a serialized DAG, which has no template environment).
+    # `context` is the callback's Airflow context (for a deadline callback a plain dict), hence the cast
     SmtpNotifier(to=to, from_email=sender, smtp_conn_id=conn_id, subject=line[:SUBJECT_MAX],
-                 html_content=f"<pre>{html.escape(line, quote=False)}</pre>").notify(dict(context))
+                 html_content=f"<pre>{html.escape(line, quote=False)}</pre>").notify(cast("Context", dict(context)))
     logger.info("failure notice sent to %s through connection %s", ", ".join(to), conn_id)
     return True
 

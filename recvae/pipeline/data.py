@@ -1,4 +1,4 @@
-"""Data steps: build a snapshot under the local home (idempotent: the same data gives the same snapshot) and find one."""
+"""Data steps: build a snapshot under the local home (idempotent: the same data gives the same snapshot), find one."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def prepare_step(
     overrides: dict[str, Any] | list[str] | None = None,
     run_key: str | None = None,
 ) -> SnapshotResult:
-    """Ingest, validate and split into a snapshot under `paths.snapshots_dir()`; the same data gives the same snapshot."""
+    """Ingest, validate and split into a snapshot under `paths.snapshots_dir()`; same data, same snapshot."""
     from recvae.data.prepare import Source, prepare
 
     config = config_from(overrides)
@@ -58,5 +58,6 @@ def load_snapshot(snapshot_dir: str | Path | None):
 
     path = Path(snapshot_dir) if snapshot_dir else latest_snapshot()
     if path is None:
-        raise SnapshotError(f"no snapshot given and none built yet under {paths.snapshots_dir()}; run `recvae prepare` first")
+        raise SnapshotError(
+            f"no snapshot given and none built yet under {paths.snapshots_dir()}; run `recvae prepare` first")
     return Snapshot.load(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from recvae import paths
@@ -18,7 +19,7 @@ def run_pipeline(
     input_path: str | None = None,
     input_format: str | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
-    baselines: list[str] | tuple[str, ...] = BASELINE_KINDS,
+    baselines: Sequence[str] = BASELINE_KINDS,
     margin: float = 0.0,
     top_n: int = 100,
     db_url: str | None = None,
@@ -37,8 +38,8 @@ def run_pipeline(
     snap = prepare_step(dataset=dataset, input_path=input_path, input_format=input_format, overrides=overrides)
     challenger = train_step(snap["snapshot_dir"], overrides=overrides, kind=kind, experiment=experiment,
                             model_name=model_name, run_key=f"pipeline-{key}-{kind}")
-    fitted = [baseline_step(kind, snap["snapshot_dir"], experiment=experiment, run_key=f"pipeline-{key}-{kind}")
-              for kind in baselines]
+    fitted = [baseline_step(b, snap["snapshot_dir"], experiment=experiment, run_key=f"pipeline-{key}-{b}")
+              for b in baselines]
     decision = promote_step(challenger, fitted, snapshot_dir=snap["snapshot_dir"], model_name=model_name, margin=margin,
                             replace_champion_of_other_items=replace_champion_of_other_items)
     champion = decision["model_uri"] if decision["champion_version"] else None

@@ -1,9 +1,10 @@
-"""The promotion step: the challenger becomes champion only when it beats the champion and every baseline on the same validation users."""
+"""The promotion step: the challenger becomes champion only when it beats the champion and every baseline on the
+same validation users."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def _refusal(model_name: str, version: str, current: str, overlap: dict[str, Any
 
 def promote_step(
     challenger: Mapping[str, Any],
-    baselines: list[Mapping[str, Any]],
+    baselines: Sequence[Mapping[str, Any]],
     *,
     snapshot_dir: str | Path | None,
     model_name: str = "recvae",
@@ -156,7 +157,8 @@ def promote_step(
     rivals: list[tuple[str, float]] = [(f"baseline {b['kind']}", float(b["val_ndcg@100"])) for b in baselines
                                        if b.get("val_ndcg@100") is not None]
     current = tracking.get_alias(model_name, CHAMPION)
-    overlap, replaced = None, None
+    overlap: dict[str, Any] | None = None
+    replaced: str | None = None
     if current is not None and current != str(version):
         champion_score, overlap = _champion_on_snapshot(model_name, current, snapshot_dir)
         if champion_score is not None:
@@ -175,13 +177,14 @@ def promote_step(
     else:
         beaten = ", ".join(verdict.beaten) or "nothing (first model)"
         reason = f"promoted challenger v{version}: validation NDCG@100 {score:.4f} beats {beaten} by > {margin}"
-        if replaced:
+        if replaced and overlap is not None:  # replaced is only set with the overlap that made it so
             reason += (f", replacing champion v{replaced} of other items ({overlap['share']:.1%} in common) as "
                        "replace_champion_of_other_items asked")
         tracking.promote(model_name, version, CHAMPION)
     logger.info(reason)
     _tag_decision(challenger["run_id"], "promoted" if promoted else "rejected", reason, overlap)
     return Decision(promoted=promoted, reason=reason, version=str(version), model_name=model_name,
-                    run_id=challenger["run_id"], val_ndcg_at_100=float(score), model_uri=f"models:/{model_name}@{CHAMPION}",
+                    run_id=challenger["run_id"], val_ndcg_at_100=float(score),
+                    model_uri=f"models:/{model_name}@{CHAMPION}",
                     champion_version=str(version) if promoted else current, previous_champion=current,
                     champion_overlap=overlap, replaced_champion_of_other_items=replaced)

@@ -80,7 +80,9 @@ def load_titles(store: Any, snap: Any, batch: Any) -> int:
     return 0 if meta is None else store.write_items(batch, meta)
 
 
-def score_shard_step(batch: dict[str, Any], shard: int, *, db_url: str, chunk_size: int | None = None) -> dict[str, Any]:
+def score_shard_step(
+    batch: dict[str, Any], shard: int, *, db_url: str, chunk_size: int | None = None
+) -> dict[str, Any]:
     """Score shard `shard` of the batch's users into staging (a re-run replaces that shard's rows)."""
     from recvae import tracking
     from recvae.serving.recommend import default_chunk_size, recommend_to_store

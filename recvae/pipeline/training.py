@@ -1,4 +1,5 @@
-"""Training steps: the challenger (resumable, reusing a finished run of the same key), its seeds and their ensemble, and the baselines, each logged to MLflow."""
+"""Training steps: the challenger (resumable, reusing a finished run of the same key), its seeds and their
+ensemble, and the baselines, each logged to MLflow."""
 
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ def train_step(
     resume: bool = True,
     reuse_finished: bool = True,
 ) -> ModelRun:
-    """Train Mult-VAE (or Mult-DAE, or RecVAE) from its preset plus `overrides`, log everything to MLflow, register a version and point `challenger` at it.
+    """Train Mult-VAE (or Mult-DAE, or RecVAE) from its preset plus `overrides`, log everything to MLflow, register
+    a version and point `challenger` at it.
 
     `run_key` names the work folder (checkpoints) and tags the run: with `resume` a killed run continues from its
     last checkpoint in the same MLflow run, and with `reuse_finished` a run already finished for the key is returned
@@ -153,7 +155,7 @@ def _log_challenger(rec: Any, snap: Any, model_name: str | None) -> str | None:
 
     info = tracking.log_recommender(rec, registered_model_name=model_name, snapshot=snap)
     version = str(info.registered_model_version) if model_name and info.registered_model_version else None
-    if version:
+    if model_name and version:  # a version is only registered under a name
         mlflow.set_tag("recvae.model_version", version)
         tracking.set_alias(model_name, CHALLENGER, version)
     return version
@@ -270,7 +272,8 @@ def ensemble_step(
         logger.warning("ensemble members of kind %s do not score with logits: the softmax of their scores is a ranking "
                        "device, not their distribution, and their scale weighs them", ", ".join(not_logits))
     scorer = aligned_scorer(ens, align_model(ens, snap, "the ensemble"))
-    with tracking.start_run(experiment, run_name="ensemble", tags={TAG_RUN_KEY: run_key or "", TAG_ROLE: CHALLENGER}) as run:
+    tags = {TAG_RUN_KEY: run_key or "", TAG_ROLE: CHALLENGER}
+    with tracking.start_run(experiment, run_name="ensemble", tags=tags) as run:
         mlflow.log_params({"n_members": len(members), "members": ", ".join(model_uris)[:6000]})
         mlflow.log_dict({"members": described}, "members.json")
         tracking.log_snapshot(snap)

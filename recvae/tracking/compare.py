@@ -35,8 +35,9 @@ def compare_runs(
     df = mlflow.search_runs(experiment_ids=[exp.experiment_id], max_results=max_results, output_format="pandas")
     if not df.empty:
         trained_on = _training_snapshots(exp.experiment_id, max_results)
-        tags = df[f"tags.{TAG_SNAPSHOT_ID}"] if f"tags.{TAG_SNAPSHOT_ID}" in df.columns else pd.Series(None, index=df.index)
-        df[f"tags.{TAG_SNAPSHOT_ID}"] = df["run_id"].map(trained_on).fillna(tags)
+        col = f"tags.{TAG_SNAPSHOT_ID}"
+        tags = df[col] if col in df.columns else pd.Series(None, index=df.index)
+        df[col] = df["run_id"].map(trained_on).fillna(tags)
         if snapshot is not None:
             df = df[df[f"tags.{TAG_SNAPSHOT_ID}"] == snapshot].dropna(axis=1, how="all")
     if df.empty:
@@ -59,7 +60,9 @@ def compare_runs(
     metrics = df[[c for c in df.columns if c.startswith("metrics.")]].rename(columns=lambda c: c[len("metrics.") :])
     params = df[[c for c in df.columns if c.startswith("params.") and not c.startswith("params.snapshot.sha256.")]]
     params = params.rename(columns=lambda c: c[len("params.") :])
-    out = pd.concat([out, metrics.reindex(sorted(metrics.columns), axis=1), params.reindex(sorted(params.columns), axis=1)], axis=1)
+    out = pd.concat(
+        [out, metrics.reindex(sorted(metrics.columns), axis=1), params.reindex(sorted(params.columns), axis=1)], axis=1
+    )
     key = metric_key(metric)
     if key in out.columns or f"best_{key}" in out.columns:
         latest = out[key] if key in out.columns else pd.Series(np.nan, index=out.index)

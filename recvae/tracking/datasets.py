@@ -32,7 +32,8 @@ def log_snapshot(snapshot: Any) -> dict[str, str]:
     """Log a Snapshot's id, counts and file hashes (params/tags), its splits as input datasets and its manifest.json."""
     manifest = dict(snapshot.manifest or {})
     sid = snapshot.snapshot_id
-    params: dict[str, Any] = {"snapshot.id": sid, "snapshot.n_users": len(snapshot.users), "snapshot.n_items": snapshot.n_items,
+    params: dict[str, Any] = {"snapshot.id": sid, "snapshot.n_users": len(snapshot.users),
+                              "snapshot.n_items": snapshot.n_items,
                               "snapshot.source": _source_text(manifest.get("source"))}
     for part, counts in snapshot.summary().items():
         params[f"snapshot.{part}.users"] = counts["users"]
@@ -40,7 +41,10 @@ def log_snapshot(snapshot: Any) -> dict[str, str]:
     for fname, digest in sorted(manifest.get("files", {}).items()):
         params[f"snapshot.sha256.{fname}"] = digest
     logged = log_params(params)
-    mlflow.set_tags({TAG_SNAPSHOT_ID: sid, **({"snapshot_path": mask_secrets(str(snapshot.path))} if snapshot.path else {})})
+    tags = {TAG_SNAPSHOT_ID: sid}
+    if snapshot.path:
+        tags["snapshot_path"] = mask_secrets(str(snapshot.path))
+    mlflow.set_tags(tags)
     log_datasets(snapshot)
     saved = Path(snapshot.path) / "manifest.json" if snapshot.path is not None else None
     if saved is not None and saved.exists():
@@ -104,7 +108,8 @@ def snapshot_datasets(snapshot: Any) -> list[tuple[SnapshotDataset, str]]:
     """(dataset, context) for each split the snapshot has: train ('training'), validation and test users."""
     sid = snapshot.snapshot_id
     source, base = _dataset_source(snapshot), _dataset_base_name(snapshot)
-    schema = Schema([ColSpec(id_type(snapshot.users.raw_ids), "user"), ColSpec(id_type(snapshot.items.raw_ids), "item")])
+    schema = Schema([ColSpec(id_type(snapshot.users.raw_ids), "user"),
+                     ColSpec(id_type(snapshot.items.raw_ids), "item")])
     out = []
     if "train" in snapshot.matrices:
         m = snapshot.train

@@ -1,4 +1,5 @@
-"""A recommender as a logged MLflow pyfunc (signature, requirements, the package as code) and loaded back from any model URI."""
+"""A recommender as a logged MLflow pyfunc (signature, requirements, the package as code) and loaded back from any
+model URI."""
 
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def model_signature(rec: Recommender, user_type: str | None = None) -> ModelSign
     user: Any = user_type or AnyType()
     return ModelSignature(
         inputs=Schema([ColSpec(user, "user"), ColSpec(item_type, "item")]),
-        outputs=Schema([ColSpec(user, "user"), ColSpec("long", "rank"), ColSpec(item_type, "item"), ColSpec("double", "score")]),
+        outputs=Schema([ColSpec(user, "user"), ColSpec("long", "rank"), ColSpec(item_type, "item"),
+                        ColSpec("double", "score")]),
         params=ParamSchema([ParamSpec("top_n", "long", DEFAULT_TOP_N)]),
     )
 
@@ -236,8 +238,11 @@ def _load_model_dir(uri: str, model_dir: Path) -> tuple[Recommender, dict[str, A
         raise ModelLoadError(where(exc)) from exc
 
 
-def load_recommender_from_uri(uri: str | Path, dst_dir: str | Path | None = None) -> tuple[Recommender, LoadedModelInfo]:
-    """Load a Recommender from models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, an MLflow URI or a directory."""
+def load_recommender_from_uri(
+    uri: str | Path, dst_dir: str | Path | None = None
+) -> tuple[Recommender, LoadedModelInfo]:
+    """Load a Recommender from models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, an MLflow URI or a
+    directory."""
     uri = str(uri)
     local = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
     name = version = alias = run_id = None

@@ -12,7 +12,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,7 @@ def start_run(
 
 
 def resumable_run(experiment: str, run_id: str | None) -> str | None:
-    """`run_id` if it is a run of `experiment` in this tracking store that did not finish (killed, failed), else None."""
+    """`run_id` if it is a run of `experiment` in this tracking store that did not finish (killed, failed), or None."""
     if not run_id:
         return None
     configure_if_needed()
@@ -210,9 +210,10 @@ class EpochLogger:
 
     def __init__(self, run_id: str | None = None) -> None:
         active = mlflow.active_run()
-        self.run_id = run_id or (active.info.run_id if active else None)
-        if self.run_id is None:
+        run_id = run_id or (active.info.run_id if active else None)
+        if run_id is None:
             raise RuntimeError("EpochLogger needs an active MLflow run or a run_id")
+        self.run_id: str = run_id
         self.client = MlflowClient()
         self.history: list[dict[str, float]] = []
 
@@ -226,8 +227,8 @@ class EpochLogger:
 
     on_epoch_end = __call__
 
-    def log_missing(self, history: list[Mapping[str, Any]], key: str = "loss") -> int:
-        """Log the epochs of `history` the run has no `key` for (one checkpointed just before a kill); returns how many."""
+    def log_missing(self, history: Sequence[Mapping[str, Any]], key: str = "loss") -> int:
+        """Log the epochs of `history` the run has no `key` for (one checkpointed just before a kill); how many."""
         logged = {m.step for m in self.client.get_metric_history(self.run_id, metric_key(key))}
         missing = [h for h in history if int(h["epoch"]) not in logged]
         for record in missing:
@@ -247,7 +248,9 @@ def log_test_metrics(result: EvalResult, prefix: str = "test_") -> dict[str, flo
     return values
 
 
-def plot_history(history: list[Mapping[str, Any]], path: str | Path | None = None, *, log_artifact: bool = True) -> Path:
+def plot_history(
+    history: Sequence[Mapping[str, Any]], path: str | Path | None = None, *, log_artifact: bool = True
+) -> Path:
     """Training curves (loss/KL, beta, validation NDCG@100 and Recall) in one PNG; logged to the active run."""
     import matplotlib
 
@@ -271,7 +274,7 @@ def plot_history(history: list[Mapping[str, Any]], path: str | Path | None = Non
         ("validation", sorted({k for r in rows for k in r if k.startswith("val_")})),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, (title, keys) in zip(axes, panels):
+    for ax, (title, keys) in zip(axes, panels, strict=True):
         drawn = False
         for key in keys:
             ys = series(key)

@@ -1,4 +1,5 @@
-"""The MLflow tracking store: where it is, created once, its experiments, and MLflow's own log lines routed through logging."""
+"""The MLflow tracking store: where it is, created once, its experiments, and MLflow's own log lines routed through
+logging."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.utils.logging_utils import MlflowLoggingStream
 
 from recvae import paths
 
@@ -35,7 +37,8 @@ def configure(tracking_uri: str | None = None) -> str:
     uri = tracking_uri or paths.default_tracking_uri()
     if uri.startswith("file:") or (not re.match(r"^[a-z][a-z0-9+.-]*:", uri) and not uri.startswith("databricks")):
         raise ValueError(
-            f"tracking URI {uri!r}: the file store is not supported by MLflow 3; use sqlite:///PATH/mlflow.db or a server URL"
+            f"tracking URI {uri!r}: the file store is not supported by MLflow 3; "
+            "use sqlite:///PATH/mlflow.db or a server URL"
         )
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
@@ -49,13 +52,14 @@ def configure(tracking_uri: str | None = None) -> str:
 MLFLOW_LOGGERS = ("mlflow", "sqlalchemy.engine", "alembic", "huey")  # those `import mlflow` configures
 
 
-class _LinesToLog:
+class _LinesToLog(MlflowLoggingStream):
     """A text stream whose lines become INFO records of a logger: what MLflow's `eprint` prints (e.g. "Created
-    version '1' of model 'recvae'.") then reaches the log at INFO instead of stderr."""
+    version '1' of model 'recvae'.") then reaches the log at INFO instead of stderr. A MlflowLoggingStream so that
+    it keeps that stream's `enabled` switch (mlflow.utils.logging_utils.disable_logging() sets it)."""
 
     def __init__(self, log: logging.Logger) -> None:
+        super().__init__()
         self.log = log
-        self.enabled = True  # mlflow.utils.logging_utils.disable_logging() sets it
         self._pending = ""
 
     def write(self, text: str) -> int:

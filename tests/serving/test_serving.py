@@ -25,13 +25,10 @@ import scipy.sparse as sp
 
 mlflow = pytest.importorskip("mlflow")
 
-from recvae import pipeline, tracking  # noqa: E402
-from recvae.data.idmap import IdMap  # noqa: E402
-from recvae.data.snapshot import Snapshot  # noqa: E402
-from recvae.serving.pyfunc import (
-    DEFAULT_TOP_N,
-    recommend_frame,  # noqa: E402
-)
+from recvae import pipeline, tracking  # noqa: E402  (after the importorskip: they import mlflow)
+from recvae.data.idmap import IdMap  # noqa: E402  (idem)
+from recvae.data.snapshot import Snapshot  # noqa: E402  (idem)
+from recvae.serving.pyfunc import DEFAULT_TOP_N, recommend_frame  # noqa: E402  (idem)
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*noload.*loader strategy"),
