@@ -44,7 +44,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # logged with every model (co
 
 
 # What loading and scoring a model imports (recvae.serving.pyfunc, recvae.models.base and the kind's module);
-# tests/test_serving.py checks the list against what a load really imports.
+# tests/serving/test_serving.py checks the list against what a load really imports.
 _BASE_REQUIREMENTS = ("mlflow", "torch", "numpy", "scipy", "pandas", "pyarrow", "threadpoolctl")
 
 

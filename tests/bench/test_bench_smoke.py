@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
 # script -> (the argument lists it is run with, in order, each plus --smoke --out OUT; the results names they write).
 # Longest first: two at a time, the short ones fill in behind them.

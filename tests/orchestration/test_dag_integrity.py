@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DAGS_DIR = REPO / "dags"
 EXPECTED_DAG_IDS = ("recvae_retrain", "recvae_score")
 # Modules a DAG file must not import at top level: the DAG processor re-parses every file every
