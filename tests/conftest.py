@@ -47,3 +47,43 @@ def restore_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow SQLite database (creating the schema takes seconds; copying it does not)."""
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def restore_tracking_uri():
+    """Leave MLflow's process-wide tracking URI (and active run) as they were, so later tests use their own store."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    previous = tracking_utils._tracking_uri
+    yield
+    if mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(previous)  # (None also clears MLFLOW_TRACKING_URI; monkeypatch then restores it)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch, empty_mlflow_db, restore_tracking_uri) -> str:
+    """A fresh SQLite tracking store (a copy of the migrated empty one) and recvae home, configured; its URI."""
+    import shutil
+
+    from recvae import tracking
+
+    db = tmp_path / "mlruns" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copy(empty_mlflow_db, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("RECVAE_HOME", str(tmp_path / "home"))
+    assert tracking.configure() == uri
+    return uri

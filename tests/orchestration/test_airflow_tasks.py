@@ -41,17 +41,11 @@ def mlflow_loggers():
 
 
 @pytest.fixture
-def tracking_store(tmp_path, monkeypatch):
+def tracking_store(tmp_path, monkeypatch, restore_tracking_uri):
     """A fresh MLflow SQLite store and recvae home for tasks that configure tracking; the URI restored after."""
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    previous = tracking_utils._tracking_uri
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("RECVAE_HOME", str(tmp_path / "home"))
-    yield tmp_path
-    import mlflow
-
-    mlflow.set_tracking_uri(previous)
+    return tmp_path
 
 
 # ------------------------------------------------------------------------------------------ the task wrapper

@@ -3,14 +3,12 @@ trained on other items is not compared unless the challenger is asked to replace
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from mlflow import MlflowClient
 
 from recvae import pipeline, tracking
 from recvae.data.idmap import IdMap
@@ -21,28 +19,10 @@ from recvae.serving.items import ItemMismatchError
 NAME = "recvae"
 
 
-@pytest.fixture(scope="module")
-def empty_db(tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{db}").search_experiments()
-    return db
-
-
 @pytest.fixture
-def store(tmp_path, monkeypatch, empty_db):
-    """A fresh MLflow store (copied from a migrated empty one) and recvae home; the tracking URI restored after."""
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    previous = tracking_utils._tracking_uri
-    db = tmp_path / "mlflow.db"
-    shutil.copy(empty_db, db)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-    monkeypatch.setenv("RECVAE_HOME", str(tmp_path / "home"))
-    tracking.configure()
-    yield
-    if mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(previous)
+def store(mlflow_store):
+    """A fresh MLflow store and recvae home (conftest's `mlflow_store`)."""
+    return mlflow_store
 
 
 def _snapshot(path: Path, item_ids: np.ndarray, seed: int) -> Path:

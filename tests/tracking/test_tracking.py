@@ -71,36 +71,14 @@ def _register_kind(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _restore_tracking_uri(monkeypatch):
-    """Leave MLflow's process-wide tracking URI as it was, so later test modules use their own store."""
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    previous = tracking_utils._tracking_uri
-    yield
-    if mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(previous)  # (None also clears MLFLOW_TRACKING_URI; monkeypatch then restores it)
-
-
-@pytest.fixture(scope="module")
-def empty_db(tmp_path_factory) -> Path:
-    """An empty, migrated MLflow SQLite database (creating the schema takes seconds; copying it does not)."""
-    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{db}").search_experiments()
-    return db
+def _restore(restore_tracking_uri):
+    """Every test here leaves MLflow's tracking URI as it found it."""
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch, empty_db) -> str:
+def store(mlflow_store) -> str:
     """A fresh SQLite tracking store for this test."""
-    db = tmp_path / "mlruns" / "mlflow.db"
-    db.parent.mkdir()
-    shutil.copy(empty_db, db)
-    uri = f"sqlite:///{db}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("RECVAE_HOME", str(tmp_path / "home"))
-    assert tracking.configure() == uri
-    return uri
+    return mlflow_store
 
 
 def _train_matrix() -> sp.csr_matrix:
@@ -138,11 +116,11 @@ def _small_snapshot(tmp_path: Path) -> Snapshot:
 # ------------------------------------------------------------------------------------------ store
 
 
-def test_default_store_lives_under_recvae_home(tmp_path, monkeypatch, empty_db):
+def test_default_store_lives_under_recvae_home(tmp_path, monkeypatch, empty_mlflow_db):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("RECVAE_HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
-    shutil.copy(empty_db, tmp_path / "home" / "mlflow.db")
+    shutil.copy(empty_mlflow_db, tmp_path / "home" / "mlflow.db")
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
