@@ -1,4 +1,5 @@
-"""Ranking metrics of Liang et al. 2018 (NDCG@k, Recall@k) and LightGCN's Recall@k, vectorized in torch."""
+"""Ranking metrics of Liang et al. 2018 (NDCG@k, Recall@k), LightGCN's Recall@k, and Precision@k, MRR@k, HitRate@k,
+MAP@k, vectorized in torch over one sorted top-K per batch."""
 
 from __future__ import annotations
 
@@ -58,16 +59,62 @@ def _recall_from_hits(hits: torch.Tensor, n_pos: torch.Tensor, k: int, denominat
     return torch.where(n > 0, found / denom.clamp(min=1), torch.full_like(found, math.nan))
 
 
+def _precision_from_hits(hits: torch.Tensor, n_pos: torch.Tensor, k: int) -> torch.Tensor:
+    """Precision@k: hits among the top k / k, whatever the number of held-out items; NaN if none."""
+    found = hits[:, :k].sum(dim=1).to(torch.float64)
+    return torch.where(n_pos > 0, found / k, torch.full_like(found, math.nan))
+
+
+def _mrr_from_hits(hits: torch.Tensor, n_pos: torch.Tensor, k: int) -> torch.Tensor:
+    """MRR@k: 1 / rank of the first hit in the top k, 0 without one; NaN if no held-out items."""
+    inv_rank = 1.0 / torch.arange(1, k + 1, device=hits.device, dtype=torch.float64)
+    # 1/rank falls with rank, so the largest over the hits is the first hit's
+    rr = (hits[:, :k].to(torch.float64) * inv_rank).amax(dim=1)
+    return torch.where(n_pos > 0, rr, torch.full_like(rr, math.nan))
+
+
+def _hitrate_from_hits(hits: torch.Tensor, n_pos: torch.Tensor, k: int) -> torch.Tensor:
+    """HitRate@k: 1 if any held-out item is in the top k, else 0; NaN if no held-out items."""
+    hit = hits[:, :k].any(dim=1).to(torch.float64)
+    return torch.where(n_pos > 0, hit, torch.full_like(hit, math.nan))
+
+
+def _map_from_hits(hits: torch.Tensor, n_pos: torch.Tensor, k: int) -> torch.Tensor:
+    """MAP@k (per user AP@k): sum of Precision@i at each hit rank i <= k, / min(k, |held-out|); NaN if none."""
+    h = hits[:, :k].to(torch.float64)
+    prec_at_i = torch.cumsum(h, dim=1) / torch.arange(1, k + 1, device=h.device, dtype=torch.float64)
+    denom = n_pos.clamp(max=k, min=1).to(torch.float64)
+    ap = (prec_at_i * h).sum(dim=1) / denom
+    return torch.where(n_pos > 0, ap, torch.full_like(ap, math.nan))
+
+
+_FROM_HITS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
+    "ndcg": _ndcg_from_hits,
+    "recall": lambda hits, n_pos, k: _recall_from_hits(hits, n_pos, k, "min"),
+    "recall_all": lambda hits, n_pos, k: _recall_from_hits(hits, n_pos, k, "all"),
+    "precision": _precision_from_hits,
+    "mrr": _mrr_from_hits,
+    "hitrate": _hitrate_from_hits,
+    "map": _map_from_hits,
+}
+METRIC_NAMES = tuple(_FROM_HITS)
+
+
 def _ranked_hits(scores: torch.Tensor, heldout: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(hit flags of each user's top-k items in rank order, number of held-out items per user)."""
     top = torch.topk(scores, k, dim=1, sorted=True).indices
     return torch.gather(heldout, 1, top) > 0, (heldout > 0).sum(dim=1)
 
 
+def _at_k(metric: str, scores: torch.Tensor, heldout: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-user values of one metric at k (k capped at the number of items)."""
+    k = min(k, scores.shape[1])
+    return _FROM_HITS[metric](*_ranked_hits(scores, heldout, k), k)
+
+
 def ndcg_at_k(scores: torch.Tensor, heldout: torch.Tensor, k: int) -> torch.Tensor:
     """Per-user NDCG@k with binary relevance; NaN for users with no held-out items."""
-    k = min(k, scores.shape[1])
-    return _ndcg_from_hits(*_ranked_hits(scores, heldout, k), k)
+    return _at_k("ndcg", scores, heldout, k)
 
 
 def recall_at_k(scores: torch.Tensor, heldout: torch.Tensor, k: int, denominator: str = "min") -> torch.Tensor:
@@ -77,29 +124,42 @@ def recall_at_k(scores: torch.Tensor, heldout: torch.Tensor, k: int, denominator
     return _recall_from_hits(hits, n_pos, k, denominator)
 
 
+def precision_at_k(scores: torch.Tensor, heldout: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-user Precision@k (hits / k); NaN for users with no held-out items."""
+    return _at_k("precision", scores, heldout, k)
+
+
+def mrr_at_k(scores: torch.Tensor, heldout: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-user reciprocal rank of the first held-out item in the top k (0 if none there); NaN if no held-out."""
+    return _at_k("mrr", scores, heldout, k)
+
+
+def hitrate_at_k(scores: torch.Tensor, heldout: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-user 1/0: is any held-out item in the top k; NaN for users with no held-out items."""
+    return _at_k("hitrate", scores, heldout, k)
+
+
+def map_at_k(scores: torch.Tensor, heldout: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-user AP@k (mean over users is MAP@k), normalised by min(k, |held-out|); NaN if no held-out."""
+    return _at_k("map", scores, heldout, k)
+
+
 def _parse(name: str) -> tuple[str, int]:
     metric, _, k = name.partition("@")
-    if metric not in ("ndcg", "recall", "recall_all") or not k.isdigit():
-        raise ValueError(f"unknown metric {name!r}; use ndcg@K, recall@K or recall_all@K")
+    if metric not in _FROM_HITS or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"unknown metric {name!r}; use NAME@K with K >= 1 and NAME one of {', '.join(METRIC_NAMES)}")
     return metric, int(k)
 
 
 def per_user_metrics(scores: torch.Tensor, heldout: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Per-user values of each metric name (e.g. 'ndcg@100', 'recall@20', 'recall_all@20')."""
+    """Per-user values of each metric name (e.g. 'ndcg@100', 'recall@20', 'recall_all@20', 'precision@10', 'map@10')."""
     parsed = {name: _parse(name) for name in names}
     if not parsed:
         return {}
     # one sorted top-K for the largest K: every smaller k's top-k is its prefix
     k_max = min(max(k for _, k in parsed.values()), scores.shape[1])
     hits, n_pos = _ranked_hits(scores, heldout, k_max)
-    out = {}
-    for name, (metric, k) in parsed.items():
-        k = min(k, k_max)
-        if metric == "ndcg":
-            out[name] = _ndcg_from_hits(hits, n_pos, k)
-        else:
-            out[name] = _recall_from_hits(hits, n_pos, k, "min" if metric == "recall" else "all")
-    return out
+    return {name: _FROM_HITS[metric](hits, n_pos, min(k, k_max)) for name, (metric, k) in parsed.items()}
 
 
 @dataclass
