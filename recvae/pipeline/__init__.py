@@ -16,6 +16,7 @@ from recvae.pipeline.promotion import (
     evaluate_model_uri,
     promote_step,
 )
+from recvae.pipeline.results import Decision, ModelRun, ScoringBatch, SnapshotResult
 from recvae.pipeline.scoring import (
     begin_score_step,
     check_db_step,
@@ -27,9 +28,9 @@ from recvae.pipeline.scoring import (
 from recvae.pipeline.training import baseline_step, challenger_seeds, combine_challengers, ensemble_step, train_step
 
 __all__ = [
-    "MIN_CHAMPION_ITEM_OVERLAP", "TAG_PROMOTION", "TAG_ROLE", "TAG_RUN_KEY", "align_model", "aligned_scorer",
-    "baseline_step", "begin_score_step", "challenger_seeds", "champion_item_overlap", "check_db_step",
-    "combine_challengers", "config_from", "ensemble_step", "evaluate_model_uri", "item_metadata", "latest_snapshot",
-    "load_snapshot", "prepare_step", "promote_step", "publish_step", "run_pipeline", "score_shard_step", "score_step",
-    "train_step",
+    "Decision", "MIN_CHAMPION_ITEM_OVERLAP", "ModelRun", "ScoringBatch", "SnapshotResult", "TAG_PROMOTION",
+    "TAG_ROLE", "TAG_RUN_KEY", "align_model", "aligned_scorer", "baseline_step", "begin_score_step",
+    "challenger_seeds", "champion_item_overlap", "check_db_step", "combine_challengers", "config_from",
+    "ensemble_step", "evaluate_model_uri", "item_metadata", "latest_snapshot", "load_snapshot", "prepare_step",
+    "promote_step", "publish_step", "run_pipeline", "score_shard_step", "score_step", "train_step",
 ]

@@ -66,6 +66,23 @@ class ModelRun(StepResult):
 
 
 @dataclass(frozen=True)
+class ScoringBatch(StepResult):
+    """A staging (or already published) batch and what its shards score: one model version on one snapshot."""
+
+    batch_key: str
+    batch_id: int
+    done: bool
+    model_uri: str
+    model_name: str
+    model_version: str | None
+    run_id: str | None
+    snapshot_dir: str
+    snapshot_id: str
+    top_n: int
+    n_shards: int
+
+
+@dataclass(frozen=True)
 class Verdict:
     """The promotion rule's answer: promote or not, and why (the rivals the challenger did not beat)."""
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from recvae.pipeline.data import load_snapshot
 from recvae.pipeline.promotion import align_model
+from recvae.pipeline.results import ScoringBatch
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ def begin_score_step(
     db_url: str,
     batch_key: str,
     model_name: str | None = None,
-) -> dict[str, Any]:
+) -> ScoringBatch:
     """Check the model and snapshot belong together, then open (or reuse) the staging batch for `batch_key`.
 
     An alias (models:/NAME@champion) is resolved here once: the batch carries the version's own URI, so every shard
@@ -53,9 +55,10 @@ def begin_score_step(
         )
         if not batch.done:  # a published batch's titles never change
             load_titles(store, snap, batch)
-    return {"batch_key": batch_key, "batch_id": batch.batch_id, "done": batch.done, "model_uri": model_uri,
-            "model_name": model_name or info.name or info.kind, "model_version": info.version, "run_id": info.run_id,
-            "snapshot_dir": str(snap.path), "snapshot_id": snap.snapshot_id, "top_n": top_n, "n_shards": n_shards}
+    return ScoringBatch(batch_key=batch_key, batch_id=batch.batch_id, done=batch.done, model_uri=model_uri,
+                        model_name=model_name or info.name or info.kind, model_version=info.version,
+                        run_id=info.run_id, snapshot_dir=str(snap.path), snapshot_id=snap.snapshot_id, top_n=top_n,
+                        n_shards=n_shards)
 
 
 def item_metadata(snap: Any) -> Any:
@@ -81,7 +84,7 @@ def load_titles(store: Any, snap: Any, batch: Any) -> int:
 
 
 def score_shard_step(
-    batch: dict[str, Any], shard: int, *, db_url: str, chunk_size: int | None = None
+    batch: Mapping[str, Any], shard: int, *, db_url: str, chunk_size: int | None = None
 ) -> dict[str, Any]:
     """Score shard `shard` of the batch's users into staging (a re-run replaces that shard's rows)."""
     from recvae import tracking
@@ -102,7 +105,7 @@ def score_shard_step(
     return {"shard": shard, **summary.to_dict()}
 
 
-def publish_step(batch: dict[str, Any], *, db_url: str, retention: int | None = None) -> dict[str, Any]:
+def publish_step(batch: Mapping[str, Any], *, db_url: str, retention: int | None = None) -> dict[str, Any]:
     """Check the staging batch holds every shard's rows and make it current in one transaction."""
     from recvae.serving.store import RecommendationStore
 

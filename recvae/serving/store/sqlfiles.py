@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from recvae.config import ConfigError, split_assignment
 from recvae.serving.store.errors import StoreError
 from recvae.serving.store.names import TableNames, validate_identifier
 
@@ -101,10 +102,10 @@ def parse_query_params(name: str, pairs: Sequence[str], tables: TableNames | Non
     sql = load_query(name, tables)
     params: dict[str, Any] = {"n": 10} if "n" in query_params(sql) else {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise StoreError(f"query {name}: expected a parameter as NAME=VALUE, got {pair!r}")
+        try:
+            key, value = split_assignment(pair, "a parameter as NAME=VALUE")
+        except ConfigError as exc:
+            raise StoreError(f"query {name}: {exc}") from None
         if key in INTEGER_PARAMS:
             try:
                 params[key] = int(value.strip())
