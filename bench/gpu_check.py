@@ -41,7 +41,7 @@ REFERENCE_USERS_S = {(500, "fp32"): 122_000, (500, "bf16"): 97_000, (4096, "fp32
 BATCHES = (500, 4096, 24576)
 PRECISIONS = ("fp32", "bf16")
 # name -> (warm-up updates, timed updates, seconds cap per configuration, users scored, seconds cap on scoring)
-PLANS = {"full": (5, 30, 40.0, 1_000_000, 150.0), "quick": (3, 15, 15.0, 200_000, 40.0),
+PLANS = {"full": (5, 30, 25.0, 1_000_000, 90.0), "quick": (3, 15, 10.0, 200_000, 30.0),
          "smoke": (1, 3, 10.0, 4_000, 10.0)}
 SMOKE_MODEL = {"model.hidden_dims": [32], "model.latent_dim": 16}
 TOP_N = 100

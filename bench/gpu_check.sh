@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, start to end, in one call (about 6 minutes on one H100; --quick about 3):
+# The GPU check, start to end, in one call (each part time-capped: at most about 7 minutes on one H100, --quick 3):
 #   1. the CUDA tests: pytest -m cuda tests/cuda (deselected from every other pytest run), time-boxed;
 #   2. bench/gpu_check.py: training users/s at the ML-20M shape (fp32, bf16; batches 500, 4096, 24576) and
 #      scoring users/s for 1M users, written to bench/results/gpu.json and gpu.md with the tests' counts.
@@ -26,7 +26,7 @@ PY="${PYTHON:-.venv/bin/python}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TQDM_DISABLE=1 OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 
 if "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-  mode=(); tests_timeout=180
+  mode=(); tests_timeout=150
   "$PY" -c 'import torch; print("gpu_check: CUDA device:", torch.cuda.get_device_name(0), "torch", torch.__version__)'
 else
   echo "gpu_check: NO CUDA DEVICE FOUND (torch.cuda.is_available() is False): running the CPU fallback;" \

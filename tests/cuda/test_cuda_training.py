@@ -16,7 +16,7 @@ from recvae.serving.topn import iter_topn
 from recvae.training import TrainResult, fit_model, load_best
 
 pytestmark = pytest.mark.cuda
-SETTINGS = {"train.device": "cuda", "train.epochs": 3, "train.batch_size": 64, "model.hidden_dims": [64],
+SETTINGS = {"train.device": "cuda", "train.epochs": 5, "train.batch_size": 64, "model.hidden_dims": [64],
             "model.latent_dim": 16, "train.eval_batch_size": 100}
 
 
