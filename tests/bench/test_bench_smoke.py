@@ -37,6 +37,7 @@ NO_SMOKE = {
     "peers/peer_cornac.py": "runs only inside bench/peers/.venv-cornac, which run.py installs from the package "
                             "index (minutes); peers/run.py --smoke runs ours alone",
     "peers/peer_ours.py": "a child of peers/run.py, whose smoke runs all three of its tasks (train, scoring, profile)",
+    "gpu_check.py": "run through bench/gpu_check.sh, whose CPU fallback tests/bench/test_gpu_check.py runs",
     "collect.py": "writes no results pair: test_collect_assembles_the_smoke_results runs it on the smoke outputs",
 }
 TIMEOUT_S = 300
