@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("INFO")
     os.environ.setdefault("TQDM_DISABLE", "1")
     harness.SCRATCH.mkdir(parents=True, exist_ok=True)
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="prepare-", dir=harness.SCRATCH))
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="prepare-", dir=harness.scratch_dir()))
     work.mkdir(parents=True, exist_ok=True)
     report = {"command": harness.command_line(__file__, argv), "date": harness.now(),
               "machine": harness.machine_info(("numpy", "pandas", "pyarrow"), gpu=False)}

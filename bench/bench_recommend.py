@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = json.loads(res_file.read_text()) if res_file.exists() else {"parts": {}}
     res["machine"] = machine()
     work = Path(args.workdir) if args.workdir else (
-        Path(tempfile.mkdtemp(prefix="recommend-", dir=harness.SCRATCH)) if args.smoke else DEFAULT_WORK)
+        Path(tempfile.mkdtemp(prefix="recommend-", dir=harness.scratch_dir())) if args.smoke else DEFAULT_WORK)
     work.mkdir(parents=True, exist_ok=True)
     try:
         with harness.Timer() as t:

@@ -42,6 +42,12 @@ RESULTS = BENCH / "results"
 SCRATCH = BENCH / "out"  # git-ignored: caches, work folders, smoke outputs
 SMOKE_OUT = SCRATCH / "smoke"  # --smoke without --out: never over the real results
 DEFAULT_DATA_HOME = REPO.parent / "shared" / "data"
+
+
+def scratch_dir() -> Path:
+    """bench/out, created (git ignores it, so a fresh clone has none)."""
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    return SCRATCH
 GIB = 2**30
 # the checkout's recvae is the one measured, even where another copy is installed in the environment
 if str(REPO) not in sys.path:

@@ -25,8 +25,10 @@ pytest_plugins = ["pgserver", "airflow_env"]  # throwaway PostgreSQL; Airflow me
 def data_home() -> Path:
     """The real datasets folder (RECVAE_DATA_HOME); tests that need it are skipped when it is not set."""
     value = os.environ.get("RECVAE_DATA_HOME")
-    if not value or not Path(value).is_dir():
-        pytest.skip("RECVAE_DATA_HOME is not set to the shared data folder")
+    if not value:
+        pytest.skip("RECVAE_DATA_HOME is not set (the shared data folder)")
+    if not Path(value).is_dir():
+        pytest.skip(f"RECVAE_DATA_HOME={value} is not a folder (the shared data folder)")
     return Path(value)
 
 
