@@ -24,6 +24,15 @@ def _check_finite(part: Any, section: str) -> None:
             raise ConfigError(f"{section}.{f.name} must be a finite number; got {value}")
 
 
+MAX_SEED = 2**32 - 1  # numpy's legacy generators, implicit and torch's manual_seed all take 32-bit seeds
+
+
+def _check_seed(part: Any, section: str) -> None:
+    """The seed of a section, in the range every library it is passed to accepts."""
+    if not 0 <= part.seed <= MAX_SEED:
+        raise ConfigError(f"{section}.seed must be in [0, {MAX_SEED}]; got {part.seed}")
+
+
 def _check_at_least(part: Any, section: str, minimum: int, *names: str) -> None:
     """Integer fields (None allowed: 'not set') that must be >= `minimum`."""
     for name in names:
@@ -68,7 +77,7 @@ class SplitConfig:
         if not 0.0 < self.temporal_test_prop < 1.0:
             raise ConfigError(f"split.temporal_test_prop must be in (0, 1); got {self.temporal_test_prop}")
         _check_at_least(self, "split", 1, "n_heldout_users")
-        _check_at_least(self, "split", 0, "seed")
+        _check_seed(self, "split")
 
 
 @dataclass
@@ -145,7 +154,7 @@ class TrainConfig:
         _check_finite(self, "train")
         _check_at_least(self, "train", 1, "epochs", "batch_size", "eval_batch_size", "total_anneal_steps",
                         "encoder_epochs", "decoder_epochs", "patience", "num_threads")
-        _check_at_least(self, "train", 0, "seed")
+        _check_seed(self, "train")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0; got {self.lr}")
         if self.weight_decay < 0:
@@ -254,7 +263,7 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
             return int(float(text)) if isinstance(value, str) and "e" in text.lower() else int(value)
         if annotation is float:
             return float(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"{name}: cannot read {value!r} as {annotation.__name__}") from exc
     return value
 
@@ -267,7 +276,8 @@ def from_dict(cls: type[T], d: dict[str, Any]) -> T:
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}; "
                           f"known: {', '.join(sorted(names))}")
-    return cls(**{k: _coerce(v, hints[k], f"{cls.__name__}.{k}") for k, v in d.items()})
+    section = cls.__name__.removesuffix("Config").lower()  # TrainConfig -> train, as the user writes it
+    return cls(**{k: _coerce(v, hints[k], f"{section}.{k}") for k, v in d.items()})
 
 
 def apply_overrides(config: Config, overrides: list[str] | dict[str, Any]) -> Config:

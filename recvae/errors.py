@@ -18,17 +18,22 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from recvae.tracking import ModelNotFoundError, RegistryInputError
 
     return (DataValidationError, ConfigError, SnapshotError, DatasetNotFoundError, ChecksumError, FileNotFoundError,
-            NotADirectoryError, IsADirectoryError, PermissionError, IdentifierError, ModelNotFoundError,
+            FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, IdentifierError,
+            ModelNotFoundError,
             ItemMismatchError, ModelLoadError, RegistryInputError, UnknownUsersError)
 
 
 def fault_errors() -> tuple[type[BaseException], ...]:
     """Errors of a service that may pass (database, tracking store or server, network): worth a retry."""
+    from urllib.error import URLError
+
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import OperationalError
 
     from recvae.serving.store import StoreError
 
-    return (StoreError, MlflowException, ConnectionError, TimeoutError)
+    # OperationalError: MLflow's SQL tracking store reaching its database; URLError: a download's server
+    return (StoreError, MlflowException, OperationalError, URLError, ConnectionError, TimeoutError)
 
 
 def is_user_error(exc: BaseException) -> bool:

@@ -43,14 +43,14 @@ def test_dict_overrides_and_original_untouched():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("data.threshold=abc", "DataConfig.threshold: cannot read 'abc' as float"),
-        ("train.epochs=1.5", "TrainConfig.epochs: cannot read"),
-        ("data.lenient=maybe", "DataConfig.lenient: cannot read 'maybe' as bool"),
+        ("data.threshold=abc", "data.threshold: cannot read 'abc' as float"),
+        ("train.epochs=1.5", "train.epochs: cannot read"),
+        ("data.lenient=maybe", "data.lenient: cannot read 'maybe' as bool"),
         ("data.treshold=3", "no field 'treshold' in section data; did you mean data.threshold?"),
         ("nosection.x=1", "expected SECTION.FIELD with SECTION in"),
         ("data", "expected SECTION.FIELD=VALUE"),
         # regression: a bad list used to escape as a bare ValueError
-        ("model.hidden_dims=a,b", "ModelConfig.hidden_dims: cannot read 'a,b' as a list of integers"),
+        ("model.hidden_dims=a,b", "model.hidden_dims: cannot read 'a,b' as a list of integers"),
     ],
 )
 def test_override_errors_are_config_errors(override, message):

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from recvae.cli.output import format_table
+from recvae.data.readers.source import FORMATS
 from recvae.models.kinds import BASELINE_KINDS, MODEL_KINDS
 
 
@@ -16,7 +17,7 @@ def add_pipeline(subparsers: Any) -> argparse.ArgumentParser:
                               "Defaults: synthetic data, SQLite and a local MLflow store under .recvae/.")
     p.add_argument("--dataset", default="synthetic", help="named dataset (default: synthetic)")
     p.add_argument("--input", metavar="PATH", help="an interactions file instead of --dataset")
-    p.add_argument("--format", help="format of --input")
+    p.add_argument("--format", choices=FORMATS, help="format of --input (default: guessed from the name)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     p.add_argument("--model", choices=MODEL_KINDS, default="vae", help="the challenger (default: Mult-VAE)")
     p.add_argument("--baselines", default=",".join(BASELINE_KINDS), help="comma separated; '' for none")

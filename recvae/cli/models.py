@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from recvae.cli.output import format_table, grid
-from recvae.config import split_assignment
+from recvae.config import ConfigError, split_assignment
 from recvae.models.kinds import BASELINE_KINDS, MODEL_KINDS
 
 
@@ -147,6 +147,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     # the validation score of the model each run kept (a trained run's best epoch), which ranks the table
     wanted = ["run_id", "run_name", "model_kind", "status", "snapshot_id", f"model_{tracking.metric_key(args.metric)}",
               "test_ndcg_at_100", "test_recall_at_20", "test_recall_at_50", "best_epoch"]
+    if args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1; got {args.limit}")
     df = df[[c for c in wanted if c in df.columns]].head(args.limit)
     if "run_id" in df:
         df = df.assign(run_id=df["run_id"].str[:8])

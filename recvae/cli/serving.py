@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from recvae.cli.output import format_table
@@ -40,6 +41,12 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         raise ConfigError("--top-n must be >= 1")
     if args.keep < 1:
         raise ConfigError(f"--keep must be >= 1 (published batches kept, the current one included); got {args.keep}")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise ConfigError(f"--chunk-size must be >= 1 (users scored at a time); got {args.chunk_size}")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise ConfigError(f"--out {args.out}: folder {Path(args.out).resolve().parent} does not exist")
+    if args.out and Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: is a folder; give a CSV file name")
     if not (args.users or args.user_ids):  # every user: a batch in the tables, by the pipeline's scoring steps
         summary = pipeline.score_step(
             model_uri=args.model, snapshot_dir=args.snapshot, top_n=args.top_n, db_url=args.db or default_db_url(),
@@ -89,8 +96,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 
     if args.action == "query" and not args.query:
         raise ConfigError(f"db query needs a query name; known: {', '.join(query_names())}")
-    if args.stale_after is not None and not args.stale_after >= 0:
-        raise ConfigError(f"--stale-after must be >= 0 seconds; got {args.stale_after}")
+    if args.stale_after is not None and not 0 <= args.stale_after < float("inf"):
+        raise ConfigError(f"--stale-after must be a finite number of seconds >= 0; got {args.stale_after}")
     with RecommendationStore(args.db or default_db_url()) as store:
         if args.action == "schema":
             print(schema_sql(store.dialect, store.tables))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from recvae import paths
+from recvae.config import ConfigError
 from recvae.models.kinds import BASELINE_KINDS
 from recvae.pipeline.data import prepare_step
 from recvae.pipeline.promotion import promote_step
@@ -32,6 +34,7 @@ def run_pipeline(
     -> score every user -> publish, in one process."""
     import uuid
 
+    _check_arguments(input_format=input_format, baselines=baselines, margin=margin, top_n=top_n, kind=kind)
     db_url = db_url or paths.default_db_url()
     check_db_step(db_url)  # an unreachable database fails in seconds, before anything is trained or promoted
     key = uuid.uuid4().hex[:12]
@@ -48,3 +51,22 @@ def run_pipeline(
         batch = score_step(model_uri=champion, snapshot_dir=snap["snapshot_dir"], top_n=top_n, db_url=db_url,
                            batch_key=f"pipeline-{key}", model_name=model_name)
     return {"snapshot": snap, "models": [challenger, *fitted], "decision": decision, "batch": batch}
+
+
+def _check_arguments(*, input_format: str | None, baselines: Sequence[str], margin: float, top_n: int,
+                     kind: str) -> None:
+    """Refuse what cannot work before anything is trained or registered (ConfigError names the argument)."""
+    from recvae.data.readers import FORMATS
+    from recvae.models.kinds import MODEL_KINDS
+
+    if input_format is not None and input_format not in FORMATS:
+        raise ConfigError(f"unknown input format {input_format!r}; known: {', '.join(FORMATS)}")
+    unknown = [b for b in baselines if b not in BASELINE_KINDS]
+    if unknown:
+        raise ConfigError(f"unknown baseline(s) {', '.join(unknown)}; known: {', '.join(BASELINE_KINDS)}")
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"unknown model {kind!r}; known: {', '.join(MODEL_KINDS)}")
+    if not (math.isfinite(margin) and margin >= 0):
+        raise ConfigError(f"margin must be a finite number >= 0; got {margin}")
+    if top_n < 1:
+        raise ConfigError(f"top_n must be >= 1; got {top_n}")

@@ -47,6 +47,11 @@ def _as_integers(values: np.ndarray) -> np.ndarray:
     return np.where(ok, num, -1).astype(np.int64)
 
 
+MIN_SNAPSHOT_SHARE = 0.5
+"""Least share of a snapshot's items a model must know to be evaluated or scored on it (unless asked): a weekly
+snapshot built on the last adds a few items; below half, the model was trained on other data."""
+
+
 @dataclass(frozen=True)
 class ItemAlignment:
     """Where each snapshot item sits among a model's columns, and how far the two item sets agree."""
@@ -83,14 +88,16 @@ class ItemAlignment:
 
     @property
     def compatible(self) -> bool:
-        """Every model item is a snapshot item: the snapshot is the model's own, or a later one built from it with
-        stable ids (`--previous` appends new items, never drops one); only the new items are unknown to the model."""
-        return self.n_known == self.n_model_items
+        """Every model item is a snapshot item and the model knows most of the snapshot's: the snapshot is the model's
+        own, or a later one built from it with stable ids (`--previous` appends new items, never drops one), so only
+        the new items are unknown to the model. Integer ids of another data set can be a small subset of a
+        snapshot's (50 of 500): such a model would rank a tenth of the catalogue for everyone."""
+        return self.n_known == self.n_model_items and self.fraction >= MIN_SNAPSHOT_SHARE
 
     def overlap(self) -> str:
         """'knows K of the snapshot's N items (P%)', and the model's items the snapshot lacks, if any."""
         text = f"knows {self.n_known:,} of the snapshot's {self.n_items:,} items ({self.fraction:.1%})"
-        if not self.compatible:
+        if self.n_known < self.n_model_items:
             text += f", and {self.n_model_items - self.n_known:,} of its {self.n_model_items:,} items are not in it"
         return text
 

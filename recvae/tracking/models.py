@@ -30,6 +30,7 @@ from recvae.serving.pyfunc import ARTIFACT_KEY, DEFAULT_TOP_N
 from recvae.tracking.registry import ModelNotFoundError, require_registered_model
 from recvae.tracking.runs import package_version
 from recvae.tracking.store import configure_if_needed
+from recvae.urls import mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -213,8 +214,10 @@ def _find_recommender_dir(model_dir: Path) -> Path:
         rel = conf.get("artifacts", {}).get(ARTIFACT_KEY, {}).get("path")
         if rel and (model_dir / rel / META_FILE).exists():
             return model_dir / rel
-    found = sorted(model_dir.rglob(META_FILE))
-    if not found:
+    # a downloaded model holds exactly one saved recommender; anything else (the current directory, a folder of
+    # several models) must not be guessed at
+    found = sorted(model_dir.glob(f"*/{META_FILE}")) + sorted(model_dir.glob(f"*/*/{META_FILE}"))
+    if len(found) != 1:
         raise ModelNotFoundError(f"{model_dir}: neither a saved recommender nor an MLflow model holding one")
     return found[0].parent
 
@@ -243,7 +246,14 @@ def load_recommender_from_uri(
 ) -> tuple[Recommender, LoadedModelInfo]:
     """Load a Recommender from models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, an MLflow URI or a
     directory."""
-    uri = str(uri)
+    uri = str(uri).strip()
+    if not uri:
+        raise ModelNotFoundError("empty model URI: give models:/NAME@ALIAS, models:/NAME/VERSION, "
+                                 "runs:/RUN_ID/model or a model folder")
+    scheme = uri.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri) else ""
+    if scheme and scheme not in ("models", "runs", "file") and len(scheme) > 1:  # one letter: a Windows drive
+        raise ModelNotFoundError(f"{mask_url(uri)}: unsupported model URI scheme {scheme!r}; give models:/NAME@ALIAS, "
+                                 "models:/NAME/VERSION, runs:/RUN_ID/model or a model folder")
     local = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
     name = version = alias = run_id = None
     tmp: str | None = None

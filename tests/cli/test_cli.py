@@ -264,7 +264,7 @@ def test_recommend_keep_below_one_is_a_user_error(capsys, keep):
          "query user_top: unknown parameter(s) colour; it takes :user_id, :n"),
         (["query", "batch_overlap"], "query batch_overlap: missing parameter(s) batch_a, batch_b; it takes"),
         (["query", "coverage", "--param", "oops"], "expected a parameter as NAME=VALUE, got 'oops'"),
-        (["gc", "--stale-after", "-1"], "--stale-after must be >= 0 seconds"),
+        (["gc", "--stale-after", "-1"], "--stale-after must be a finite number of seconds >= 0"),
     ],
 )
 def test_db_query_errors_name_the_query_and_parameter(tmp_path, capsys, argv, message):

@@ -44,3 +44,18 @@ def test_ids_as_text_match_an_integer_keyed_model_and_back():
     assert item_positions(IdMap([5, 7]), 2, np.array(["7", "x", "5", "-1"], dtype=object)).tolist() == [1, -1, 0, -1]
     assert item_positions(IdMap(np.array(["5", "7"], dtype=object)), 2, np.array([7, 9])).tolist() == [1, -1]
     assert item_positions(None, 3, np.array([2, 3, "1"], dtype=object)).tolist() == [2, -1, 1]
+
+
+def test_a_model_knowing_a_small_subset_of_the_snapshots_items_is_refused():
+    """Integer ids of another data set can all exist in a snapshot (50 of its 500): the model would then rank a tenth
+    of the catalogue for every user. Found by a new user, who published such lists with exit 0."""
+    from recvae.data.idmap import IdMap
+    from recvae.serving.items import MIN_SNAPSHOT_SHARE, ItemMismatchError, align_items
+
+    snapshot = IdMap(np.arange(1, 501))
+    small = IdMap(np.arange(1, 51))
+    with pytest.raises(ItemMismatchError, match=r"knows 50 of the snapshot's 500 items \(10.0%\)"):
+        align_items(small, 50, snapshot, model="models:/m/2", snapshot_id="snap-x")
+    assert align_items(small, 50, snapshot, allow_other=True).fraction == 0.1 < MIN_SNAPSHOT_SHARE
+    grown = IdMap(np.arange(1, 301))  # last week's model on a catalogue that grew by two thirds: still scored
+    assert align_items(grown, 300, snapshot).compatible
