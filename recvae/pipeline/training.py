@@ -120,7 +120,7 @@ def train_step(
             mlflow.log_metric("best_beta", result.best_beta)
         if snap.has("test"):
             tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("test")))
-        tracking.plot_history(result.history)
+        tracking.plot_history(result.history, work / "training_curves.png")  # beside the checkpoints, not in /tmp
         version = _log_challenger(rec, snap, model_name)
         run_id = run.info.run_id
     return _challenger_summary(run_id, rec.kind, model_name, version)
