@@ -47,13 +47,14 @@ def recvae_score():
         """Open (or reuse, on a retry) the staging batch for this run and plan the shards."""
         from recvae import pipeline
         from recvae.orchestration import tasks as airflow_tasks
+        from recvae.orchestration import variables
 
         with airflow_tasks.recvae_task():
             p = context["params"]
             target = airflow_tasks.score_target(context, CHAMPION)
             batch = pipeline.begin_score_step(
                 model_uri=target["model_uri"], snapshot_dir=target["snapshot_dir"], top_n=int(p["top_n"]),
-                n_shards=int(p["n_shards"]), db_url=airflow_tasks.db_url(p["db_conn_id"]),
+                n_shards=int(p["n_shards"]), db_url=variables.db_url_from_connection(p["db_conn_id"]),
                 batch_key=p["batch_key"] or context["run_id"],
             )
             return {**batch, "promotion": target["event"]}
@@ -71,21 +72,23 @@ def recvae_score():
         """Score one shard of users into the staging batch (re-running replaces the shard's rows)."""
         from recvae import pipeline
         from recvae.orchestration import tasks as airflow_tasks
+        from recvae.orchestration import variables
 
         with airflow_tasks.recvae_task():
             p = context["params"]
-            return pipeline.score_shard_step(batch, shard, db_url=airflow_tasks.db_url(p["db_conn_id"]))
+            return pipeline.score_shard_step(batch, shard, db_url=variables.db_url_from_connection(p["db_conn_id"]))
 
     @task(retries=3, execution_timeout=TIMEOUTS.publish)
     def publish(batch: dict, results: list[dict], **context) -> dict:
         """Check the staging batch is complete and make it current in one transaction."""
         from recvae import pipeline
         from recvae.orchestration import tasks as airflow_tasks
+        from recvae.orchestration import variables
 
         with airflow_tasks.recvae_task(tracking=False):
             p = context["params"]
             return pipeline.publish_step(
-                batch, db_url=airflow_tasks.db_url(p["db_conn_id"]), retention=int(p["retention"])
+                batch, db_url=variables.db_url_from_connection(p["db_conn_id"]), retention=int(p["retention"])
             )
 
     batch = begin_batch()

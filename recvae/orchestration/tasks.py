@@ -223,10 +223,3 @@ def score_target(context: Mapping[str, Any], asset: Any) -> dict[str, Any]:
     logger.info("scoring %s, promoted by %s run %s", extra["model_uri"], event.source_dag_id, event.source_run_id)
     return {"model_uri": extra["model_uri"], "snapshot_dir": params.get("snapshot_dir") or extra.get("snapshot_dir"),
             "event": {**extra, "source_dag_id": event.source_dag_id, "source_run_id": event.source_run_id}}
-
-
-def db_url(conn_id: str | None) -> str:
-    """The recommendations database of a scoring task: the Airflow Connection `conn_id`, else the local default."""
-    from recvae.orchestration.variables import db_url_from_connection
-
-    return db_url_from_connection(conn_id)

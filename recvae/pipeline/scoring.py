@@ -35,16 +35,16 @@ def begin_score_step(
     db_url: str,
     batch_key: str,
     model_name: str | None = None,
+    loaded: tuple[Any, Any, Any] | None = None,
 ) -> ScoringBatch:
     """Check the model and snapshot belong together, then open (or reuse) the staging batch for `batch_key`.
 
     An alias (models:/NAME@champion) is resolved here once: the batch carries the version's own URI, so every shard
-    scores that version even if a promotion moves the alias meanwhile."""
-    from recvae import tracking
+    scores that version even if a promotion moves the alias meanwhile. `loaded`: (recommender, its info, snapshot)
+    already loaded by the caller (`score_step`)."""
     from recvae.serving.store import RecommendationStore
 
-    rec, info = tracking.load_recommender_from_uri(model_uri)
-    snap = load_snapshot(snapshot_dir)
+    rec, info, snap = loaded or _load(model_uri, snapshot_dir)
     align_model(rec, snap, model_uri)
     if info.name and info.version:
         model_uri = f"models:/{info.name}/{info.version}"
@@ -83,18 +83,26 @@ def load_titles(store: Any, snap: Any, batch: Any) -> int:
     return 0 if meta is None else store.write_items(batch, meta)
 
 
-def score_shard_step(
-    batch: Mapping[str, Any], shard: int, *, db_url: str, chunk_size: int | None = None
-) -> dict[str, Any]:
-    """Score shard `shard` of the batch's users into staging (a re-run replaces that shard's rows)."""
+def _load(model_uri: str, snapshot_dir: str | Path | None) -> tuple[Any, Any, Any]:
+    """(recommender, its LoadedModelInfo, snapshot): the model first, so a bad model URI is the error reported."""
     from recvae import tracking
+
+    rec, info = tracking.load_recommender_from_uri(model_uri)
+    return rec, info, load_snapshot(snapshot_dir)
+
+
+def score_shard_step(
+    batch: Mapping[str, Any], shard: int, *, db_url: str, chunk_size: int | None = None,
+    loaded: tuple[Any, Any, Any] | None = None,
+) -> dict[str, Any]:
+    """Score shard `shard` of the batch's users into staging (a re-run replaces that shard's rows); `loaded` as in
+    `begin_score_step`."""
     from recvae.serving.recommend import default_chunk_size, recommend_to_store
     from recvae.serving.store import RecommendationStore
 
     if batch.get("done"):
         return {"shard": shard, "rows": 0, "skipped": "batch already published"}
-    snap = load_snapshot(batch["snapshot_dir"])
-    rec, _ = tracking.load_recommender_from_uri(batch["model_uri"])
+    rec, _, snap = loaded or _load(batch["model_uri"], batch["snapshot_dir"])
     with RecommendationStore(db_url) as store:
         summary = recommend_to_store(
             rec, snap, store, batch["top_n"], batch["batch_key"], batch["model_name"],
@@ -119,8 +127,9 @@ def score_step(*, model_uri: str, snapshot_dir: str | Path | None, top_n: int, d
                model_name: str | None = None, retention: int | None = None,
                chunk_size: int | None = None) -> dict[str, Any]:
     """The whole scoring job in one process (`recvae recommend`, `recvae pipeline`): the same begin, shard and
-    publish steps the Airflow DAG runs as separate tasks, with one shard."""
+    publish steps the Airflow DAG runs as separate tasks, with one shard, loading the model and snapshot once."""
+    loaded = _load(model_uri, snapshot_dir)
     batch = begin_score_step(model_uri=model_uri, snapshot_dir=snapshot_dir, top_n=top_n, n_shards=1, db_url=db_url,
-                             batch_key=batch_key, model_name=model_name)
-    score_shard_step(batch, 0, db_url=db_url, chunk_size=chunk_size)
+                             batch_key=batch_key, model_name=model_name, loaded=loaded)
+    score_shard_step(batch, 0, db_url=db_url, chunk_size=chunk_size, loaded=loaded)
     return publish_step(batch, db_url=db_url, retention=retention)
