@@ -125,7 +125,8 @@ def _score_alone(rec: Any, X: sp.csr_matrix, top_n: int, chunk: int) -> tuple[di
     logger.info("  iter_topn alone: %s users/s (%.0f s)", f"{n / t.seconds:,.0f}", t.seconds)
     return top, {"users": n, "rows": int(top["counts"].sum()), "wall_s": round(t.seconds, 1),
                  "users_per_s": round(n / t.seconds, 1),
-                 "rows_per_s": round(int(top["counts"].sum()) / t.seconds), "chunk_size": chunk, "loadavg_end": harness.load_average()}
+                 "rows_per_s": round(int(top["counts"].sum()) / t.seconds), "chunk_size": chunk,
+                 "loadavg_end": harness.load_average()}
 
 
 def _store_runs(cfg: dict[str, Any], rec: Any, X: sp.csr_matrix, top: dict[str, np.ndarray]) -> dict[str, Any]:
