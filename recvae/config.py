@@ -80,6 +80,9 @@ class SplitConfig:
         _check_seed(self, "split")
 
 
+PRIORS = ("normal", "vamp")  # model.prior: the paper's N(0, I), or the VampPrior (Tomczak & Welling 2018)
+
+
 @dataclass
 class ModelConfig:
     """Mult-VAE / Mult-DAE architecture: I-600-200-600-I, tanh, input dropout 0.5 (RecVAE: see `preset`)."""
@@ -92,9 +95,19 @@ class ModelConfig:
     # Not in the paper: the decoder reads activation(z) rather than z, as the Mult-DAE's decoder reads its tanh code.
     # It lifts the one-layer Mult-VAE by ~0.008 validation NDCG@100 on ML-1M (bench/results/vae_tuning.md).
     latent_activation: bool = False
+    # Not in the paper: "vamp" is the VampPrior, a mixture of the posteriors of n_pseudo_inputs learned pseudo-inputs
+    # (Mult-VAE only; RecVAE has its own composite prior, the DAE none)
+    prior: str = "normal"
+    n_pseudo_inputs: int = 500
 
     def validate(self) -> None:
         _check_finite(self, "model")
+        if self.prior not in PRIORS:
+            raise ConfigError(f"model.prior must be one of {', '.join(PRIORS)}; got {self.prior!r}")
+        if self.prior != "normal" and self.kind != "vae":
+            raise ConfigError(f"model.prior={self.prior} is for kind 'vae' (RecVAE has its own composite prior, the "
+                              f"Mult-DAE none); got kind {self.kind!r}")
+        _check_at_least(self, "model", 1, "n_pseudo_inputs")
         if self.kind not in MODEL_KINDS:
             known = ", ".join(repr(k) for k in MODEL_KINDS[:-1]) + f" or {MODEL_KINDS[-1]!r}"
             raise ConfigError(f"model.kind must be {known}; got {self.kind!r}")

@@ -32,8 +32,10 @@ def build_module(n_items: int, model_config: ModelConfig) -> LatentAutoencoder:
     """The network of `model_config.kind` (MultVAE, MultDAE or RecVAE) from a validated ModelConfig."""
     model_config.validate()
     cls = load_class(NETWORKS[model_config.kind])
+    extra = {"prior": model_config.prior, "n_pseudo_inputs": model_config.n_pseudo_inputs} \
+        if model_config.prior != "normal" else {}
     module: LatentAutoencoder = cls(n_items, model_config.hidden_dims, model_config.latent_dim, model_config.activation,
-                                    model_config.dropout, latent_activation=model_config.latent_activation)
+                                    model_config.dropout, latent_activation=model_config.latent_activation, **extra)
     return module
 
 
@@ -153,8 +155,11 @@ class MultVAERecommender(Recommender):
             raise ModelLoadError(f"{source}: not a Mult-VAE state ({exc})") from exc
         expect = {"hidden_dims": list(model_config.hidden_dims), "latent_dim": model_config.latent_dim,
                   "activation": model_config.activation, "dropout": model_config.dropout,
-                  "latent_activation": model_config.latent_activation}
+                  "latent_activation": model_config.latent_activation, "prior": model_config.prior}
+        if model_config.prior == "vamp":
+            expect["n_pseudo_inputs"] = model_config.n_pseudo_inputs
         args.setdefault("latent_activation", False)  # saved before the option existed
+        args.setdefault("prior", "normal")  # saved before the VampPrior existed (and RecVAE's, which has its own)
         differ = [k for k, v in expect.items() if args.get(k) != v]
         if differ:
             raise ModelLoadError(f"{source}: model_args and model_config disagree on {', '.join(differ)}")

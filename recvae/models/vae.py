@@ -4,10 +4,15 @@ A user's click row x_u is L2-normalized and dropped out, encoded to q(z|x_u) = N
 point code) and decoded to logits whose softmax is the multinomial pi(z) over the items. Training minimises the
 negative ELBO, -E_q[log Mult(x_u; pi(z))] + beta KL(q(z|x_u) || N(0, I)), with one reparameterized sample of z;
 scoring decodes the mean of q. `LatentAutoencoder` is what these networks share with RecVAE (recvae_net.py).
+
+The prior is N(0, I) as in the paper, or (`prior="vamp"`) the VampPrior of Tomczak & Welling (AISTATS 2018):
+p(z) = 1/K sum_k q(z|u_k), the mixture of the encoder's posteriors at K learned pseudo-inputs u_k; its KL has no
+closed form and is estimated at the sampled z, log q(z|x) - log p(z).
 """
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -16,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recvae.config import PRIORS
 from recvae.models.sparse import CSRBatch, SparseLinear, normalized_dropout
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -44,6 +50,49 @@ def multinomial_nll(logits: torch.Tensor, x: CSRBatch) -> torch.Tensor:
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) per user, in closed form."""
     return 0.5 * torch.sum(-logvar + torch.exp(logvar) + mu.pow(2) - 1.0, dim=1)
+
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag(exp(logvar))) per row, summed over the latent dimensions."""
+    return -0.5 * torch.sum(LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar), dim=1)
+
+
+def mixture_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log (1/K sum_k N(z; mu_k, diag(exp(logvar_k)))) for each row of z (B, d) and K components (K, d).
+
+    The squared distances are expanded into matmuls, so no (B, K, d) tensor is built; in float32 even under
+    autocast, whose bf16 matmuls would cost the expansion's cancellation its precision."""
+    with torch.autocast(z.device.type, enabled=False):
+        return _mixture_log_density(z.float(), mu.float(), logvar.float())
+
+
+def _mixture_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    precision = torch.exp(-logvar)  # (K, d)
+    quad = (z * z) @ precision.T - 2.0 * z @ (mu * precision).T + torch.sum(mu * mu * precision, dim=1)
+    log_k = -0.5 * (LOG_2PI * z.shape[1] + torch.sum(logvar, dim=1) + quad)  # (B, K)
+    return torch.logsumexp(log_k, dim=1) - math.log(mu.shape[0])
+
+
+class VampPrior(nn.Module):
+    """K learned pseudo-inputs over the items; the prior is the mixture of the encoder's posteriors at them."""
+
+    def __init__(self, n_items: int, n_pseudo_inputs: int) -> None:
+        super().__init__()
+        if n_pseudo_inputs < 1:
+            raise ValueError(f"n_pseudo_inputs must be >= 1; got {n_pseudo_inputs}")
+        self.pseudo_inputs = nn.Parameter(torch.empty(n_pseudo_inputs, n_items))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Small positive values, as click rows are (the encoder sees them L2-normalized, as it sees users)."""
+        nn.init.uniform_(self.pseudo_inputs, 0.0, 0.01)
+
+    def inputs(self) -> torch.Tensor:
+        """The pseudo-inputs L2-normalized like a user's row, ready for the encoder's dense path."""
+        return F.normalize(self.pseudo_inputs, dim=1)
 
 
 def negative_elbo(logits: torch.Tensor, kl: torch.Tensor, x: CSRBatch, beta: float, beta_per_item: bool = False,
@@ -158,8 +207,16 @@ class MultVAE(LatentAutoencoder):
         activation: str = "tanh",
         dropout: float = 0.5,
         latent_activation: bool = False,
+        prior: str = "normal",
+        n_pseudo_inputs: int = 500,
     ) -> None:
         super().__init__(n_items, hidden_dims, latent_dim, activation, dropout, latent_activation)
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}; got {prior!r}")
+        if prior == "vamp" and not self.variational:
+            raise ValueError("the VampPrior is a prior of the variational model; the Mult-DAE has none")
+        self.prior = prior
+        self.n_pseudo_inputs = int(n_pseudo_inputs)
         q_dims = [self.n_items, *self.hidden_dims, self.latent_dim]
         p_dims = q_dims[::-1]
         # the last encoder layer outputs the mean and the log-variance side by side
@@ -167,7 +224,21 @@ class MultVAE(LatentAutoencoder):
         self.input_layer = SparseLinear(q_dims[0], q_out[0])
         self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(q_out[:-1], q_out[1:], strict=True))
         self.decoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(p_dims[:-1], p_dims[1:], strict=True))
+        self.vamp = VampPrior(self.n_items, self.n_pseudo_inputs) if prior == "vamp" else None
         self.reset_parameters()
+
+    def model_args(self) -> dict[str, Any]:
+        """The shared arguments plus the prior (and its pseudo-input count when it has them)."""
+        args = {**super().model_args(), "prior": self.prior}
+        if self.vamp is not None:
+            args["n_pseudo_inputs"] = self.n_pseudo_inputs
+        return args
+
+    def reset_parameters(self) -> None:
+        """The layers as Mult-VAE's; the pseudo-inputs small and positive."""
+        super().reset_parameters()
+        if getattr(self, "vamp", None) is not None:
+            self.vamp.reset_parameters()  # type: ignore[union-attr]
 
     def weighted_layers(self) -> list[WeightedLayer]:
         """The sparse input layer, the encoder's and the decoder's layers."""
@@ -175,7 +246,10 @@ class MultVAE(LatentAutoencoder):
 
     def encode(self, x: CSRBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(mean, log-variance) of q(z|x); the log-variance is None for the DAE."""
-        h = self.input_layer(x, normalized_dropout(x, self.dropout, self.training))
+        return self._encode_hidden(self.input_layer(x, normalized_dropout(x, self.dropout, self.training)))
+
+    def _encode_hidden(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The encoder from the input layer's output on."""
         for layer in self.encoder:
             h = layer(self.act(h))
         if not self.variational:
@@ -192,10 +266,16 @@ class MultVAE(LatentAutoencoder):
         return h
 
     def kl(self, x: CSRBatch, mu: torch.Tensor, logvar: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
-        """KL(q(z|x) || N(0, I)) per user in closed form; zero for the DAE."""
+        """KL(q(z|x) || N(0, I)) per user in closed form; zero for the DAE. With the VampPrior, its one-sample
+        estimate log q(z|x) - log p(z) at the sampled z (at the mean when not training)."""
         if logvar is None:
             return torch.zeros(x.n_rows, device=mu.device)
-        return gaussian_kl(mu, logvar)
+        if self.vamp is None:
+            return gaussian_kl(mu, logvar)
+        pseudo = self.vamp.inputs()
+        mu_k, logvar_k = self._encode_hidden(pseudo @ self.input_layer.weight + self.input_layer.bias)
+        assert logvar_k is not None  # variational
+        return gaussian_log_density(z.float(), mu.float(), logvar.float()) - mixture_log_density(z, mu_k, logvar_k)
 
 
 class MultDAE(MultVAE):

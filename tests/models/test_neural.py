@@ -90,6 +90,24 @@ def test_latent_activation_survives_save_and_load_and_older_states_load(tmp_path
     assert torch.equal(old.scores(X), plain.scores(X))
 
 
+def test_vamp_prior_survives_save_and_load(tmp_path: Path) -> None:
+    X = random_csr(np.random.default_rng(3), 40)
+    c = small_config("vae", epochs=2)
+    c.model.prior, c.model.n_pseudo_inputs = "vamp", 4
+    rec = VAETrainer(c).fit(X)
+    rec.save(tmp_path / "m")
+    loaded = load_recommender(tmp_path / "m")
+    assert loaded.module.prior == "vamp" and tuple(loaded.module.vamp.pseudo_inputs.shape) == (4, N_ITEMS)
+    assert loaded.params()["model"]["prior"] == "vamp"
+    assert torch.equal(loaded.scores(X), rec.scores(X))
+    # a state whose config and weights disagree on the prior is refused, not loaded with a fresh prior
+    state = torch.load(tmp_path / "m" / STATE_FILE, weights_only=True)
+    state["model_config"]["n_pseudo_inputs"] = 9
+    _rewrite_state(tmp_path / "m", state)
+    with pytest.raises(ModelLoadError, match="disagree on n_pseudo_inputs"):
+        load_recommender(tmp_path / "m")
+
+
 def test_load_refuses_tampered_file(fitted, tmp_path: Path) -> None:
     rec, _ = fitted
     rec.save(tmp_path / "m")

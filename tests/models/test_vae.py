@@ -120,7 +120,11 @@ def test_init_as_reference() -> None:
     assert biases.abs().max() <= 0.002 and 0.0005 < biases.std() < 0.0015
 
 
-@pytest.mark.parametrize("cls", [MultVAE, MultDAE])
+def _vamp(n_items: int, **kw: object) -> MultVAE:
+    return MultVAE(n_items, prior="vamp", n_pseudo_inputs=5, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cls", [MultVAE, MultDAE, _vamp])
 def test_loss_finite_and_decreasing_on_toy_problem(cls, rng) -> None:
     torch.manual_seed(0)
     # two blocks of items, users like one block: a learnable structure
@@ -157,3 +161,46 @@ def test_beta_per_item_weights_each_users_kl_by_item_count(rng) -> None:
     torch.testing.assert_close(scaled.loss, scaled.neg_ll + 0.3 * (kl_u * counts).mean())
     torch.testing.assert_close(scaled.kl, paper.kl)  # the logged KL is the plain mean either way
     assert TrainConfig().beta_per_item is False
+
+
+def test_mixture_log_density_equals_torch_distributions(rng) -> None:
+    from recvae.models.vae import mixture_log_density
+
+    z, mu, logvar = (torch.from_numpy(rng.normal(size=s).astype(np.float32)) for s in [(6, 5), (4, 5), (4, 5)])
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(torch.ones(4)),
+        torch.distributions.Independent(torch.distributions.Normal(mu, torch.exp(0.5 * logvar)), 1))
+    torch.testing.assert_close(mixture_log_density(z, mu, logvar), mixture.log_prob(z))
+
+
+def test_vamp_prior_kl_is_log_q_minus_the_mixture_at_the_pseudo_inputs(rng) -> None:
+    from recvae.models.vae import mixture_log_density
+
+    x = CSRBatch.from_scipy(random_csr(rng, 6))
+    torch.manual_seed(1)
+    model = MultVAE(N_ITEMS, hidden_dims=(20,), latent_dim=8, dropout=0.0, prior="vamp", n_pseudo_inputs=3)
+    model.train()
+    mu, logvar = model.encode(x)
+    z = model.sample(mu, logvar)
+    # the pseudo-inputs as click rows of 3 users, through the encoder's sparse path
+    pseudo = model.vamp.inputs().detach()
+    mu_k, logvar_k = model.encode(CSRBatch.from_scipy(sp.csr_matrix(pseudo.numpy())))
+    log_q = torch.distributions.Independent(torch.distributions.Normal(mu, torch.exp(0.5 * logvar)), 1).log_prob(z)
+    expected = log_q - mixture_log_density(z, mu_k, logvar_k)
+    torch.testing.assert_close(model.kl(x, mu, logvar, z), expected, rtol=1e-4, atol=1e-4)
+    # the prior is learned: the KL's gradient reaches the pseudo-inputs
+    model.kl(x, mu, logvar, z).sum().backward()
+    assert model.vamp.pseudo_inputs.grad is not None and model.vamp.pseudo_inputs.grad.abs().sum() > 0
+
+
+def test_vamp_prior_is_refused_outside_the_vae() -> None:
+    with pytest.raises(ConfigError, match="model.prior=vamp is for kind 'vae'"):
+        ModelConfig(kind="recvae", hidden_dims=(8, 8), prior="vamp").validate()
+    with pytest.raises(ConfigError, match="model.prior=vamp is for kind 'vae'"):
+        ModelConfig(kind="dae", prior="vamp").validate()
+    with pytest.raises(ConfigError, match="model.prior must be one of normal, vamp"):
+        ModelConfig(prior="flow").validate()
+    with pytest.raises(ConfigError, match="model.n_pseudo_inputs must be >= 1"):
+        ModelConfig(prior="vamp", n_pseudo_inputs=0).validate()
+    with pytest.raises(ValueError, match="Mult-DAE has none"):
+        MultDAE(N_ITEMS, prior="vamp")
