@@ -13,6 +13,7 @@ from pathlib import Path
 HOME_ENV = "RECVAE_HOME"
 DB_URL_ENV = "RECVAE_DB_URL"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+TUNE_STORAGE_ENV = "RECVAE_TUNE_STORAGE"
 DEFAULT_HOME = ".recvae"
 
 
@@ -64,3 +65,13 @@ def default_tracking_uri() -> str:
 def default_db_url() -> str:
     """$RECVAE_DB_URL, else the SQLite recommendations database under the home."""
     return os.environ.get(DB_URL_ENV) or f"sqlite:///{recommendations_db()}"
+
+
+def tuning_db(create: bool = True) -> Path:
+    """The embedded Optuna storage's SQLite file (`recvae tune`'s studies)."""
+    return home(create) / "optuna.db"
+
+
+def default_tuning_storage() -> str:
+    """$RECVAE_TUNE_STORAGE, else the SQLite study storage under the home."""
+    return os.environ.get(TUNE_STORAGE_ENV) or f"sqlite:///{tuning_db()}"

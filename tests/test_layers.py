@@ -9,7 +9,7 @@ import recvae
 
 PACKAGE = Path(recvae.__file__).parent
 # Lower layers first; a module may import its own layer and any layer before it.
-LAYERS = ["core", "data", "evaluation", "models", "training", "serving", "tracking", "errors", "pipeline",
+LAYERS = ["core", "data", "evaluation", "models", "training", "serving", "tracking", "tuning", "errors", "pipeline",
           "orchestration", "cli"]
 CORE = {"paths", "config", "log", "urls", "digest"}
 # models.kinds names the model kinds for everyone, the configuration's check included, and imports nothing itself;

@@ -26,6 +26,7 @@ from recvae.cli.models import (
     cmd_train,
 )
 from recvae.cli.serving import add_db, add_recommend, cmd_db, cmd_recommend
+from recvae.cli.tune import add_tune, cmd_tune
 from recvae.log import mask_secrets, parse_level, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ Command = tuple[Callable[[Any], argparse.ArgumentParser], Callable[[argparse.Nam
 COMMANDS: list[Command] = [
     (add_prepare, cmd_prepare),
     (add_train, cmd_train),
+    (add_tune, cmd_tune),
     (add_baseline, cmd_baseline),
     (add_ensemble, cmd_ensemble),
     (add_evaluate, cmd_evaluate),

@@ -1,6 +1,7 @@
 """The pipeline as a short list of steps, shared by `recvae pipeline`, the CLI and the Airflow tasks. Each step is
 idempotent for a run key and passes small JSON-able references (paths, run ids, batch keys), never data:
 `data` (snapshots), `training` (challenger, seeds, ensemble, baselines), `promotion` (the guarded promotion),
+`tuning` (a study of trials, its best retrained),
 `scoring` (database check, staging batch, shards, publish) and `driver` (the whole job in one process)."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from recvae.pipeline.promotion import (
     evaluate_model_uri,
     promote_step,
 )
-from recvae.pipeline.results import Decision, ModelRun, ScoringBatch, SnapshotResult
+from recvae.pipeline.results import Decision, ModelRun, ScoringBatch, SnapshotResult, TuneResult
 from recvae.pipeline.scoring import (
     begin_score_step,
     check_db_step,
@@ -26,6 +27,7 @@ from recvae.pipeline.scoring import (
     score_step,
 )
 from recvae.pipeline.training import baseline_step, challenger_seeds, combine_challengers, ensemble_step, train_step
+from recvae.pipeline.tuning import tune_finish_step, tune_setup_step, tune_step, tune_trials_step
 
 __all__ = [
     "Decision", "MIN_CHAMPION_ITEM_OVERLAP", "ModelRun", "ScoringBatch", "SnapshotResult", "TAG_PROMOTION",
@@ -33,4 +35,5 @@ __all__ = [
     "challenger_seeds", "champion_item_overlap", "check_db_step", "combine_challengers", "config_from",
     "ensemble_step", "evaluate_model_uri", "item_metadata", "latest_snapshot", "load_snapshot", "prepare_step",
     "promote_step", "publish_step", "run_pipeline", "score_shard_step", "score_step", "train_step",
+    "TuneResult", "tune_finish_step", "tune_setup_step", "tune_step", "tune_trials_step",
 ]

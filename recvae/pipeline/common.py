@@ -7,20 +7,14 @@ import re
 from typing import Any
 
 from recvae.config import Config, apply_overrides
+from recvae.tracking.runs import TAG_ROLE
+
+__all__ = ["TAG_ROLE", "TAG_RUN_KEY", "TAG_PROMOTION", "RUN_FILE", "DEFAULT_BASELINE_GRIDS", "config_from", "safe_name"]
 
 logger = logging.getLogger(__name__)
 
 
-CHAMPION = "champion"
-
-
-CHALLENGER = "challenger"
-
-
 TAG_RUN_KEY = "recvae.run_key"
-
-
-TAG_ROLE = "recvae.role"
 
 
 TAG_PROMOTION = "recvae.promotion"
@@ -38,8 +32,6 @@ DEFAULT_BASELINE_GRIDS: dict[str, dict[str, list[Any]]] = {
 
 def config_from(overrides: dict[str, Any] | list[str] | None) -> Config:
     return apply_overrides(Config(), overrides or {}).validate()
-
-
 
 
 def safe_name(key: str) -> str:

@@ -114,3 +114,19 @@ class Decision(StepResult):
     previous_champion: str | None = None
     champion_overlap: dict[str, Any] | None = None
     replaced_champion_of_other_items: str | None = None
+
+
+@dataclass(frozen=True)
+class TuneResult(StepResult):
+    """A finished tune: its study, its trials by state, the best trial and the challenger retrained from it."""
+
+    study: str
+    parent_run_id: str
+    trials: int
+    complete: int
+    pruned: int
+    failed: int
+    best_trial: int
+    best_val_ndcg_at_100: float = field(default=0.0, metadata={"key": "best_val_ndcg@100"})
+    best_overrides: dict[str, Any] = field(default_factory=dict)
+    challenger: dict[str, Any] = field(default_factory=dict)

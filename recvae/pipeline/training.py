@@ -19,6 +19,7 @@ from recvae.pipeline.data import load_snapshot
 from recvae.pipeline.promotion import align_model, aligned_scorer
 from recvae.pipeline.results import ModelRun
 from recvae.tracking.registry import CHALLENGER
+from recvae.tracking.runs import TAG_PARENT
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +78,14 @@ def train_step(
     run_key: str | None = None,
     resume: bool = True,
     reuse_finished: bool = True,
+    parent_run_id: str | None = None,
 ) -> ModelRun:
     """Train Mult-VAE (or Mult-DAE, or RecVAE) from its preset plus `overrides`, log everything to MLflow, register
     a version and point `challenger` at it.
 
     `run_key` names the work folder (checkpoints) and tags the run: with `resume` a killed run continues from its
     last checkpoint in the same MLflow run, and with `reuse_finished` a run already finished for the key is returned
-    instead."""
+    instead. `parent_run_id` nests the run under another (a tune's study run) in the MLflow UI."""
     import mlflow
 
     from recvae import tracking
@@ -103,7 +105,7 @@ def train_step(
     resume_id = _run_to_resume(work, experiment, run_key) if resume else None
     if resume_id is None:  # the checkpoints start over: a run killed on them is over too
         tracking.end_unfinished_runs(experiment, TAG_RUN_KEY, run_key)
-    tags = {TAG_RUN_KEY: run_key, TAG_ROLE: CHALLENGER}
+    tags = {TAG_RUN_KEY: run_key, TAG_ROLE: CHALLENGER, **({TAG_PARENT: parent_run_id} if parent_run_id else {})}
     with tracking.start_run(experiment, run_name=RUN_NAMES[kind], tags=tags, run_id=resume_id) as run:
         _remember_run(work, run.info.run_id)
         tracking.log_params(config.to_dict(), resumed=resume_id is not None)

@@ -37,6 +37,11 @@ _PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
 _NAME_BAD_CHARS = re.compile(r"[^\w./\- ]")
 
 
+TAG_ROLE = "recvae.role"  # what a run is: challenger, baseline, trial, tune (a study's parent run)
+TAG_PARENT = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under its parent
+TAG_STUDY = "recvae.study"  # the tune study a run belongs to
+
+
 def code_version() -> dict[str, str]:
     """Git commit and dirty flag of the source checkout (when there is one) and the package version."""
     out = {"recvae_version": package_version()}

@@ -70,6 +70,10 @@ def world(tmp_path_factory):
     (inputs / "header.csv").write_text("user,item,rating,timestamp\n")
     (inputs / "existing.txt").write_text("keep me\n")
     (inputs / "blank.csv").write_text("user,item\nu1,1\nu2,\n")
+    (inputs / "space.yaml").write_text("model.latent_dim: [16, 32]\ntrain.lr: {low: 0.1, high: 0.01}\n")
+    (inputs / "space-typo.yaml").write_text("model.latent_dims: [16]\n")
+    (inputs / "space-bad.yaml").write_text("model.latent_dim: [16\n  train.lr: 1\n")
+    (inputs / "space-invalid.json").write_text('{"model.dropout": [0.5, 1.5]}')
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -96,6 +100,19 @@ CASES = [
     ("prepare-sql-secret", ["prepare", "--format", "sql", "--input", "{dead_pg}", "--sql-query", "select 1",
                             "--out", "{root}/o8"], "127.0.0.1"),
     ("train-no-snapshot", ["train", "--snapshot", "{root}/nope"], "nope"),
+    ("tune-no-snapshot", ["tune", "--snapshot", "{root}/nope"], "nope"),
+    ("tune-zero-trials", ["tune", "--snapshot", "{snap}", "--trials", "0"], "--trials"),
+    ("tune-bad-timeout", ["tune", "--snapshot", "{snap}", "--timeout", "nan"], "--timeout"),
+    ("tune-space-missing", ["tune", "--snapshot", "{snap}", "--space", "{inputs}/nope.yaml"], "nope.yaml"),
+    ("tune-space-range", ["tune", "--snapshot", "{snap}", "--space", "{inputs}/space.yaml"], "train.lr"),
+    ("tune-space-typo", ["tune", "--snapshot", "{snap}", "--space", "{inputs}/space-typo.yaml"],
+     "model.latent_dims"),
+    ("tune-space-yaml", ["tune", "--snapshot", "{snap}", "--space", "{inputs}/space-bad.yaml"], "line"),
+    ("tune-space-invalid-value", ["tune", "--snapshot", "{snap}", "--space", "{inputs}/space-invalid.json"],
+     "model.dropout=1.5"),
+    ("tune-bad-set", ["tune", "--snapshot", "{snap}", "--set", "train.lr=-1"], "train.lr"),
+    ("tune-storage-secret", ["tune", "--snapshot", "{snap}", "--storage", "{dead_pg}"], "127.0.0.1"),
+    ("tune-storage-scheme", ["tune", "--snapshot", "{snap}", "--storage", "nosuchdb://x"], "nosuchdb"),
     ("train-corrupt-npz", ["train", "--snapshot", "{bad_npz}"], ".npz"),
     ("train-manifest-no-files", ["train", "--snapshot", "{no_files}"], "manifest"),
     ("baseline-bad-param", ["baseline", "ease", "--snapshot", "{snap}", "--param", "lam=abc"], "lam"),
