@@ -1,7 +1,9 @@
 """Weekly retraining: ingest and validate interactions, build a snapshot, train the Mult-VAE challenger and the
 baselines in parallel, evaluate them on the same validation users, and promote the challenger to `champion`
 only when it beats the champion and every baseline by the configured margin. With `seeds` > 1 the challenger is
-trained once per seed, in parallel, and their ensemble (the mean of their softmax) is what competes. A promotion
+trained once per seed, in parallel, and their ensemble (the mean of their softmax) is what competes. With
+`tune_trials` > 0 the challenger is the best configuration of a tune of that many trials on validation users, its
+trials run by `tune_workers` mapped tasks at once. A promotion
 emits the `recvae_champion` asset event (its extra names the exact version), which schedules recvae_score.
 
 A user error (bad config, data or model reference) fails its task at once; passing faults are retried. Failures
@@ -49,6 +51,16 @@ from recvae.orchestration.dag_defaults import (
         "config": Param({}, type="object", description='overrides, e.g. {"train.epochs": 50, "train.anneal_cap": 0.2}'),
         "seeds": Param(1, type="integer", minimum=1, maximum=16,
                        description="challenger runs (train.seed, +1, ...); above 1 their ensemble is the challenger"),
+        "tune_trials": Param(0, type="integer", minimum=0, maximum=1000,
+                             description="0 trains the configured model; N > 0 makes the challenger the best of a "
+                                         "tune of N trials (recvae tune) on validation users"),
+        "tune_workers": Param(2, type="integer", minimum=1, maximum=64,
+                              description="mapped tasks running the tune's trials at once, where the executor allows"),
+        "tune_space": Param({}, type="object",
+                            description='narrows the search space, e.g. {"model.latent_dim": [100, 200]}'),
+        "tune_conn_id": Param(None, type=["null", "string"],
+                              description="Airflow Connection of the study's database (default: "
+                                          "$RECVAE_TUNE_STORAGE, else SQLite under the home)"),
         "baselines": Param(list(BASELINE_KINDS), type="array", description="baselines to train beside the VAE"),
         "promote_margin": Param(0.0, type="number", minimum=0, description="NDCG@100 margin the challenger must beat"),
         "replace_champion_of_other_items": Param(
@@ -75,14 +87,47 @@ def recvae_retrain():
                 overrides=p["config"], run_key=context["run_id"],
             ))
 
-    @task(execution_timeout=TIMEOUTS.train)
-    def train_challenger(snapshot: dict, **context) -> dict:
-        """Train the Mult-VAE challenger, log it to MLflow and register a new version."""
+    @task(execution_timeout=TIMEOUTS.prepare)
+    def tune_workers(snapshot: dict, **context) -> list[int]:
+        """With `tune_trials` > 0: set up the study and its parent MLflow run; the workers to map (none otherwise)."""
         from recvae import pipeline
-        from recvae.orchestration.tasks import recvae_task
+        from recvae.orchestration.tasks import recvae_task, tune_storage, tune_study_name
 
         with recvae_task():
             p = context["params"]
+            if int(p["tune_trials"]) < 1:
+                return []
+            pipeline.tune_setup_step(
+                snapshot["snapshot_dir"], kind=p["model"], study=tune_study_name(context), storage=tune_storage(p),
+                space=p["tune_space"] or None, resume=True, overrides=p["config"], experiment=p["experiment"])
+            return list(range(min(int(p["tune_workers"]), int(p["tune_trials"]))))
+
+    @task(map_index_template="worker {{ task.op_kwargs['worker'] }}", execution_timeout=TIMEOUTS.train)
+    def tune_worker(snapshot: dict, worker: int, **context) -> dict:
+        """Run trials of the study until it has `tune_trials` in all (each worker its own sampler seed)."""
+        from recvae import pipeline
+        from recvae.orchestration.tasks import recvae_task, tune_storage, tune_study_name
+
+        with recvae_task():
+            p = context["params"]
+            return pipeline.tune_trials_step(
+                snapshot["snapshot_dir"], tune_study_name(context), trials=int(p["tune_trials"]), kind=p["model"],
+                storage=tune_storage(p), worker=worker, overrides=p["config"])
+
+    # none_failed: runs without a tune too (its mapped workers are then "skipped")
+    @task(trigger_rule="none_failed", execution_timeout=TIMEOUTS.train)
+    def train_challenger(snapshot: dict, tuned: list[dict], **context) -> dict:
+        """Train the Mult-VAE challenger (or, after a tune, retrain its best trial), log it to MLflow and register a
+        new version."""
+        from recvae import pipeline
+        from recvae.orchestration.tasks import recvae_task, tune_storage, tune_study_name
+
+        with recvae_task():
+            p = context["params"]
+            if int(p["tune_trials"]) > 0:
+                result = pipeline.tune_finish_step(snapshot["snapshot_dir"], tune_study_name(context), kind=p["model"],
+                                                   storage=tune_storage(p), model_name=p["model_name"])
+                return dict(result.challenger)
             return dict(pipeline.train_step(
                 snapshot["snapshot_dir"], overrides=p["config"], kind=p["model"], experiment=p["experiment"],
                 model_name=p["model_name"], run_key=f"{context['run_id']}:challenger",
@@ -96,7 +141,7 @@ def recvae_retrain():
 
         with recvae_task(tracking=False):
             p = context["params"]
-            return pipeline.challenger_seeds(p["model"], p["config"], int(p["seeds"]))
+            return pipeline.challenger_seeds(p["model"], p["config"], int(p["seeds"]), tuned=int(p["tune_trials"]) > 0)
 
     @task(map_index_template="seed {{ task.op_kwargs['seed'] }}", execution_timeout=TIMEOUTS.train)
     def train_seed(snapshot: dict, seed: int, **context) -> dict:
@@ -177,7 +222,8 @@ def recvae_retrain():
             return airflow_tasks.announce_champion(context, CHAMPION, decision, snapshot)
 
     snapshot = build_snapshot()
-    first = train_challenger(snapshot)
+    tuned = tune_worker.partial(snapshot=snapshot).expand(worker=tune_workers(snapshot))
+    first = train_challenger(snapshot, tuned)
     others = train_seed.partial(snapshot=snapshot).expand(seed=extra_seeds())
     challenger = combine_seeds(snapshot, first, others)
     baselines = train_baseline.partial(snapshot=snapshot).expand(kind=baseline_kinds())

@@ -223,3 +223,16 @@ def score_target(context: Mapping[str, Any], asset: Any) -> dict[str, Any]:
     logger.info("scoring %s, promoted by %s run %s", extra["model_uri"], event.source_dag_id, event.source_run_id)
     return {"model_uri": extra["model_uri"], "snapshot_dir": params.get("snapshot_dir") or extra.get("snapshot_dir"),
             "event": {**extra, "source_dag_id": event.source_dag_id, "source_run_id": event.source_run_id}}
+
+
+def tune_study_name(context: Mapping[str, Any]) -> str:
+    """The study of this DAG run's tune: one per run, so a retry of a task rejoins it and next week starts anew."""
+    return re.sub(r"[^A-Za-z0-9_.:-]+", "_", f"{context['dag'].dag_id}-{context['run_id']}")[:200]
+
+
+def tune_storage(params: Mapping[str, Any]) -> str:
+    """The study's database: the `tune_conn_id` Connection, else $RECVAE_TUNE_STORAGE, else SQLite under the home."""
+    from recvae import paths
+    from recvae.orchestration.variables import db_url_from_connection
+
+    return db_url_from_connection(params.get("tune_conn_id"), fallback=paths.default_tuning_storage)

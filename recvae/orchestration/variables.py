@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 from recvae import paths
 
@@ -37,8 +38,10 @@ def use_airflow_variables(*, configure_tracking: bool = True) -> dict[str, str]:
     return applied
 
 
-def db_url_from_connection(conn_id: str | None = "recvae_db") -> str:
-    """The recommendations DB URL: an Airflow Connection, else $RECVAE_DB_URL, else SQLite under the local home."""
+def db_url_from_connection(conn_id: str | None = "recvae_db",
+                           fallback: Callable[[], str] = paths.default_db_url) -> str:
+    """A database URL from an Airflow Connection, else `fallback()`: for the recommendations DB $RECVAE_DB_URL, else
+    SQLite under the local home (a tune's study storage: paths.default_tuning_storage)."""
     if conn_id:
         try:
             from airflow.sdk import Connection
@@ -50,4 +53,4 @@ def db_url_from_connection(conn_id: str | None = "recvae_db") -> str:
             return url
         except Exception as exc:  # no Airflow context or no such connection: fall back to the embedded default
             logger.info("connection %r not available (%s); using the default database", conn_id, type(exc).__name__)
-    return paths.default_db_url()
+    return fallback()

@@ -210,10 +210,16 @@ def baseline_step(
     return _run_summary(mlflow.get_run(run_id), kind)
 
 
-def challenger_seeds(kind: str, overrides: dict[str, Any] | list[str] | None, n_runs: int) -> list[int]:
-    """Seeds of the challenger's extra runs: the configured train.seed + 1, ..., + n_runs - 1."""
+def challenger_seeds(kind: str, overrides: dict[str, Any] | list[str] | None, n_runs: int, *,
+                     tuned: bool = False) -> list[int]:
+    """Seeds of the challenger's extra runs: the configured train.seed + 1, ..., + n_runs - 1 (none after a tune,
+    whose challenger is its best trial's configuration, not the configured one)."""
     if n_runs < 1:
         raise ConfigError(f"seeds must be >= 1; got {n_runs}")
+    if tuned:
+        if n_runs > 1:
+            logger.warning("seeds=%d ignored: a tuned challenger is its study's best trial, retrained once", n_runs)
+        return []
     base = apply_overrides(preset(kind), overrides or {}).train.seed
     return [base + i for i in range(1, n_runs)]
 

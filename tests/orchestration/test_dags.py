@@ -190,6 +190,30 @@ def test_two_seeds_promote_their_ensemble_and_score_it(airflow_db, stack):
     assert per_user and set(per_user.values()) == {5}
 
 
+def test_tune_trials_make_the_challenger_the_best_of_a_study(airflow_db, stack):
+    """`tune_trials=3, tune_workers=2`: two mapped workers run the study's trials; the best is retrained, competes
+    and wins; every trial is a child run of the study's parent run."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    space = {"train.epochs": 5, "train.patience": 3, "model.hidden_width": [16, 32], "model.latent_dim": [8],
+             "model.n_pseudo_inputs": [4], "train.batch_size": [128]}
+    retrain = run_dag_test(_dag("recvae_retrain"), dataset="synthetic", config={"split.n_heldout_users": 100},
+                           baselines=["popularity"], tune_trials=3, tune_workers=2, tune_space=space, seeds=2)
+    assert retrain.state == "success", retrain.task_states
+    ran = [retrain.xcom("tune_worker", map_index=i) for i in range(2)]
+    assert sum(r["ran"] for r in ran) >= 3 and max(r["trials"] for r in ran) >= 3
+    challenger = retrain.xcom("train_challenger")
+    run = mlflow.get_run(challenger["run_id"])
+    parent = run.data.tags["mlflow.parentRunId"]
+    assert MlflowClient().get_run(parent).data.tags["recvae.role"] == "tune"
+    trials = MlflowClient().search_runs([run.info.experiment_id], filter_string="tags.`recvae.role` = 'trial'")
+    assert len(trials) >= 3 and {t.data.tags["mlflow.parentRunId"] for t in trials} == {parent}
+    assert run.data.params["model.latent_dim"] == "8"  # the space's, not the preset's 200
+    assert retrain.xcom("combine_seeds")["run_id"] == challenger["run_id"]  # seeds are not trained after a tune
+    assert retrain.xcom("promote")["promoted"]
+
+
 # ------------------------------------------------------------------------------------------ failures
 
 
