@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from recvae.evaluation.metrics import EvalResult
 
 USER_SEGMENTS = ("light", "medium", "heavy")
 ITEM_SEGMENTS = ("head", "tail")
@@ -104,3 +107,31 @@ def beyond_table(
             for metric, value in beyond_accuracy(top[mask], item_counts, k, features).items():
                 rows.append((name, metric, value, math.nan, int(mask.sum())))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+@dataclass
+class EvalReport:
+    """One split's evaluation for analysts: the per-user values (`result`) of the users `users` (raw ids), their
+    history lengths, held-out counts and segments, the thresholds used, the segment and beyond-accuracy `table`, and where the
+    item features of intra-list diversity came from (None: not computed, `ild_note` says why)."""
+
+    split: str
+    result: EvalResult
+    users: np.ndarray
+    history: np.ndarray
+    heldout: np.ndarray
+    user_segment: np.ndarray
+    thresholds: tuple[float, float]
+    table: pd.DataFrame
+    ild_source: str | None = None
+    ild_note: str | None = None
+
+    def per_user_frame(self) -> pd.DataFrame:
+        """One row per evaluated user (raw id): history length, segment, held-out count, then each metric, and
+        each metric on the held-out items of each item segment (`ndcg@100.items_tail`)."""
+        cols: dict[str, np.ndarray] = {"user": self.users, "history": self.history, "heldout": self.heldout,
+                                       "segment": np.asarray(self.user_segment, dtype=str)}
+        cols.update(self.result.per_user)
+        for seg, metrics in self.result.by_items.items():
+            cols.update({f"{m}.items_{seg}": v for m, v in metrics.items()})
+        return pd.DataFrame(cols)
