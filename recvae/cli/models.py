@@ -137,12 +137,28 @@ def add_compare(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--metric", default="val_ndcg@100", help="sort key (default: val_ndcg@100)")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--snapshot", metavar="ID", help="only runs trained on this snapshot (the snapshot_id column)")
+    g = p.add_argument_group("paired comparison (--against)")
+    g.add_argument("--against", metavar="RUN_OR_URI",
+                   help="compare every other run on this run's snapshot with it, user by user, from their kept "
+                   "per-user results: a run id, runs:/ID/model, models:/NAME/VERSION or models:/NAME@ALIAS")
+    g.add_argument("--run", dest="runs", action="append", metavar="RUN_OR_URI",
+                   help="compare only with this run (repeatable; it must be on the same snapshot)")
+    g.add_argument("--metrics", default=None, metavar="M1,M2",
+                   help="metrics to compare (default: ndcg@100,recall@20,recall@50; 'all' for every kept one, "
+                   "e.g. ndcg@100.items_tail)")
+    g.add_argument("--split", choices=["test", "validation"], default="test")
+    g.add_argument("--confidence", type=float, default=0.95, help="level of the verdicts (default: 0.95)")
+    g.add_argument("--no-log", action="store_true", help="do not log the comparison into the reference run")
     return p
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from recvae import tracking
 
+    if args.against:
+        return _compare_against(args)
+    if args.runs:
+        raise ConfigError("--run needs --against (the reference run)")
     df = tracking.compare_runs(args.experiment, metric=args.metric, snapshot=args.snapshot)
     # the validation score of the model each run kept (a trained run's best epoch), which ranks the table
     wanted = ["run_id", "run_name", "model_kind", "status", "snapshot_id", f"model_{tracking.metric_key(args.metric)}",
@@ -155,6 +171,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
     empty = f"no runs on snapshot {args.snapshot}" if args.snapshot else "no runs"
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}") if len(df) else empty)
     return 0
+
+
+def _compare_against(args: argparse.Namespace) -> int:
+    from recvae import tracking
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    out = tracking.compare_against(args.against, split=args.split, confidence=args.confidence, metrics=metrics,
+                                   runs=args.runs, snapshot=args.snapshot, log=not args.no_log)
+    ref = out.reference
+    level = f"{args.confidence:.0%}" if round(args.confidence * 100, 6).is_integer() else str(args.confidence)
+    print(f"reference: {ref['run_name']} {ref['run_id'][:8]} ({ref['model_kind']}) on snapshot {ref['snapshot_id']}, "
+          f"{args.split} users; diff = run - reference, {level} t interval")
+    rows = [("run", "metric", "run value", "reference", "diff", "stderr", "interval", "p (t)", "p (wilcoxon)",
+             "users", "verdict")]
+    for r in out.rows:
+        rows.append((f"{r['run_name']} {r['run_id'][:8]}", r["metric"], f"{r['candidate']:.4f}",
+                     f"{r['reference']:.4f}", f"{r['diff']:+.4f}", f"{r['stderr']:.4f}",
+                     f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]", _p(r["t_pvalue"]), _p(r["wilcoxon_pvalue"]),
+                     f"{r['n_users']:,}", r["verdict"]))
+    print(grid(rows) if out.rows else "no other run on this snapshot has per-user results")
+    for r in out.not_comparable:
+        print(f"{r['run_name']} {r['run_id'][:8]}: {r['reason']}")
+    if out.artifacts:
+        print(f"logged {', '.join(out.artifacts)} into run {ref['run_id']}")
+    return 0
+
+
+def _p(value: float) -> str:
+    return "nan" if value != value else (f"{value:.2e}" if value < 1e-3 else f"{value:.3f}")
 
 
 def add_promote(subparsers: Any) -> argparse.ArgumentParser:

@@ -4,7 +4,16 @@ aliases (`registry`), and the runs table (`compare`). The names below are the la
 
 from __future__ import annotations
 
-from recvae.tracking.compare import compare_runs
+from recvae.tracking.compare import (
+    NOT_COMPARABLE,
+    Comparison,
+    ComparisonError,
+    compare_against,
+    compare_runs,
+    load_per_user,
+    resolve_run,
+    run_snapshot,
+)
 from recvae.tracking.datasets import TAG_SNAPSHOT_ID, SnapshotDataset, log_datasets, log_snapshot, snapshot_datasets
 from recvae.tracking.models import (
     TAG_MODEL_KIND,
@@ -56,6 +65,8 @@ from recvae.tracking.store import (
 )
 
 __all__ = [
+    "NOT_COMPARABLE", "Comparison", "ComparisonError", "compare_against", "load_per_user", "resolve_run",
+    "run_snapshot",
     "CHALLENGER", "CHAMPION", "MAX_PARAM_LENGTH", "MLFLOW_LOGGERS", "PREVIOUS", "TAG_MODEL_KIND", "TAG_SNAPSHOT_ID",
     "EpochLogger", "LoadedModelInfo", "ModelNotFoundError", "RegistryInputError", "SnapshotDataset", "check_alias",
     "check_version", "code_version", "compare_runs", "configure", "configure_if_needed", "default_artifact_root",
