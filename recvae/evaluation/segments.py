@@ -112,8 +112,8 @@ def beyond_table(
 @dataclass
 class EvalReport:
     """One split's evaluation for analysts: the per-user values (`result`) of the users `users` (raw ids), their
-    history lengths, held-out counts and segments, the thresholds used, the segment and beyond-accuracy `table`, and where the
-    item features of intra-list diversity came from (None: not computed, `ild_note` says why)."""
+    history lengths, held-out counts and segments, the thresholds used, the segment and beyond-accuracy `table`,
+    and where the item features of intra-list diversity came from (None: not computed, `ild_note` says why)."""
 
     split: str
     result: EvalResult

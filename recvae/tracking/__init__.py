@@ -72,7 +72,8 @@ __all__ = [
     "check_version", "code_version", "compare_runs", "configure", "configure_if_needed", "default_artifact_root",
     "default_pip_requirements", "end_unfinished_runs", "flatten", "get_alias", "get_or_create_experiment", "id_type",
     "init_sqlite_store", "load_recommender_from_uri", "log_datasets", "log_evaluation", "log_params", "log_recommender",
-    "log_snapshot", "log_test_metrics", "logged_model_uri", "metric_key", "model_signature", "per_user_artifact", "plot_history",
+    "log_snapshot", "log_test_metrics", "logged_model_uri", "metric_key", "model_signature", "per_user_artifact",
+    "plot_history",
     "promote", "register", "resumable_run", "route_mlflow_logs", "set_alias", "snapshot_datasets", "start_run",
     "unfinished_runs",
 ]

@@ -270,7 +270,8 @@ def segment_metrics(report: EvalReport, prefix: str) -> dict[str, float]:
 def log_evaluation(report: EvalReport, prefix: str = "test_") -> dict[str, float]:
     """Log a split's report to the active run: the means (log_test_metrics), the segment and beyond-accuracy
     metrics, the table (`eval/SPLIT_segments.csv`), the per-user values (`eval/SPLIT_per_user.parquet`, keyed by
-    the snapshot's raw user ids) and, as tags, the history thresholds and the diversity's features; returns the metrics logged."""
+    the snapshot's raw user ids) and, as tags, the history thresholds and the diversity's features; returns the
+    metrics logged."""
     values = log_test_metrics(report.result, prefix)
     extra = segment_metrics(report, prefix)
     mlflow.log_metrics(extra)
