@@ -208,12 +208,30 @@ def add_promote(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--name", default="recvae")
     p.add_argument("--version", required=True)
     p.add_argument("--alias", default="champion")
+    p.add_argument("--min-confidence", type=float, default=None, metavar="LEVEL",
+                   help="move the alias only if the version beats the one it points at now significantly at this "
+                   "level (paired one-sided t-test of per-user NDCG@100 on the snapshot's validation users)")
+    p.add_argument("--snapshot", metavar="DIR",
+                   help="with --min-confidence: the snapshot whose validation users decide (default: the latest)")
     return p
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from recvae import tracking
+    from recvae import pipeline, tracking
 
+    if args.min_confidence is not None:
+        pipeline.check_min_confidence(args.min_confidence)
+        current = tracking.get_alias(args.name, tracking.check_alias(args.alias))
+        version = tracking.check_version(args.name, args.version)
+        if current is not None and current != version:
+            test = pipeline.significance_gate(args.name, version, current, args.snapshot, args.min_confidence)
+            numbers = (f"diff {test['diff']:+.4f}, stderr {test['stderr']:.4f}, p {test['p_value']:.3g} on "
+                       f"{test['n_users']:,} validation users")
+            if not test["significant"]:
+                print(f"{args.name}@{args.alias}: kept {current}: version {version} is not significantly better at "
+                      f"confidence {args.min_confidence} ({numbers})")
+                return 1
+            print(f"version {version} beats {current} at confidence {args.min_confidence} ({numbers})")
     old = tracking.promote(args.name, args.version, args.alias)
     print(f"{args.name}@{args.alias}: {old} -> {args.version}")
     return 0

@@ -13,8 +13,11 @@ from recvae.pipeline.promotion import (
     align_model,
     aligned_scorer,
     champion_item_overlap,
+    check_min_confidence,
     evaluate_model_uri,
     promote_step,
+    significance_gate,
+    validation_ndcg_per_user,
 )
 from recvae.pipeline.results import Decision, ModelRun, ScoringBatch, SnapshotResult
 from recvae.pipeline.scoring import (
@@ -30,7 +33,8 @@ from recvae.pipeline.training import baseline_step, challenger_seeds, combine_ch
 __all__ = [
     "Decision", "MIN_CHAMPION_ITEM_OVERLAP", "ModelRun", "ScoringBatch", "SnapshotResult", "TAG_PROMOTION",
     "TAG_ROLE", "TAG_RUN_KEY", "align_model", "aligned_scorer", "baseline_step", "begin_score_step",
-    "challenger_seeds", "champion_item_overlap", "check_db_step", "combine_challengers", "config_from",
+    "challenger_seeds", "champion_item_overlap", "check_min_confidence", "significance_gate",
+    "validation_ndcg_per_user", "check_db_step", "combine_challengers", "config_from",
     "ensemble_step", "evaluate_model_uri", "item_metadata", "latest_snapshot", "load_snapshot", "prepare_step",
     "promote_step", "publish_step", "run_pipeline", "score_shard_step", "score_step", "train_step",
 ]

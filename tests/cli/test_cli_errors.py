@@ -106,6 +106,7 @@ CASES = [
     ("promote-missing-version", ["promote", "--version", "999"], "999"),
     ("promote-bad-version", ["promote", "--version", "abc"], "abc"),
     ("promote-bad-alias", ["promote", "--version", "1", "--alias", "x; drop table"], "alias"),
+    ("promote-min-confidence", ["promote", "--version", "1", "--min-confidence", "1.5"], "min_confidence"),
     ("recommend-keep-0", ["recommend", "--model", "{model}", "--snapshot", "{snap}", "--keep", "0"], "--keep"),
     ("recommend-blank-item", ["recommend", "--model", "{model}", "--users", "{inputs}/blank.csv"], "line 3"),
     ("recommend-corrupt-model", ["recommend", "--model", "{broken_model}", "--snapshot", "{snap}"], "model-copy"),
@@ -140,6 +141,7 @@ CASES = [
     ("pipeline-top-n-0", ["pipeline", "--top-n", "0"], "top_n"),
     ("pipeline-unknown-baseline", ["pipeline", "--baselines", "foo"], "foo"),
     ("pipeline-nan-margin", ["pipeline", "--margin", "nan"], "margin"),
+    ("pipeline-min-confidence", ["pipeline", "--min-confidence", "0"], "min_confidence"),
     ("pipeline-unknown-field", ["pipeline", "--set", "train.epoch=1"], "train.epoch"),
     ("pipeline-unreachable-db", ["pipeline", "--db", "{dead_pg}", "--set", "train.epochs=1"], "u:***@127.0.0.1"),
 ]
