@@ -105,6 +105,9 @@ def add_evaluate(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--allow-other-items", action="store_true",
                    help="evaluate a model trained on other items than the snapshot's (items it does not know score "
                    "-inf); without it such a pair is refused")
+    p.add_argument("--log", action="store_true",
+                   help="keep the results in the model's MLflow run: per-user values (for compare --against), "
+                   "segments and beyond-accuracy metrics (the snapshot must be the one it was trained on)")
     return p
 
 
@@ -115,6 +118,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from recvae import pipeline
     from recvae.serving.items import ItemMismatchError
 
+    if args.log:
+        return _evaluate_and_log(args)
     try:
         metrics = pipeline.evaluate_model_uri(args.model, args.snapshot, args.split,
                                               allow_other_items=args.allow_other_items)
@@ -128,6 +133,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     known, total = int(metrics["n_items_known"]), int(metrics["n_items"])
     print(f"{args.model} on {metrics['n_users']:,} {args.split} users; it knows {known:,} of the snapshot's "
           f"{total:,} items ({known / max(total, 1):.1%})")
+    return 0
+
+
+def _evaluate_and_log(args: argparse.Namespace) -> int:
+    from recvae.pipeline.reports import log_model_evaluation
+
+    if args.allow_other_items:
+        raise ConfigError("--log keeps results for the model's own snapshot: it does not go with --allow-other-items")
+    report = log_model_evaluation(args.model, args.snapshot, args.split)
+    table = report.table
+    rows = [("metric", "segment", "mean", "stderr", "users")]
+    for r in table.itertuples(index=False):
+        if r.segment == "all" or r.metric == "ndcg@100":
+            rows.append((r.metric, r.segment, f"{r.mean:.4f}", f"{r.stderr:.4f}", f"{r.n_users:,}"))
+    print(grid(rows))
+    print(f"logged to the model's run: per-user results eval/{args.split}_per_user.parquet, "
+          f"eval/{args.split}_segments.csv")
     return 0
 
 

@@ -112,3 +112,28 @@ def log_evaluation(score_fn: Callable[[Any], Any], snap: Any, split: str, *, rec
     report = evaluation_report(score_fn, snap, split, rec=rec)
     tracking.log_evaluation(report, PREFIXES[split])
     return report
+
+
+def log_model_evaluation(model_uri: str, snapshot_dir: Any, split: str = "test") -> EvalReport:
+    """Re-evaluate a logged model on `split` of the snapshot its run was trained on, and log the report into that
+    run (kept per-user results for `recvae compare --against`, segments, beyond-accuracy metrics)."""
+    import mlflow
+
+    from recvae import tracking
+    from recvae.config import ConfigError
+    from recvae.pipeline.data import load_snapshot
+    from recvae.pipeline.promotion import align_model, aligned_scorer
+
+    snap = load_snapshot(snapshot_dir)
+    rec, info = tracking.load_recommender_from_uri(model_uri)
+    if info.run_id is None:
+        raise ConfigError(f"{model_uri} is not a logged model (no MLflow run to keep its results in)")
+    trained_on = tracking.run_snapshot(tracking.resolve_run(info.run_id))
+    if trained_on not in (None, snap.snapshot_id):
+        raise ConfigError(f"{model_uri}: its run {info.run_id} is on snapshot {trained_on}, not {snap.snapshot_id}; "
+                          "its results are kept for its own snapshot only")
+    scorer = aligned_scorer(rec, align_model(rec, snap, model_uri))
+    report = evaluation_report(scorer, snap, split, rec=rec)
+    with mlflow.start_run(run_id=info.run_id):  # reopened as it is: no new tags, its status restored on exit
+        tracking.log_evaluation(report, PREFIXES[split])
+    return report

@@ -109,3 +109,25 @@ def test_model_item_vectors_stand_in_for_missing_genres() -> None:
 
     features, source, note = item_features(snapshot(), WithFactors())
     assert source == "model item vectors" and note is None and features.shape == (6, 2)
+
+
+def test_recvae_evaluate_log_keeps_the_results_of_an_older_run(mlflow_store, tmp_path: Path, capsys) -> None:
+    from recvae import cli
+
+    snap = snapshot()
+    snap.save(tmp_path / "snap")
+    rec = popularity(snap)
+    with tracking.start_run("reports", tags={"snapshot_id": snap.snapshot_id}) as run:
+        tracking.log_recommender(rec)  # logged before runs kept per-user results
+    run_id = run.info.run_id
+    assert tracking.load_per_user(run_id, "test") is None
+    with pytest.raises(tracking.ComparisonError, match="re-evaluate"):
+        tracking.compare_against(run_id)
+    argv = ["evaluate", "--model", f"runs:/{run_id}/model", "--snapshot", str(tmp_path / "snap"), "--log"]
+    assert cli.main(argv) == 0
+    assert "eval/test_per_user.parquet" in capsys.readouterr().out
+    kept = tracking.load_per_user(run_id, "test")
+    assert kept["user"].tolist() == [7, 8, 9] and kept["ndcg@100"].tolist() == pytest.approx([1, D, 1])
+    logged = mlflow.get_run(run_id)
+    assert logged.info.status == "FINISHED" and logged.data.metrics["test_ndcg_at_100.users_medium"] == pytest.approx(D)
+    assert tracking.compare_against(run_id, log=False).rows == []  # comparable now: no other run yet
