@@ -108,7 +108,20 @@ def add_evaluate(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--log", action="store_true",
                    help="keep the results in the model's MLflow run: per-user values (for compare --against), "
                    "segments and beyond-accuracy metrics (the snapshot must be the one it was trained on)")
+    p.add_argument("--history-thresholds", metavar="LIGHT_MAX,MEDIUM_MAX",
+                   help="with --log: user segments by history length (default: the training users' terciles)")
     return p
+
+
+def _thresholds(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--history-thresholds must be two numbers LIGHT_MAX,MEDIUM_MAX; got {text!r}") from None
+    return low, high
 
 
 _NOT_METRICS = ("n_users", "n_items", "n_items_known")
@@ -120,6 +133,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.log:
         return _evaluate_and_log(args)
+    if args.history_thresholds:
+        raise ConfigError("--history-thresholds goes with --log")
     try:
         metrics = pipeline.evaluate_model_uri(args.model, args.snapshot, args.split,
                                               allow_other_items=args.allow_other_items)
@@ -141,7 +156,8 @@ def _evaluate_and_log(args: argparse.Namespace) -> int:
 
     if args.allow_other_items:
         raise ConfigError("--log keeps results for the model's own snapshot: it does not go with --allow-other-items")
-    report = log_model_evaluation(args.model, args.snapshot, args.split)
+    thresholds = _thresholds(args.history_thresholds)
+    report = log_model_evaluation(args.model, args.snapshot, args.split, thresholds=thresholds)
     table = report.table
     rows = [("metric", "segment", "mean", "stderr", "users")]
     for r in table.itertuples(index=False):

@@ -114,7 +114,8 @@ def log_evaluation(score_fn: Callable[[Any], Any], snap: Any, split: str, *, rec
     return report
 
 
-def log_model_evaluation(model_uri: str, snapshot_dir: Any, split: str = "test") -> EvalReport:
+def log_model_evaluation(model_uri: str, snapshot_dir: Any, split: str = "test", *,
+                         thresholds: tuple[float, float] | None = None) -> EvalReport:
     """Re-evaluate a logged model on `split` of the snapshot its run was trained on, and log the report into that
     run (kept per-user results for `recvae compare --against`, segments, beyond-accuracy metrics)."""
     import mlflow
@@ -132,8 +133,10 @@ def log_model_evaluation(model_uri: str, snapshot_dir: Any, split: str = "test")
     if trained_on not in (None, snap.snapshot_id):
         raise ConfigError(f"{model_uri}: its run {info.run_id} is on snapshot {trained_on}, not {snap.snapshot_id}; "
                           "its results are kept for its own snapshot only")
+    if thresholds is not None and not thresholds[0] <= thresholds[1]:
+        raise ConfigError(f"history thresholds must be increasing (light's max, medium's max); got {thresholds}")
     scorer = aligned_scorer(rec, align_model(rec, snap, model_uri))
-    report = evaluation_report(scorer, snap, split, rec=rec)
+    report = evaluation_report(scorer, snap, split, rec=rec, thresholds=thresholds)
     with mlflow.start_run(run_id=info.run_id):  # reopened as it is: no new tags, its status restored on exit
         tracking.log_evaluation(report, PREFIXES[split])
     return report

@@ -131,3 +131,7 @@ def test_recvae_evaluate_log_keeps_the_results_of_an_older_run(mlflow_store, tmp
     logged = mlflow.get_run(run_id)
     assert logged.info.status == "FINISHED" and logged.data.metrics["test_ndcg_at_100.users_medium"] == pytest.approx(D)
     assert tracking.compare_against(run_id, log=False).rows == []  # comparable now: no other run yet
+    # given thresholds: histories 1, 4, 5 with light <= 1 < medium <= 5
+    assert cli.main([*argv, "--history-thresholds", "1,5"]) == 0
+    assert tracking.load_per_user(run_id, "test")["segment"].tolist() == ["light", "medium", "medium"]
+    assert mlflow.get_run(run_id).data.tags["recvae.eval.test.history_thresholds"] == "light <= 1 < medium <= 5 < heavy"
