@@ -1,9 +1,10 @@
 """Weekly retraining: ingest and validate interactions, build a snapshot, train the Mult-VAE challenger and the
 baselines in parallel, evaluate them on the same validation users, and promote the challenger to `champion`
-only when it beats the champion and every baseline by the configured margin. With `seeds` > 1 the challenger is
-trained once per seed, in parallel, and their ensemble (the mean of their softmax) is what competes. With
-`tune_trials` > 0 the challenger is the best configuration of a tune of that many trials on validation users, its
-trials run by `tune_workers` mapped tasks at once. A promotion
+only when it beats the champion and every baseline by the configured margin (and, with `min_confidence`,
+significantly on the same validation users). With `seeds` > 1 the challenger is trained once per seed, in
+parallel, and their ensemble (the mean of their softmax) is what competes. With `tune_trials` > 0 the challenger is
+the best configuration of a tune of that many trials on validation users, its trials run by `tune_workers` mapped
+tasks at once. A promotion
 emits the `recvae_champion` asset event (its extra names the exact version), which schedules recvae_score.
 
 A user error (bad config, data or model reference) fails its task at once; passing faults are retried. Failures
@@ -63,6 +64,10 @@ from recvae.orchestration.dag_defaults import (
                                           "$RECVAE_TUNE_STORAGE, else SQLite under the home)"),
         "baselines": Param(list(BASELINE_KINDS), type="array", description="baselines to train beside the VAE"),
         "promote_margin": Param(0.0, type="number", minimum=0, description="NDCG@100 margin the challenger must beat"),
+        "min_confidence": Param(None, type=["null", "number"], exclusiveMinimum=0, exclusiveMaximum=1,
+                                description="if set (e.g. 0.95), the challenger must beat the champion and each "
+                                            "baseline significantly at this level (paired one-sided t-test on the "
+                                            "validation users); null: off"),
         "replace_champion_of_other_items": Param(
             False, type="boolean",
             description="a champion trained on other items (another data set) is replaced by a challenger that beats "
@@ -203,6 +208,7 @@ def recvae_retrain():
                 challenger, [baselines[i] for i in range(len(baselines))] if baselines else [],
                 snapshot_dir=snapshot["snapshot_dir"], model_name=p["model_name"], margin=float(p["promote_margin"]),
                 replace_champion_of_other_items=bool(p["replace_champion_of_other_items"]),
+                min_confidence=None if p.get("min_confidence") is None else float(p["min_confidence"]),
             ))
 
     @task.short_circuit

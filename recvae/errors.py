@@ -15,12 +15,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from recvae.serving.items import ItemMismatchError
     from recvae.serving.recommend import UnknownUsersError
     from recvae.serving.store import IdentifierError
-    from recvae.tracking import ModelNotFoundError, RegistryInputError
+    from recvae.tracking import ComparisonError, ModelNotFoundError, RegistryInputError
 
     return (DataValidationError, ConfigError, SnapshotError, DatasetNotFoundError, ChecksumError, FileNotFoundError,
             FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, IdentifierError,
             ModelNotFoundError,
-            ItemMismatchError, ModelLoadError, RegistryInputError, UnknownUsersError)
+            ItemMismatchError, ModelLoadError, RegistryInputError, UnknownUsersError, ComparisonError)
 
 
 def fault_errors() -> tuple[type[BaseException], ...]:

@@ -22,6 +22,9 @@ def add_pipeline(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", choices=MODEL_KINDS, default="vae", help="the challenger (default: Mult-VAE)")
     p.add_argument("--baselines", default=",".join(BASELINE_KINDS), help="comma separated; '' for none")
     p.add_argument("--margin", type=float, default=0.0, help="NDCG@100 margin the challenger must win by")
+    p.add_argument("--min-confidence", type=float, default=None, metavar="LEVEL",
+                   help="also require the challenger to beat the champion and each baseline significantly (paired "
+                        "one-sided t-test on the validation users) at this level, e.g. 0.95 (default: off)")
     p.add_argument("--replace-champion-of-other-items", action="store_true",
                    help="a champion trained on other items (another data set) is replaced by a challenger that beats "
                         "the baselines, instead of an error")
@@ -39,7 +42,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         dataset=args.dataset, input_path=args.input, input_format=args.format, overrides=args.overrides,
         baselines=[b for b in args.baselines.split(",") if b.strip()], margin=args.margin, top_n=args.top_n,
         db_url=args.db, experiment=args.experiment, model_name=args.name, kind=args.model,
-        replace_champion_of_other_items=args.replace_champion_of_other_items,
+        replace_champion_of_other_items=args.replace_champion_of_other_items, min_confidence=args.min_confidence,
     )
     print(format_table(result["models"]))
     print(result["decision"]["reason"])

@@ -105,7 +105,23 @@ def add_evaluate(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--allow-other-items", action="store_true",
                    help="evaluate a model trained on other items than the snapshot's (items it does not know score "
                    "-inf); without it such a pair is refused")
+    p.add_argument("--log", action="store_true",
+                   help="keep the results in the model's MLflow run: per-user values (for compare --against), "
+                   "segments and beyond-accuracy metrics (the snapshot must be the one it was trained on)")
+    p.add_argument("--history-thresholds", metavar="LIGHT_MAX,MEDIUM_MAX",
+                   help="with --log: user segments by history length (default: the training users' terciles)")
     return p
+
+
+def _thresholds(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--history-thresholds must be two numbers LIGHT_MAX,MEDIUM_MAX; got {text!r}") from None
+    return low, high
 
 
 _NOT_METRICS = ("n_users", "n_items", "n_items_known")
@@ -115,6 +131,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from recvae import pipeline
     from recvae.serving.items import ItemMismatchError
 
+    if args.log:
+        return _evaluate_and_log(args)
+    if args.history_thresholds:
+        raise ConfigError("--history-thresholds goes with --log")
     try:
         metrics = pipeline.evaluate_model_uri(args.model, args.snapshot, args.split,
                                               allow_other_items=args.allow_other_items)
@@ -131,18 +151,52 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_and_log(args: argparse.Namespace) -> int:
+    from recvae.pipeline.reports import log_model_evaluation
+
+    if args.allow_other_items:
+        raise ConfigError("--log keeps results for the model's own snapshot: it does not go with --allow-other-items")
+    thresholds = _thresholds(args.history_thresholds)
+    report = log_model_evaluation(args.model, args.snapshot, args.split, thresholds=thresholds)
+    table = report.table
+    rows = [("metric", "segment", "mean", "stderr", "users")]
+    for r in table.itertuples(index=False):
+        if r.segment == "all" or r.metric == "ndcg@100":
+            rows.append((r.metric, r.segment, f"{r.mean:.4f}", f"{r.stderr:.4f}", f"{r.n_users:,}"))
+    print(grid(rows))
+    print(f"logged to the model's run: per-user results eval/{args.split}_per_user.parquet, "
+          f"eval/{args.split}_segments.csv")
+    return 0
+
+
 def add_compare(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("compare", help="a table of MLflow runs and their metrics, best first")
     p.add_argument("--experiment", default="recvae")
     p.add_argument("--metric", default="val_ndcg@100", help="sort key (default: val_ndcg@100)")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--snapshot", metavar="ID", help="only runs trained on this snapshot (the snapshot_id column)")
+    g = p.add_argument_group("paired comparison (--against)")
+    g.add_argument("--against", metavar="RUN_OR_URI",
+                   help="compare every other run on this run's snapshot with it, user by user, from their kept "
+                   "per-user results: a run id, runs:/ID/model, models:/NAME/VERSION or models:/NAME@ALIAS")
+    g.add_argument("--run", dest="runs", action="append", metavar="RUN_OR_URI",
+                   help="compare only with this run (repeatable; it must be on the same snapshot)")
+    g.add_argument("--metrics", default=None, metavar="M1,M2",
+                   help="metrics to compare (default: ndcg@100,recall@20,recall@50; 'all' for every kept one, "
+                   "e.g. ndcg@100.items_tail)")
+    g.add_argument("--split", choices=["test", "validation"], default="test")
+    g.add_argument("--confidence", type=float, default=0.95, help="level of the verdicts (default: 0.95)")
+    g.add_argument("--no-log", action="store_true", help="do not log the comparison into the reference run")
     return p
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from recvae import tracking
 
+    if args.against:
+        return _compare_against(args)
+    if args.runs:
+        raise ConfigError("--run needs --against (the reference run)")
     df = tracking.compare_runs(args.experiment, metric=args.metric, snapshot=args.snapshot)
     # the validation score of the model each run kept (a trained run's best epoch), which ranks the table
     wanted = ["run_id", "run_name", "model_kind", "status", "snapshot_id", f"model_{tracking.metric_key(args.metric)}",
@@ -157,18 +211,65 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_against(args: argparse.Namespace) -> int:
+    from recvae import tracking
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    out = tracking.compare_against(args.against, split=args.split, confidence=args.confidence, metrics=metrics,
+                                   runs=args.runs, snapshot=args.snapshot, log=not args.no_log)
+    ref = out.reference
+    level = f"{args.confidence:.0%}" if round(args.confidence * 100, 6).is_integer() else str(args.confidence)
+    print(f"reference: {ref['run_name']} {ref['run_id'][:8]} ({ref['model_kind']}) on snapshot {ref['snapshot_id']}, "
+          f"{args.split} users; diff = run - reference, {level} t interval")
+    rows = [("run", "metric", "run value", "reference", "diff", "stderr", "interval", "p (t)", "p (wilcoxon)",
+             "users", "verdict")]
+    for r in out.rows:
+        rows.append((f"{r['run_name']} {r['run_id'][:8]}", r["metric"], f"{r['candidate']:.4f}",
+                     f"{r['reference']:.4f}", f"{r['diff']:+.4f}", f"{r['stderr']:.4f}",
+                     f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]", _p(r["t_pvalue"]), _p(r["wilcoxon_pvalue"]),
+                     f"{r['n_users']:,}", r["verdict"]))
+    print(grid(rows) if out.rows else "no other run on this snapshot has per-user results")
+    for r in out.not_comparable:
+        print(f"{r['run_name']} {r['run_id'][:8]}: {r['reason']}")
+    if out.artifacts:
+        print(f"logged {', '.join(out.artifacts)} into run {ref['run_id']}")
+    return 0
+
+
+def _p(value: float) -> str:
+    return "nan" if value != value else (f"{value:.2e}" if value < 1e-3 else f"{value:.3f}")
+
+
 def add_promote(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("promote",
                               help="point an alias (default champion) at a registered version, e.g. a rollback")
     p.add_argument("--name", default="recvae")
     p.add_argument("--version", required=True)
     p.add_argument("--alias", default="champion")
+    p.add_argument("--min-confidence", type=float, default=None, metavar="LEVEL",
+                   help="move the alias only if the version beats the one it points at now significantly at this "
+                   "level (paired one-sided t-test of per-user NDCG@100 on the snapshot's validation users)")
+    p.add_argument("--snapshot", metavar="DIR",
+                   help="with --min-confidence: the snapshot whose validation users decide (default: the latest)")
     return p
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from recvae import tracking
+    from recvae import pipeline, tracking
 
+    if args.min_confidence is not None:
+        pipeline.check_min_confidence(args.min_confidence)
+        current = tracking.get_alias(args.name, tracking.check_alias(args.alias))
+        version = tracking.check_version(args.name, args.version)
+        if current is not None and current != version:
+            test = pipeline.significance_gate(args.name, version, current, args.snapshot, args.min_confidence)
+            numbers = (f"diff {test['diff']:+.4f}, stderr {test['stderr']:.4f}, p {test['p_value']:.3g} on "
+                       f"{test['n_users']:,} validation users")
+            if not test["significant"]:
+                print(f"{args.name}@{args.alias}: kept {current}: version {version} is not significantly better at "
+                      f"confidence {args.min_confidence} ({numbers})")
+                return 1
+            print(f"version {version} beats {current} at confidence {args.min_confidence} ({numbers})")
     old = tracking.promote(args.name, args.version, args.alias)
     print(f"{args.name}@{args.alias}: {old} -> {args.version}")
     return 0

@@ -4,8 +4,8 @@ MAP@k, vectorized in torch over one sorted top-K per batch."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -164,9 +164,13 @@ def per_user_metrics(scores: torch.Tensor, heldout: torch.Tensor, names: Iterabl
 
 @dataclass
 class EvalResult:
-    """Mean, standard error and per-user values of each metric over users with held-out items."""
+    """Mean, standard error and per-user values of each metric over users with held-out items; with item segments,
+    `by_items[segment][metric]` are the per-user values on the held-out items of that segment only, and with
+    `keep_top` the (users, k) top-k item indices each user was recommended."""
 
     per_user: dict[str, np.ndarray]
+    by_items: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    top: np.ndarray | None = None
 
     @property
     def means(self) -> dict[str, float]:
@@ -193,12 +197,20 @@ def evaluate(
     metrics: Iterable[str] = DEFAULT_METRICS,
     batch_size: int = 2_000,
     device: torch.device | str = "cpu",
+    *,
+    item_segments: Mapping[str, np.ndarray] | None = None,
+    keep_top: int = 0,
 ) -> EvalResult:
-    """Score users batch by batch from their fold-in rows, exclude fold-in items, and compute metrics."""
+    """Score users batch by batch from their fold-in rows, exclude fold-in items, and compute metrics; also per item
+    segment (name -> boolean mask over items: the metrics on those held-out items only, the ranking unchanged) and,
+    with `keep_top` > 0, each user's top `keep_top` items."""
     names = list(metrics)
     if foldin.shape != heldout.shape:
         raise ValueError(f"fold-in {foldin.shape} and held-out {heldout.shape} shapes differ")
+    segments = dict(item_segments or {})
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    seg_parts: dict[str, dict[str, list[np.ndarray]]] = {s: {n: [] for n in names} for s in segments}
+    tops: list[np.ndarray] = []
     with torch.no_grad():
         for start in range(0, foldin.shape[0], batch_size):
             x = foldin[start : start + batch_size]
@@ -207,4 +219,25 @@ def evaluate(
             y = csr_to_dense(heldout[start : start + batch_size], scores.device)
             for name, v in per_user_metrics(scores, y, names).items():
                 parts[name].append(v.cpu().numpy())
-    return EvalResult({n: np.concatenate(v) if v else np.zeros(0) for n, v in parts.items()})
+            for seg, mask in segments.items():
+                y_seg = y * torch.as_tensor(np.asarray(mask, dtype=np.float32), device=y.device)
+                for name, v in per_user_metrics(scores, y_seg, names).items():
+                    seg_parts[seg][name].append(v.cpu().numpy())
+            if keep_top > 0:
+                tops.append(_top_items(scores, keep_top))
+    return EvalResult(_joined(parts), {s: _joined(p) for s, p in seg_parts.items()},
+                      np.concatenate(tops) if tops else None)
+
+
+def _top_items(scores: torch.Tensor, k: int) -> np.ndarray:
+    """(users, k) top-k item indices in rank order; seen items (-inf) and slots past the catalogue are -1."""
+    k_eff = min(k, scores.shape[1])
+    top = torch.topk(scores, k_eff, dim=1, sorted=True)
+    items = torch.where(torch.isfinite(top.values), top.indices, torch.full_like(top.indices, -1)).cpu().numpy()
+    out = np.full((scores.shape[0], k), -1, dtype=np.int64)
+    out[:, :k_eff] = items
+    return out
+
+
+def _joined(parts: Mapping[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    return {n: np.concatenate(v) if v else np.zeros(0) for n, v in parts.items()}

@@ -14,8 +14,11 @@ from recvae.pipeline.promotion import (
     align_model,
     aligned_scorer,
     champion_item_overlap,
+    check_min_confidence,
     evaluate_model_uri,
     promote_step,
+    significance_gate,
+    validation_ndcg_per_user,
 )
 from recvae.pipeline.results import Decision, ModelRun, ScoringBatch, SnapshotResult, TuneResult
 from recvae.pipeline.scoring import (
@@ -32,7 +35,8 @@ from recvae.pipeline.tuning import tune_finish_step, tune_setup_step, tune_step,
 __all__ = [
     "Decision", "MIN_CHAMPION_ITEM_OVERLAP", "ModelRun", "ScoringBatch", "SnapshotResult", "TAG_PROMOTION",
     "TAG_ROLE", "TAG_RUN_KEY", "align_model", "aligned_scorer", "baseline_step", "begin_score_step",
-    "challenger_seeds", "champion_item_overlap", "check_db_step", "combine_challengers", "config_from",
+    "challenger_seeds", "champion_item_overlap", "check_min_confidence", "significance_gate",
+    "validation_ndcg_per_user", "check_db_step", "combine_challengers", "config_from",
     "ensemble_step", "evaluate_model_uri", "item_metadata", "latest_snapshot", "load_snapshot", "prepare_step",
     "promote_step", "publish_step", "run_pipeline", "score_shard_step", "score_step", "train_step",
     "TuneResult", "tune_finish_step", "tune_setup_step", "tune_step", "tune_trials_step",

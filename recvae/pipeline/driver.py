@@ -10,7 +10,7 @@ from recvae import paths
 from recvae.config import ConfigError
 from recvae.models.kinds import BASELINE_KINDS
 from recvae.pipeline.data import prepare_step
-from recvae.pipeline.promotion import promote_step
+from recvae.pipeline.promotion import check_min_confidence, promote_step
 from recvae.pipeline.scoring import check_db_step, score_step
 from recvae.pipeline.training import baseline_step, train_step
 
@@ -29,12 +29,14 @@ def run_pipeline(
     model_name: str = "recvae",
     kind: str = "vae",
     replace_champion_of_other_items: bool = False,
+    min_confidence: float | None = None,
 ) -> dict[str, Any]:
     """prepare -> train the challenger (`kind`: vae, dae or recvae) and the baselines -> promote (see `promote_step`)
     -> score every user -> publish, in one process."""
     import uuid
 
     _check_arguments(input_format=input_format, baselines=baselines, margin=margin, top_n=top_n, kind=kind)
+    check_min_confidence(min_confidence)
     db_url = db_url or paths.default_db_url()
     check_db_step(db_url)  # an unreachable database fails in seconds, before anything is trained or promoted
     key = uuid.uuid4().hex[:12]
@@ -44,7 +46,8 @@ def run_pipeline(
     fitted = [baseline_step(b, snap["snapshot_dir"], experiment=experiment, run_key=f"pipeline-{key}-{b}")
               for b in baselines]
     decision = promote_step(challenger, fitted, snapshot_dir=snap["snapshot_dir"], model_name=model_name, margin=margin,
-                            replace_champion_of_other_items=replace_champion_of_other_items)
+                            replace_champion_of_other_items=replace_champion_of_other_items,
+                            min_confidence=min_confidence)
     champion = decision["model_uri"] if decision["champion_version"] else None
     batch: dict[str, Any] = {"status": "no champion to score with"}
     if champion:

@@ -86,9 +86,10 @@ def champion_item_overlap(alignment: Any) -> dict[str, Any]:
             "comparable": share >= MIN_CHAMPION_ITEM_OVERLAP}
 
 
-def _champion_on_snapshot(model_name: str, version: str, snapshot_dir: str | Path | None) -> tuple[float | None, dict]:
-    """The champion's validation NDCG@100 on the snapshot (None when its items overlap the snapshot's too little
-    to compare, see MIN_CHAMPION_ITEM_OVERLAP) and the overlap. Items it does not know score -inf (and cost it)."""
+def _champion_on_snapshot(model_name: str, version: str, snapshot_dir: str | Path | None) -> tuple[Any, dict]:
+    """The champion's per-user validation NDCG@100 on the snapshot (None when its items overlap the snapshot's too
+    little to compare, see MIN_CHAMPION_ITEM_OVERLAP) and the overlap. Items it does not know score -inf (and cost
+    it)."""
     from recvae import tracking
     from recvae.evaluation.metrics import evaluate
 
@@ -102,7 +103,111 @@ def _champion_on_snapshot(model_name: str, version: str, snapshot_dir: str | Pat
                 overlap["snapshot_items"], 100 * overlap["share"])
     if not overlap["comparable"]:
         return None, overlap
-    return float(evaluate(aligned_scorer(rec, alignment), *snap.heldout("validation")).means["ndcg@100"]), overlap
+    foldin, heldout = snap.heldout("validation")
+    return evaluate(aligned_scorer(rec, alignment), foldin, heldout, ["ndcg@100"]).per_user["ndcg@100"], overlap
+
+
+def check_min_confidence(min_confidence: float | None) -> None:
+    """ConfigError unless `min_confidence` is None (off) or strictly between 0 and 1."""
+    import math
+
+    from recvae.config import ConfigError
+
+    if min_confidence is not None and not (math.isfinite(min_confidence) and 0 < min_confidence < 1):
+        raise ConfigError(f"min_confidence must be between 0 and 1 (exclusive), e.g. 0.95; got {min_confidence}")
+
+
+def _mean(values: Any) -> float:
+    import numpy as np
+
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def _described(test: Mapping[str, Any]) -> str:
+    return f"{test['rival']}: diff {test['diff']:+.4f}, stderr {test['stderr']:.4f}, p {test['p_value']:.3g}"
+
+
+def validation_ndcg_per_user(run_id: str | None, model_uri: str | None, snap: Any) -> Any:
+    """Per-user validation NDCG@100 of a model on the snapshot's validation users (in their row order): from its
+    run's kept validation results when the run is on this snapshot, else by scoring `model_uri`."""
+    import numpy as np
+
+    from recvae import tracking
+    from recvae.evaluation.metrics import evaluate
+
+    if run_id:
+        run = tracking.resolve_run(run_id)
+        kept = tracking.load_per_user(run_id, "validation") if tracking.run_snapshot(run) == snap.snapshot_id else None
+        if kept is not None and "ndcg@100" in kept:
+            users = snap.users.raw_ids[snap.rows["validation_tr"]]
+            by_user = dict(zip(kept["user"].tolist(), kept["ndcg@100"].to_numpy(float), strict=True))
+            return np.array([by_user.get(u, np.nan) for u in users.tolist()])
+    uri = model_uri or f"runs:/{run_id}/model"
+    rec, _ = tracking.load_recommender_from_uri(uri)
+    scorer = aligned_scorer(rec, align_model(rec, snap, uri))
+    foldin, heldout = snap.heldout("validation")
+    return evaluate(scorer, foldin, heldout, ["ndcg@100"]).per_user["ndcg@100"]
+
+
+def _significance(challenger: Mapping[str, Any], baselines: Sequence[Mapping[str, Any]], per_user: dict[str, Any],
+                  snapshot_dir: str | Path | None, model_name: str, min_confidence: float) -> list[dict[str, Any]]:
+    """The one-sided paired test of the challenger against each rival (the champion's values in `per_user`, the
+    baselines' from their runs): rival, n_users, diff, stderr, p_value, confidence, significant."""
+    from recvae.config import ConfigError
+    from recvae.evaluation.paired import one_sided_greater
+
+    snap = load_snapshot(snapshot_dir)
+    uri = f"models:/{model_name}/{challenger['model_version']}"
+    mine = validation_ndcg_per_user(challenger.get("run_id"), uri, snap)
+    rivals = dict(per_user)
+    for b in baselines:
+        if b.get("val_ndcg@100") is None:
+            continue
+        if not b.get("run_id"):
+            raise ConfigError(f"baseline {b.get('kind')} has no run to test the challenger against (min_confidence)")
+        rivals[f"baseline {b['kind']}"] = validation_ndcg_per_user(b["run_id"], None, snap)
+    return [{"rival": name, **one_sided_greater(mine, values, min_confidence).to_dict()}
+            for name, values in rivals.items()]
+
+
+def significance_gate(model_name: str, version: str, against: str, snapshot_dir: str | Path | None,
+                      min_confidence: float) -> dict[str, Any]:
+    """The one-sided paired test of registered `version` beating version `against` on the snapshot's validation
+    users (per-user NDCG@100, see `validation_ndcg_per_user`), logged with the candidate's run; its numbers."""
+    from recvae import tracking
+    from recvae.evaluation.paired import one_sided_greater
+
+    check_min_confidence(min_confidence)
+    snap = load_snapshot(snapshot_dir)
+    mine_uri, theirs_uri = f"models:/{model_name}/{version}", f"models:/{model_name}/{against}"
+    mine_run, theirs_run = (tracking.resolve_run(u).info.run_id for u in (mine_uri, theirs_uri))
+    test = {"rival": f"v{against}", **one_sided_greater(validation_ndcg_per_user(mine_run, mine_uri, snap),
+                                                        validation_ndcg_per_user(theirs_run, theirs_uri, snap),
+                                                        min_confidence).to_dict()}
+    _log_significance(mine_run, min_confidence, [test])
+    return test
+
+
+def _log_significance(run_id: str, min_confidence: float | None, tests: list[dict[str, Any]]) -> None:
+    """The significance tests of a promotion, as tags and `promotion/significance.json` of the challenger's run."""
+    import json
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, f"{TAG_PROMOTION}.min_confidence", str(min_confidence))
+    for test in tests:
+        client.set_tag(run_id, f"{TAG_PROMOTION}.significance.{_tag_name(test['rival'])}",
+                       f"diff {test['diff']:+.6f} stderr {test['stderr']:.6f} p {test['p_value']:.6g} "
+                       f"n {test['n_users']} {'significant' if test['significant'] else 'not significant'}")
+    client.log_dict(run_id, {"min_confidence": min_confidence, "tests": json.loads(json.dumps(tests, default=str))},
+                    "promotion/significance.json")
+
+
+def _tag_name(rival: str) -> str:
+    import re
+
+    return re.sub(r"[^\w.\-]", "_", rival)
 
 
 def _tag_decision(run_id: str, outcome: str, reason: str, overlap: dict[str, Any] | None) -> None:
@@ -139,6 +244,7 @@ def promote_step(
     model_name: str = "recvae",
     margin: float = 0.0,
     replace_champion_of_other_items: bool = False,
+    min_confidence: float | None = None,
 ) -> Decision:
     """Point `champion` at the challenger only if its validation NDCG@100 beats the current champion (re-evaluated
     on the same validation users) and every baseline by `margin`; the reason and the champion's item overlap are
@@ -146,10 +252,15 @@ def promote_step(
 
     A champion whose items overlap the snapshot's too little (MIN_CHAMPION_ITEM_OVERLAP) was trained on other data
     and is not compared: ItemMismatchError, unless `replace_champion_of_other_items`, when the challenger only has
-    to beat the baselines."""
+    to beat the baselines.
+
+    With `min_confidence` (e.g. 0.95; None: off) the challenger must also beat the champion and each baseline with
+    a paired one-sided t-test on the same validation users significant at that level (per-user NDCG@100 from the
+    runs' kept validation results on this snapshot, else scored); each test's numbers are in the decision."""
     from recvae import tracking
     from recvae.serving.items import ItemMismatchError
 
+    check_min_confidence(min_confidence)
     score = challenger.get("val_ndcg@100")
     version = challenger.get("model_version")
     if score is None or version is None:
@@ -157,12 +268,14 @@ def promote_step(
     rivals: list[tuple[str, float]] = [(f"baseline {b['kind']}", float(b["val_ndcg@100"])) for b in baselines
                                        if b.get("val_ndcg@100") is not None]
     current = tracking.get_alias(model_name, CHAMPION)
+    per_user: dict[str, Any] = {}  # rival -> its per-user validation NDCG@100, for the significance gate
     overlap: dict[str, Any] | None = None
     replaced: str | None = None
     if current is not None and current != str(version):
-        champion_score, overlap = _champion_on_snapshot(model_name, current, snapshot_dir)
-        if champion_score is not None:
-            rivals.append((f"champion v{current}", champion_score))
+        champion_values, overlap = _champion_on_snapshot(model_name, current, snapshot_dir)
+        if champion_values is not None:
+            rivals.append((f"champion v{current}", _mean(champion_values)))
+            per_user[f"champion v{current}"] = champion_values
         elif replace_champion_of_other_items:
             replaced = current
         else:
@@ -170,21 +283,33 @@ def promote_step(
             _tag_decision(challenger["run_id"], "refused", reason, overlap)
             raise ItemMismatchError(reason)
     verdict = promotion_verdict(float(score), rivals, margin)
-    promoted = verdict.promoted
-    if not promoted:
+    significance = None
+    if min_confidence is not None:
+        significance = _significance(challenger, baselines, per_user, snapshot_dir, model_name, min_confidence)
+    not_significant = [t for t in significance or [] if not t["significant"]]
+    promoted = verdict.promoted and not not_significant
+    if not verdict.promoted:
         reason = (f"kept the champion: challenger v{version} validation NDCG@100 {score:.4f} does not beat "
                   f"{', '.join(verdict.losses)} by the margin {margin}")
+    elif not_significant:
+        reason = (f"kept the champion: challenger v{version} validation NDCG@100 {score:.4f} is not significantly "
+                  f"better at confidence {min_confidence} than {', '.join(map(_described, not_significant))}")
     else:
         beaten = ", ".join(verdict.beaten) or "nothing (first model)"
         reason = f"promoted challenger v{version}: validation NDCG@100 {score:.4f} beats {beaten} by > {margin}"
         if replaced and overlap is not None:  # replaced is only set with the overlap that made it so
             reason += (f", replacing champion v{replaced} of other items ({overlap['share']:.1%} in common) as "
                        "replace_champion_of_other_items asked")
+        if significance:
+            reason += f", significantly at confidence {min_confidence} ({', '.join(map(_described, significance))})"
         tracking.promote(model_name, version, CHAMPION)
     logger.info(reason)
     _tag_decision(challenger["run_id"], "promoted" if promoted else "rejected", reason, overlap)
+    if significance is not None:
+        _log_significance(challenger["run_id"], min_confidence, significance)
     return Decision(promoted=promoted, reason=reason, version=str(version), model_name=model_name,
                     run_id=challenger["run_id"], val_ndcg_at_100=float(score),
                     model_uri=f"models:/{model_name}@{CHAMPION}",
                     champion_version=str(version) if promoted else current, previous_champion=current,
-                    champion_overlap=overlap, replaced_champion_of_other_items=replaced)
+                    champion_overlap=overlap, replaced_champion_of_other_items=replaced,
+                    min_confidence=min_confidence, significance=significance)

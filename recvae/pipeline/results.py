@@ -114,6 +114,8 @@ class Decision(StepResult):
     previous_champion: str | None = None
     champion_overlap: dict[str, Any] | None = None
     replaced_champion_of_other_items: str | None = None
+    min_confidence: float | None = None
+    significance: list[dict[str, Any]] | None = None  # one-sided paired test per rival (with min_confidence)
 
 
 @dataclass(frozen=True)

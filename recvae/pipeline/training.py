@@ -17,6 +17,7 @@ from recvae.models.kinds import RECOMMENDER_KINDS, RUN_NAMES
 from recvae.pipeline.common import DEFAULT_BASELINE_GRIDS, RUN_FILE, TAG_ROLE, TAG_RUN_KEY, safe_name
 from recvae.pipeline.data import load_snapshot
 from recvae.pipeline.promotion import align_model, aligned_scorer
+from recvae.pipeline.reports import log_evaluation
 from recvae.pipeline.results import ModelRun
 from recvae.tracking.registry import CHALLENGER
 from recvae.tracking.runs import TAG_PARENT
@@ -89,7 +90,6 @@ def train_step(
     import mlflow
 
     from recvae import tracking
-    from recvae.evaluation.metrics import evaluate
     from recvae.training import LAST_FILE, check_memory, resolve_device, train
 
     config = apply_overrides(preset(kind), overrides or {}).validate()
@@ -121,7 +121,7 @@ def train_step(
         if result.best_beta is not None:
             mlflow.log_metric("best_beta", result.best_beta)
         if snap.has("test"):
-            tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("test")))
+            log_evaluation(rec.scores, snap, "test", rec=rec)
         tracking.plot_history(result.history, work / "training_curves.png")  # beside the checkpoints, not in /tmp
         version = _log_challenger(rec, snap, model_name)
         run_id = run.info.run_id
@@ -183,7 +183,6 @@ def baseline_step(
     import mlflow
 
     from recvae import tracking
-    from recvae.evaluation.metrics import evaluate
     from recvae.models import baselines
 
     done = _finished_run(experiment, run_key)
@@ -202,9 +201,9 @@ def baseline_step(
         rec = baselines.fit_baseline(kind, snap.train, items=snap.items, **best)
         tracking.log_params(rec.params())
         if snap.has("validation"):
-            tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("validation")), prefix="val_")
+            log_evaluation(rec.scores, snap, "validation", rec=rec)
         if snap.has("test"):
-            tracking.log_test_metrics(evaluate(rec.scores, *snap.heldout("test")))
+            log_evaluation(rec.scores, snap, "test", rec=rec)
         tracking.log_recommender(rec, snapshot=snap)
         run_id = run.info.run_id
     return _run_summary(mlflow.get_run(run_id), kind)
@@ -254,7 +253,6 @@ def ensemble_step(
     import mlflow
 
     from recvae import tracking
-    from recvae.evaluation.metrics import evaluate
     from recvae.models.ensemble import Ensemble
 
     if len(model_uris) < 2:
@@ -286,9 +284,9 @@ def ensemble_step(
         mlflow.log_dict({"members": described}, "members.json")
         tracking.log_snapshot(snap)
         if snap.has("validation"):
-            tracking.log_test_metrics(evaluate(scorer, *snap.heldout("validation")), prefix="val_")
+            log_evaluation(scorer, snap, "validation", rec=ens)
         if snap.has("test"):
-            tracking.log_test_metrics(evaluate(scorer, *snap.heldout("test")))
+            log_evaluation(scorer, snap, "test", rec=ens)
         version = _log_challenger(ens, snap, model_name)
         run_id = run.info.run_id
     return _challenger_summary(run_id, ens.kind, model_name, version)

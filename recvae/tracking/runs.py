@@ -22,6 +22,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from recvae.evaluation.metrics import EvalResult
+from recvae.evaluation.segments import EvalReport
 from recvae.log import mask_secrets
 from recvae.tracking.store import configure_if_needed, get_or_create_experiment
 
@@ -251,6 +252,51 @@ def log_test_metrics(result: EvalResult, prefix: str = "test_") -> dict[str, flo
     values[metric_key(f"{prefix}n_users")] = float(result.n_users)
     mlflow.log_metrics(values)
     return values
+
+
+def per_user_artifact(split: str) -> str:
+    """Where a run keeps its per-user values on `split` ('test', 'validation')."""
+    return f"eval/{split}_per_user.parquet"
+
+
+def segment_metrics(report: EvalReport, prefix: str) -> dict[str, float]:
+    """MLflow metrics of a report's table: `{prefix}{metric}.{segment}` (test_ndcg_at_100.users_light), and plain
+    `{prefix}{metric}` for the beyond-accuracy metrics over all users (the accuracy ones are log_test_metrics')."""
+    out = {}
+    accuracy = set(report.result.per_user)
+    for row in report.table.itertuples(index=False):
+        if row.segment != "all":
+            out[f"{metric_key(prefix + row.metric)}.{row.segment}"] = float(row.mean)
+        elif row.metric not in accuracy:
+            out[metric_key(prefix + row.metric)] = float(row.mean)
+    return out
+
+
+def log_evaluation(report: EvalReport, prefix: str = "test_") -> dict[str, float]:
+    """Log a split's report to the active run: the means (log_test_metrics), the segment and beyond-accuracy
+    metrics, the table (`eval/SPLIT_segments.csv`), the per-user values (`eval/SPLIT_per_user.parquet`, keyed by
+    the snapshot's raw user ids) and, as tags, the history thresholds and the diversity's features; returns the
+    metrics logged."""
+    values = log_test_metrics(report.result, prefix)
+    extra = segment_metrics(report, prefix)
+    mlflow.log_metrics(extra)
+    split = report.split
+    # tags, not params: a run re-evaluated later may change them
+    mlflow.set_tags({f"recvae.eval.{split}.history_thresholds": "light <= {:g} < medium <= {:g} < heavy".format(
+                         *report.thresholds),
+                     f"recvae.eval.{split}.ild_features": report.ild_source or "none"})
+    if report.ild_note:
+        mlflow.set_tag(f"recvae.eval.{split}.ild_skipped", report.ild_note[:5000])
+    with tempfile.TemporaryDirectory(prefix="recvae-eval-") as tmp:
+        table = Path(tmp) / f"{split}_segments.csv"
+        report.table.to_csv(table, index=False)
+        frame = report.per_user_frame()
+        per_user = Path(tmp) / Path(per_user_artifact(split)).name
+        frame.assign(user=frame["user"].astype(str) if frame["user"].dtype == object else frame["user"]).to_parquet(
+            per_user, index=False)
+        mlflow.log_artifact(str(table), artifact_path="eval")
+        mlflow.log_artifact(str(per_user), artifact_path="eval")
+    return {**values, **extra}
 
 
 def plot_history(

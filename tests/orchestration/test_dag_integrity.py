@@ -275,3 +275,20 @@ def test_promote_passes_the_replace_champion_param(dag_bag, monkeypatch):
     params = {**{k: dag.params[k] for k in dag.params}, "replace_champion_of_other_items": True}
     dag.get_task("promote").python_callable({"snapshot_dir": "/s"}, {"run_id": "r"}, [], params=params, run_id="x")
     assert seen["replace_champion_of_other_items"] is True and seen["snapshot_dir"] == "/s"
+
+
+def test_promote_passes_min_confidence_off_by_default(dag_bag, monkeypatch):
+    from recvae import pipeline
+    from recvae.orchestration import variables
+
+    dag = dag_bag.dags["recvae_retrain"]
+    assert dag.params["min_confidence"] is None
+    seen: dict = {}
+    monkeypatch.setattr(variables, "use_airflow_variables", lambda **kw: {})
+    monkeypatch.setattr(pipeline, "promote_step", lambda *a, **kw: seen.update(kw) or {"promoted": False})
+    params = {k: dag.params[k] for k in dag.params}
+    promote = dag.get_task("promote").python_callable
+    promote({"snapshot_dir": "/s"}, {"run_id": "r"}, [], params=params, run_id="x")
+    assert seen["min_confidence"] is None
+    promote({"snapshot_dir": "/s"}, {"run_id": "r"}, [], params={**params, "min_confidence": 0.95}, run_id="x")
+    assert seen["min_confidence"] == 0.95

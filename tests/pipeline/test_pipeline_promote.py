@@ -130,3 +130,112 @@ def test_recvae_pipeline_can_replace_a_champion_of_other_items(monkeypatch, caps
     assert seen["replace_champion_of_other_items"] is True
     assert cli.main(["pipeline"]) == 0
     assert seen["replace_champion_of_other_items"] is False
+
+
+# ---------------------------------------------------------------------------------------- significance gate
+NOISE = np.array([0.1, 0.2, 0.3, 0.0, -0.1, 0.0, 0.0, 0.05])  # mean .06875, one-sided paired p = 0.0863
+CLEAR = np.arange(11, 19) / 100  # mean .145, one-sided p = 3.3e-7
+
+
+def _with_validation_results(snapshot_dir: Path, values: np.ndarray, tmp_path: Path, kind: str = "vae") -> dict:
+    """A registered model whose run keeps per-user validation NDCG@100 `values` (the 8 validation users) on the
+    snapshot; the summary promote_step takes, its score the mean of `values`."""
+    import pandas as pd
+
+    snap = Snapshot.load(snapshot_dir)
+    rec = Popularity().fit(snap.train)
+    rec.items = snap.items
+    with tracking.start_run("promote-test", run_name=kind, tags={"snapshot_id": snap.snapshot_id}) as run:
+        info = tracking.log_recommender(rec, registered_model_name=NAME, extra_meta={"snapshot_id": snap.snapshot_id})
+        folder = tmp_path / run.info.run_id
+        folder.mkdir()
+        users = snap.users.raw_ids[snap.rows["validation_tr"]]
+        pd.DataFrame({"user": users, "ndcg@100": values}).to_parquet(folder / "validation_per_user.parquet")
+        mlflow.log_artifact(str(folder / "validation_per_user.parquet"), "eval")
+    return {"run_id": run.info.run_id, "kind": kind, "val_ndcg@100": float(np.mean(values)),
+            "model_version": str(info.registered_model_version)}
+
+
+@pytest.fixture
+def champion_values(store, tmp_path):
+    """A promoted popularity champion on a snapshot; (snapshot dir, its per-user validation NDCG@100, version)."""
+    snap_dir = _snapshot(tmp_path / "snap", np.arange(1, 41), seed=0)
+    old = _register(snap_dir)
+    tracking.promote(NAME, old["model_version"])
+    values = pipeline.validation_ndcg_per_user(None, f"models:/{NAME}/{old['model_version']}",
+                                               Snapshot.load(snap_dir))
+    return snap_dir, values, old["model_version"]
+
+
+def test_a_challenger_better_by_noise_is_promoted_only_without_the_gate(champion_values, tmp_path):
+    from scipy import stats
+
+    snap_dir, champion, old = champion_values
+    challenger = _with_validation_results(snap_dir, champion + NOISE, tmp_path)
+    kept = pipeline.promote_step(challenger, [], snapshot_dir=snap_dir, model_name=NAME, min_confidence=0.95)
+    assert not kept["promoted"] and tracking.get_alias(NAME, "champion") == old
+    [test] = kept["significance"]
+    assert test["rival"] == f"champion v{old}" and test["n_users"] == 8 and not test["significant"]
+    assert test["diff"] == pytest.approx(0.06875)
+    assert test["p_value"] == pytest.approx(stats.ttest_1samp(NOISE, 0, alternative="greater").pvalue)
+    assert "not significantly better at confidence 0.95 than champion v" in kept["reason"]
+    assert "diff +0.0688" in kept["reason"] and kept["min_confidence"] == 0.95
+    tags = _tags(challenger["run_id"])
+    assert tags["recvae.promotion"] == "rejected" and tags["recvae.promotion.min_confidence"] == "0.95"
+    assert "not significant" in tags[f"recvae.promotion.significance.champion_v{old}"]
+
+    promoted = pipeline.promote_step(challenger, [], snapshot_dir=snap_dir, model_name=NAME)
+    assert promoted["promoted"] and promoted["significance"] is None  # the gate is off by default
+    assert tracking.get_alias(NAME, "champion") == challenger["model_version"]
+
+
+def test_a_clearly_better_challenger_passes_the_gate_against_champion_and_baselines(champion_values, tmp_path):
+    snap_dir, champion, old = champion_values
+    baseline = _with_validation_results(snap_dir, champion, tmp_path, kind="popularity")
+    challenger = _with_validation_results(snap_dir, champion + CLEAR, tmp_path)
+    decision = pipeline.promote_step(challenger, [baseline], snapshot_dir=snap_dir, model_name=NAME,
+                                     min_confidence=0.95)
+    assert decision["promoted"] and tracking.get_alias(NAME, "champion") == challenger["model_version"]
+    rivals = {t["rival"]: t for t in decision["significance"]}
+    assert set(rivals) == {"baseline popularity", f"champion v{old}"}
+    assert all(t["significant"] and t["diff"] == pytest.approx(0.145) for t in rivals.values())
+    assert "significantly at confidence 0.95" in decision["reason"]
+    doc = mlflow.artifacts.load_dict(f"runs:/{challenger['run_id']}/promotion/significance.json")
+    assert doc["min_confidence"] == 0.95 and len(doc["tests"]) == 2
+
+
+def test_the_gate_scores_a_model_without_kept_results(champion_values):
+    snap_dir, champion, _ = champion_values
+    challenger = _register(snap_dir)  # no validation artifact: scored, the same model as the champion
+    decision = pipeline.promote_step(challenger, [], snapshot_dir=snap_dir, model_name=NAME, margin=-1.0,
+                                     min_confidence=0.95)
+    [test] = decision["significance"]
+    assert test["diff"] == 0.0 and test["p_value"] == 1.0 and not decision["promoted"]
+
+
+def test_recvae_promote_with_min_confidence(champion_values, tmp_path, capsys):
+    from recvae import cli
+
+    snap_dir, champion, old = champion_values
+    noisy = _with_validation_results(snap_dir, champion + NOISE, tmp_path)
+    argv = ["promote", "--version", noisy["model_version"], "--min-confidence", "0.95", "--snapshot", str(snap_dir)]
+    assert cli.main(argv) == 1
+    assert "kept " + old in capsys.readouterr().out and tracking.get_alias(NAME, "champion") == old
+    clear = _with_validation_results(snap_dir, champion + CLEAR, tmp_path)
+    argv[2] = clear["model_version"]
+    assert cli.main(argv) == 0
+    assert tracking.get_alias(NAME, "champion") == clear["model_version"]
+
+
+def test_recvae_pipeline_passes_min_confidence(monkeypatch):
+    from recvae import cli
+
+    seen: dict = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        return {"models": [{"kind": "vae"}], "decision": {"reason": "promoted"}, "batch": {"status": "ok"}}
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake)
+    assert cli.main(["pipeline", "--min-confidence", "0.9"]) == 0 and seen["min_confidence"] == 0.9
+    assert cli.main(["pipeline"]) == 0 and seen["min_confidence"] is None
