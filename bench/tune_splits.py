@@ -2,7 +2,8 @@
 
 Usage:
   RECVAE_DATA_HOME=../shared/data .venv/bin/python bench/tune_splits.py --dataset ml-1m-pro-sg --trials 30 \
-      [--timeout-min 60] [--model vae] [--space FILE]
+      [--timeout-min 60] [--model vae] [--space FILE] [--home DIR]
+  --home DIR: the run's RECVAE_HOME (default: a new folder under bench/out); an existing one resumes its study.
   --smoke: the synthetic data set, 2 trials of 3 epochs.
 
 Per split, in one fresh RECVAE_HOME: `prepare_step` (the dataset's own protocol; ml-latest-small with the prepare
@@ -54,9 +55,17 @@ def run(args: Any) -> dict[str, Any]:
     logger.info("%s: %d users x %d items", args.dataset, snap_res.n_users, snap_res.n_items)
     models: dict[str, dict[str, Any]] = {}
     t = time.perf_counter()
+    import optuna
+
+    from recvae.pipeline.tuning import default_study_name
+    from recvae.tuning import study_ref
+
+    resume = default_study_name(snap_res.snapshot_id, args.model) in optuna.get_all_study_names(
+        study_ref("x").storage)
     tuned = pipeline.tune_step(snap_res.snapshot_dir, kind=args.model, trials=args.trials,
-                               timeout=args.timeout_min * 60 if args.timeout_min else None, space=args.space,
-                               overrides=args.set, model_name="bench")
+                               timeout=args.timeout_min * 60 if args.timeout_min else None,
+                               space=None if resume else args.space, overrides=args.set, model_name="bench",
+                               resume=resume)
     assert isinstance(tuned, pipeline.TuneResult)
     models["tuned " + args.model] = {"uri": tuned.challenger["model_uri"], "wall_s": time.perf_counter() - t,
                                      "val_ndcg@100": tuned.best_val_ndcg_at_100}
@@ -119,14 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--space", default=None, help="a space file narrowing the default space")
     p.add_argument("--set", action="append", default=[], help="settings every trial shares")
     p.add_argument("--paper-set", action="append", default=[], help="overrides of the paper's Mult-VAE run")
+    p.add_argument("--home", type=Path, default=None, help="RECVAE_HOME of the run; an existing one resumes its study")
     args = harness.parse(p, argv)
     if args.smoke:
         args.dataset, args.trials = "synthetic", 2
         args.space = {"train.epochs": 3, "model.hidden_width": [16], "model.latent_dim": [8],
                       "model.n_pseudo_inputs": [4]}
         args.paper_set = ["train.epochs=3"]
-    home = Path(tempfile.mkdtemp(prefix="tune-splits-", dir=harness.scratch_dir()))
-    os.environ["RECVAE_HOME"] = str(home)
+    from recvae.log import setup_logging
+
+    setup_logging(logging.INFO)
+    home = args.home or Path(tempfile.mkdtemp(prefix="tune-splits-", dir=harness.scratch_dir()))
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["RECVAE_HOME"] = str(home.resolve())
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     report = {"command": harness.command_line(__file__, argv), "date": harness.now(), "machine": harness.machine_info(),
               "home": str(home)}

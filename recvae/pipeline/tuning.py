@@ -122,7 +122,6 @@ def tune_trials_step(snapshot_dir: str | Path | None, study: str, *, trials: int
     if before >= trials:
         logger.info("study %r already has %d of %d trials", ref.name, before, trials)
         return {"study": ref.name, "ran": 0, "trials": before}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what each trial did
     st.optimize(objective, n_trials=trials - before, timeout=timeout, catch=(NonFiniteLossError,),
                 callbacks=[optuna.study.MaxTrialsCallback(trials, states=COUNTED)])
     after = counted_trials(st)

@@ -80,6 +80,7 @@ def _route_optuna_logs() -> None:
     """Optuna's lines through the logging setup of the process (masked, leveled), not its own stderr handler."""
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "study created/reused": our own lines say it once
 
 
 def sampler(seed: int, worker: int = 0) -> optuna.samplers.TPESampler:

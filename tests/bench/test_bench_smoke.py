@@ -29,6 +29,7 @@ SMOKE: dict[str, tuple[list[list[str]], list[str]]] = {
     "baselines_ml1m.py": ([[]], ["baselines_ml1m"]),
     "train_speed.py": ([[]], ["train_speed"]),
     "bench_prepare.py": ([[]], ["prepare"]),
+    "tune_splits.py": ([[]], ["tune_synthetic"]),
 }
 # scripts without a smoke run of their own here, and why
 NO_SMOKE = {
