@@ -135,13 +135,14 @@ def tune_finish_step(snapshot_dir: str | Path | None, study: str, *, kind: str =
     import mlflow
 
     from recvae import tracking
-    from recvae.tuning import ATTR_EXPERIMENT, ATTR_PARENT, log_to_parent, open_study, study_ref
+    from recvae.tuning import ATTR_EXPERIMENT, ATTR_PARENT, end_orphaned_runs, log_to_parent, open_study, study_ref
 
     snap = load_snapshot(snapshot_dir)
     ref = study_ref(study, storage)
     st = open_study(ref, resume=True, snapshot_id=snap.snapshot_id, kind=kind, space=None, seed=0)
     parent, experiment = st.user_attrs.get(ATTR_PARENT), st.user_attrs.get(ATTR_EXPERIMENT, "recvae")
     work = paths.runs_dir() / safe_name(f"tune-{ref.name}")
+    end_orphaned_runs(st)
     with tracking.start_run(experiment, run_id=parent):
         info = log_to_parent(st, work, wall_s)
     if "best_trial" not in info:

@@ -4,7 +4,7 @@ study shows (`report`). The steps that run them, and the retraining of the best 
 
 from __future__ import annotations
 
-from recvae.tuning.objective import Objective
+from recvae.tuning.objective import Objective, end_orphaned_runs
 from recvae.tuning.report import importances, log_to_parent, summary
 from recvae.tuning.space import Dimension, SearchSpace, default_space, load_space, space_from_dict
 from recvae.tuning.study import (
@@ -24,6 +24,6 @@ from recvae.tuning.study import (
 
 __all__ = [
     "ATTR_EXPERIMENT", "ATTR_KIND", "ATTR_PARENT", "ATTR_SNAPSHOT", "ATTR_SPACE", "COUNTED", "Dimension", "Objective",
-    "SearchSpace", "StudyError", "StudyRef", "counted_trials", "default_space", "importances", "load_space",
-    "log_to_parent", "open_study", "space_from_dict", "study_lock", "study_ref", "summary",
+    "SearchSpace", "StudyError", "StudyRef", "counted_trials", "default_space", "end_orphaned_runs", "importances",
+    "load_space", "log_to_parent", "open_study", "space_from_dict", "study_lock", "study_ref", "summary",
 ]

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 TAG_TRIAL = "recvae.trial"
 TAG_TRIAL_STATE = "recvae.trial_state"
 VALUE_ATTR = "val_ndcg@100"
+RUN_ATTR = "mlflow_run_id"
 OVERRIDES_ATTR = "overrides"  # a trial's whole configuration as overrides: what retraining the best one needs
 
 
@@ -48,6 +49,7 @@ class Objective:
         tags = {TAG_PARENT: self.parent_run_id, TAG_STUDY: self.study_name, TAG_TRIAL: str(trial.number),
                 TAG_ROLE: "trial"}
         with tracking.start_run(self.experiment, run_name=f"trial-{trial.number}", tags=tags) as run:
+            trial.set_user_attr(RUN_ATTR, run.info.run_id)  # now: a killed worker's run is found and ended later
             tracking.log_params(config.to_dict())
             mlflow.log_params({f"trial.{k}": v for k, v in trial.params.items()})
             epochs = tracking.EpochLogger(run.info.run_id)
@@ -80,7 +82,6 @@ class Objective:
                                 **{tracking.metric_key(f"best_val_{k}"): v for k, v in result.best_metrics.items()}})
             mlflow.set_tag(TAG_TRIAL_STATE, "COMPLETE")
         trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("mlflow_run_id", run.info.run_id)
         logger.info("trial %d: validation NDCG@100 %.4f at epoch %d", trial.number, value, result.best_epoch)
         return value
 
@@ -95,3 +96,27 @@ def _log_best(history: list[dict[str, float]]) -> None:
 def _plain(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """JSON-able overrides (Optuna stores user attributes as JSON)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
+
+
+def end_orphaned_runs(study: optuna.Study) -> list[str]:
+    """Fail the trials whose worker stopped beating (Optuna's heartbeat grace passed), then mark KILLED the MLflow
+    runs of failed trials still RUNNING (their worker died mid-trial); returns those run ids."""
+    import warnings
+
+    from mlflow import MlflowClient
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    client = MlflowClient()
+    ended = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        run_id = t.user_attrs.get(RUN_ATTR)
+        if run_id is None:
+            continue
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status="KILLED")
+            ended.append(run_id)
+    if ended:
+        logger.info("%d trial run(s) left RUNNING by a worker that is gone: marked KILLED", len(ended))
+    return ended

@@ -115,3 +115,45 @@ def test_two_worker_processes_share_one_study(snap: str, tmp_path: Path) -> None
     # then one worker finishes the study: the best of both workers' trials becomes the challenger
     out = pipeline.tune_step(snap, trials=4, study="s4", resume=True)
     assert out.best_val_ndcg_at_100 == pytest.approx(study.best_value)
+
+
+def test_a_killed_tune_resumes_and_ends_its_orphaned_trial_run(snap: str, tmp_path: Path) -> None:
+    import signal
+    import sqlite3
+    import time
+
+    from mlflow.entities import RunStatus
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({**SPACE, "train.epochs": 200, "train.patience": 200}))  # slow: killed mid-trial
+    cmd = [sys.executable, "-m", "recvae.cli", "--log-level", "WARNING", "tune", "--snapshot", snap, "--study", "s5",
+           "--space", str(space), "--trials", "2", "--name", "none"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = Path(os.environ["RECVAE_HOME"]) / "optuna.db"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # until a trial is running (its MLflow run recorded)
+        time.sleep(1)
+        try:
+            with sqlite3.connect(db) as conn:
+                if conn.execute("select count(*) from trial_user_attributes where key = 'mlflow_run_id'").fetchone()[0]:
+                    break
+        except sqlite3.Error:
+            continue
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (orphan,) = _runs(f"tags.`{TAG_ROLE}` = 'trial'")
+    assert orphan.info.status == "RUNNING"
+    # the killed trial's heartbeat is stale once its grace passes: pretend it has (no minute-long wait in a test)
+    from recvae.tuning import study as study_module
+
+    study_module.GRACE_S = 1
+    try:
+        time.sleep(2)
+        out = pipeline.tune_step(snap, trials=2, study="s5", resume=True,
+                                 space={**SPACE, "train.epochs": 4, "train.patience": 4})
+    finally:
+        study_module.GRACE_S = 60
+    assert out.trials >= 2 and out.complete + out.pruned == 2
+    assert MlflowClient().get_run(orphan.info.run_id).info.status == RunStatus.to_string(RunStatus.KILLED)
+    assert out.failed >= 1  # the killed trial, failed by its missing heartbeat
