@@ -83,23 +83,63 @@ def train_step(
 
     `run_key` names the work folder (checkpoints) and tags the run: with `resume` a killed run continues from its
     last checkpoint in the same MLflow run, and with `reuse_finished` a run already finished for the key is returned
-    instead."""
+    instead. With `train.nproc` > 1 the step runs in that many processes started by torchrun; under torchrun every
+    rank trains on its share of each batch, and rank 0 alone evaluates, logs, registers and returns the result."""
+    from recvae.training import distributed, resolve_device
+
+    config = apply_overrides(preset(kind), overrides or {}).validate()
+    if config.train.nproc > 1 and not distributed.under_torchrun():
+        from recvae.pipeline.distributed import launch_train_step
+
+        return launch_train_step(config.train.nproc, snapshot_dir=None if snapshot_dir is None else str(snapshot_dir),
+                                 overrides=overrides, kind=kind, experiment=experiment, model_name=model_name,
+                                 run_key=run_key, resume=resume, reuse_finished=reuse_finished)
+    with distributed.session(resolve_device(config.train), config.train.dist_timeout_s) as where:
+        return _train_on_ranks(config, snapshot_dir, where, kind=kind, experiment=experiment, model_name=model_name,
+                               run_key=run_key, resume=resume, reuse_finished=reuse_finished)
+
+
+def _train_on_ranks(config: Config, snapshot_dir: str | Path | None, where: Any, *, kind: str, experiment: str,
+                    model_name: str | None, run_key: str | None, resume: bool, reuse_finished: bool) -> ModelRun:
+    """train_step in this process: alone, or as one rank (rank 0 logs and registers, its result goes to all)."""
+    from recvae.training import LAST_FILE, check_memory, distributed, resolve_device, train
+
+    snap = load_snapshot(snapshot_dir)
+    key = run_key or f"{snap.snapshot_id}-{kind}-{_config_hash(config)}"
+
+    def reused() -> ModelRun | None:
+        done = _finished_run(experiment, key) if reuse_finished else None
+        if done is None:
+            return None
+        logger.info("run key %s already trained as MLflow run %s; reusing it", key, done.info.run_id)
+        return _run_summary(done, RECOMMENDER_KINDS[kind])
+
+    summary = distributed.from_main(reused, where)
+    if summary is not None:
+        return summary
+    check_memory(config, snap.n_items, len(snap.users), resolve_device(config.train))  # before a run is opened
+    work = paths.runs_dir() / safe_name(key)
+    resume = resume and (work / LAST_FILE).exists()
+    if not where.main:  # trains its share, then takes rank 0's result (or its error)
+        train(snap, config, work, resume=resume, select_on=_select_on(snap))
+        return distributed.from_main(_rank0_only, where)
+    return distributed.from_main(lambda: _train_and_log(config, snap, work, kind=kind, experiment=experiment,
+                                                        model_name=model_name, run_key=key, resume=resume), where)
+
+
+def _rank0_only() -> ModelRun:
+    raise AssertionError("only rank 0 runs this")
+
+
+def _train_and_log(config: Config, snap: Any, work: Path, *, kind: str, experiment: str, model_name: str | None,
+                   run_key: str, resume: bool) -> ModelRun:
+    """Open (or reopen) the MLflow run, train, and log the metrics, curves and model; register the challenger."""
     import mlflow
 
     from recvae import tracking
     from recvae.evaluation.metrics import evaluate
-    from recvae.training import LAST_FILE, check_memory, resolve_device, train
+    from recvae.training import train
 
-    config = apply_overrides(preset(kind), overrides or {}).validate()
-    snap = load_snapshot(snapshot_dir)
-    run_key = run_key or f"{snap.snapshot_id}-{kind}-{_config_hash(config)}"
-    done = _finished_run(experiment, run_key) if reuse_finished else None
-    if done is not None:
-        logger.info("run key %s already trained as MLflow run %s; reusing it", run_key, done.info.run_id)
-        return _run_summary(done, RECOMMENDER_KINDS[kind])
-    check_memory(config, snap.n_items, len(snap.users), resolve_device(config.train))  # before a run is opened
-    work = paths.runs_dir() / safe_name(run_key)
-    resume = resume and (work / LAST_FILE).exists()
     resume_id = _run_to_resume(work, experiment, run_key) if resume else None
     if resume_id is None:  # the checkpoints start over: a run killed on them is over too
         tracking.end_unfinished_runs(experiment, TAG_RUN_KEY, run_key)
