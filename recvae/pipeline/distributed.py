@@ -1,13 +1,14 @@
 """The train step in `train.nproc` processes: `launch_train_step` starts them under torchrun on this machine (each runs
 `train_step` as one rank, this module's `__main__`) and returns rank 0's result, or raises the run's failure as one
-error: the first rank's own error, else which rank died and how."""
+error: the first rank's own error, else which rank died and how. The ranks find the step by name (no import cycle
+with pipeline.training, which calls this module)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -19,8 +20,10 @@ from recvae.pipeline.results import ModelRun
 logger = logging.getLogger(__name__)
 
 REPORT_VAR = "RECVAE_DIST_REPORT"  # the folder where the ranks find their arguments and leave their result or error
-ARGS_FILE = "train_step.json"
+ARGS_FILE = "step.json"
+TRAIN_STEP = "recvae.pipeline.training:train_step"
 RESULT_FILE = "result.json"
+RUN_ID_FILE = "run.json"
 
 
 def launch_train_step(nproc: int, **kwargs: Any) -> ModelRun:
@@ -29,13 +32,14 @@ def launch_train_step(nproc: int, **kwargs: Any) -> ModelRun:
 
     with tempfile.TemporaryDirectory(prefix="recvae-ranks-") as tmp:
         report = Path(tmp)
-        (report / ARGS_FILE).write_text(json.dumps(kwargs))
+        (report / ARGS_FILE).write_text(json.dumps({"step": TRAIN_STEP, "kwargs": kwargs}))
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         rc = distributed.launch(["-m", "recvae.pipeline.distributed", str(report)], nproc, report,
-                                env={"RECVAE_LOG_LEVEL": str(level)})
+                                env={"RECVAE_LOG_LEVEL": str(level), REPORT_VAR: str(report)})
         result = report / RESULT_FILE
         if rc == 0 and result.exists():
             return ModelRun.of(json.loads(result.read_text()))
+        _fail_run(report)
         raise _failure(report, nproc, rc)
 
 
@@ -62,18 +66,23 @@ def _failure(report: Path, nproc: int, rc: int) -> Exception:
 
 def _rank_main(report: Path) -> int:
     """One rank of a launched train step: its result (rank 0) or its error, written to `report`; the exit status."""
-    from recvae.errors import fault_errors, is_user_error, user_errors
-    from recvae.log import mask_secrets, setup_logging
-    from recvae.pipeline.training import train_step
-    from recvae.training.distributed import RankFailedError, env_rank
+    from recvae.log import setup_logging
+    from recvae.training.distributed import env_rank
 
     setup_logging(os.environ.get("RECVAE_LOG_LEVEL", "INFO"))
-    rank = env_rank()
+    return _run_rank(report, env_rank())
+
+
+def _run_rank(report: Path, rank: int) -> int:
+    from recvae.errors import fault_errors, is_user_error, user_errors
+    from recvae.log import mask_secrets
+    from recvae.training.distributed import RankFailedError
+
     reported: tuple[type[BaseException], ...] = (*user_errors(), *fault_errors(), RankFailedError)
-    # the launcher stops the other ranks with SIGTERM when one fails: unwind, so rank 0's MLflow run ends FAILED
-    signal.signal(signal.SIGTERM, _stop)
     try:
-        out = train_step(**json.loads((report / ARGS_FILE).read_text()))
+        spec = json.loads((report / ARGS_FILE).read_text())
+        module, _, name = spec["step"].partition(":")
+        out = getattr(importlib.import_module(module), name)(**spec["kwargs"])
     except reported as exc:
         _write(report / f"error-rank{rank}.json",
                {"rank": rank, "message": mask_secrets(" ".join(str(exc).split())) or type(exc).__name__,
@@ -90,8 +99,30 @@ def _rank_main(report: Path) -> int:
     return 0
 
 
-def _stop(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+def note_run(run_id: str) -> None:
+    """Rank 0 of a launched step names its MLflow run, which the launching process ends FAILED if the ranks fail:
+    the launcher stops the surviving ranks with SIGTERM, which leaves the run RUNNING."""
+    report = os.environ.get(REPORT_VAR)
+    if report:
+        _write(Path(report) / RUN_ID_FILE, {"run_id": run_id})
+
+
+def _fail_run(report: Path) -> None:
+    """End rank 0's MLflow run FAILED when it was left RUNNING."""
+    path = report / RUN_ID_FILE
+    if not path.exists():
+        return
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    run_id = json.loads(path.read_text())["run_id"]
+    client = MlflowClient()
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status="FAILED")
+            logger.info("MLflow run %s of the failed ranks marked FAILED", run_id)
+    except MlflowException as exc:  # the ranks' failure is the error to report; the next run ends this one
+        logger.warning("could not mark MLflow run %s FAILED: %s", run_id, exc)
 
 
 def _write(path: Path, obj: Any) -> None:

@@ -138,6 +138,7 @@ def _train_and_log(config: Config, snap: Any, work: Path, *, kind: str, experime
 
     from recvae import tracking
     from recvae.evaluation.metrics import evaluate
+    from recvae.pipeline.distributed import note_run
     from recvae.training import train
 
     resume_id = _run_to_resume(work, experiment, run_key) if resume else None
@@ -146,6 +147,7 @@ def _train_and_log(config: Config, snap: Any, work: Path, *, kind: str, experime
     tags = {TAG_RUN_KEY: run_key, TAG_ROLE: CHALLENGER}
     with tracking.start_run(experiment, run_name=RUN_NAMES[kind], tags=tags, run_id=resume_id) as run:
         _remember_run(work, run.info.run_id)
+        note_run(run.info.run_id)  # launched in N processes: the launching process ends it FAILED if they fail
         tracking.log_params(config.to_dict(), resumed=resume_id is not None)
         tracking.log_snapshot(snap)  # the same values on a resume: the checkpoint is bound to the snapshot id
         select_on = _select_on(snap)

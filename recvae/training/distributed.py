@@ -28,7 +28,7 @@ import torch.distributed as dist
 logger = logging.getLogger(__name__)
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-# tests only: the rank named here leaves with os._exit(3) at its first gradient sum, as a killed process would
+# tests only: RANK or RANK@N: that rank leaves with os._exit(3) at its first (or Nth) gradient sum, as if killed
 KILL_RANK_VAR = "RECVAE_TEST_KILL_RANK"
 LAUNCH_FAILURES = "launch_failures.json"  # what the launcher writes beside the ranks' reports when a rank fails
 _STOPPED = (-15, 128 + 15)  # SIGTERM: how the launcher stops the other ranks (unhandled, or handled as SystemExit)
@@ -179,8 +179,7 @@ def sum_gradients(params: list[torch.nn.Parameter], where: Ranks) -> None:
     model this small; a parameter no rank gave a gradient keeps none, so Adam skips it as in one process."""
     if where.world == 1:
         return
-    if os.environ.get(KILL_RANK_VAR) == str(where.rank):
-        os._exit(3)
+    _maybe_die(where)
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     has = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype, device=grads[0].device)
     flat = torch.cat([g.reshape(-1) for g in grads] + [has])
@@ -193,6 +192,18 @@ def sum_gradients(params: list[torch.nn.Parameter], where: Ranks) -> None:
     for p, count in zip(params, flat[offset:].tolist(), strict=True):
         if count == 0:
             p.grad = None
+
+
+_sums = 0  # gradient sums made by this process (the test hook counts them)
+
+
+def _maybe_die(where: Ranks) -> None:
+    """The tests' killed rank (KILL_RANK_VAR); nothing when the variable is unset."""
+    global _sums
+    _sums += 1
+    rank, _, at = os.environ.get(KILL_RANK_VAR, "").partition("@")
+    if rank == str(where.rank) and _sums == int(at or 1):
+        os._exit(3)
 
 
 # ------------------------------------------------------------------------------------------ the launcher

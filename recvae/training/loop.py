@@ -186,8 +186,6 @@ def _start(train_matrix: sp.csr_matrix, config: Config, out_dir: str | Path | No
                        "the processes; fit_model joins a process group torchrun started)", tc.nproc)
     seed_everything(tc.seed)
     module = build_module(n_items, config.model).to(device)
-    if where.world > 1:
-        torch.manual_seed(tc.seed + where.rank)  # each rank's own dropout and sampling noise, after the same weights
     trainable = [p for p in module.parameters() if p.requires_grad]  # not RecVAE's frozen prior encoder
     optimizer = torch.optim.Adam(trainable, lr=tc.lr, fused=True)  # fused: one kernel for all parameters
     amp_dtype = amp_dtype_for(tc.amp, device)
@@ -309,6 +307,8 @@ def _train_epoch(run: _Run, state: TrainState, epoch: int) -> dict[str, Any]:
     `batch_size` users, so the steps, schedules and updates are the one-process ones."""
     tc = run.config.train
     world, rank = run.ranks.world, run.ranks.rank
+    if world > 1:  # each rank's own dropout and sampling noise, from its rank and the epoch: a resume repeats it
+        torch.manual_seed(((tc.seed * 1_000_003 + epoch) * 4_099 + rank) % 2**63)
     t0 = time.perf_counter()
     run.module.train()
     sums = torch.zeros(3, device=run.device)
