@@ -177,6 +177,8 @@ def prepare_snapshot(tmp_path: Path, capsys) -> str:
 
 
 def test_cli_train_in_two_processes_logs_one_run_and_registers(home, tmp_path, capsys):
+    """`recvae train --set train.nproc=2`: one result table, one MLflow run with every epoch, one version; a diverging
+    run then fails on both ranks with one error line."""
     from recvae.cli import main
 
     snap = prepare_snapshot(tmp_path, capsys)
@@ -193,6 +195,15 @@ def test_cli_train_in_two_processes_logs_one_run_and_registers(home, tmp_path, c
 
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_ndcg_at_100")
     assert [m.step for m in history] == [1, 2, 3]
+
+    # a loss that turns NaN stops both ranks in the same epoch: rank 0's one error line, its run FAILED
+    assert main(["train", "--snapshot", snap, *SMALL, "--set", "train.lr=100"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and re.match(r"recvae train: error: training diverged: the loss is (nan|inf) at epoch 1",
+                                        lines[0]), err
+    runs, versions = runs_and_versions()
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"] and versions == ["1"]
 
 
 def test_a_killed_rank_ends_the_run_with_one_error_and_resume_continues_it(home, tmp_path, capfd, monkeypatch):
