@@ -89,6 +89,7 @@ def train_step(
 
     config = apply_overrides(preset(kind), overrides or {}).validate()
     if config.train.nproc > 1 and not distributed.under_torchrun():
+        distributed.check_devices(config.train.nproc, resolve_device(config.train))
         from recvae.pipeline.distributed import launch_train_step
 
         return launch_train_step(config.train.nproc, snapshot_dir=None if snapshot_dir is None else str(snapshot_dir),

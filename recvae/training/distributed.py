@@ -75,6 +75,15 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+def check_devices(nproc: int, device: torch.device) -> None:
+    """ConfigError unless this machine has a GPU for each of `nproc` CUDA processes (NCCL needs one per rank)."""
+    from recvae.config import ConfigError
+
+    if device.type == "cuda" and nproc > torch.cuda.device_count():
+        raise ConfigError(f"train.nproc={nproc} CUDA processes need as many GPUs; this machine has "
+                          f"{torch.cuda.device_count()} (set train.nproc to at most that, or train.device=cpu)")
+
+
 @contextmanager
 def session(device: torch.device, timeout_s: float) -> Iterator[Ranks]:
     """Join torchrun's process group for the block (not under torchrun, or already joined: nothing to do)."""

@@ -61,6 +61,15 @@ def _fit_ndcg(where: Ranks, config: Config, train: sp.csr_matrix,
     return metrics.get("ndcg@100")
 
 
+def _refused_resume(where: Ranks, train: sp.csr_matrix, config: Config, out_dir: Path) -> str:
+    """Every rank's error when rank 0 alone reads (and refuses) the checkpoint to resume from."""
+    try:
+        fit_model(train, None, config, out_dir if where.main else None, resume=where.main, select_on=None)
+    except Exception as exc:  # noqa: BLE001 - the test compares what each rank raised
+        return f"{type(exc).__name__}: {exc}"
+    return "no error"
+
+
 def _stuck(where: Ranks, seconds: float) -> dict[str, Any]:
     """Rank 1 sleeps instead of joining the sum: rank 0's collective must fail once the timeout passes."""
     if where.rank == 1:
@@ -74,7 +83,7 @@ def _stuck(where: Ranks, seconds: float) -> dict[str, Any]:
     return {"waited": time.perf_counter() - t0}
 
 
-TASKS = {"fit_weights": _fit_weights, "fit_ndcg": _fit_ndcg, "stuck": _stuck}
+TASKS = {"fit_weights": _fit_weights, "fit_ndcg": _fit_ndcg, "stuck": _stuck, "refused_resume": _refused_resume}
 
 
 def dae(batch_size: int, weight_decay: float = 0.0) -> Config:
@@ -94,12 +103,37 @@ def test_two_ranks_make_the_one_process_update(tmp_path):
     train = sp.csr_matrix(dense)
     configs = [dae(batch_size=41), dae(batch_size=20, weight_decay=0.01)]
     alone = _fit_weights(Ranks(), configs, train)
-    ranked = on_two_ranks(tmp_path, "fit_weights", configs=configs, train=train)
+    ranked = on_two_ranks(tmp_path, "fit_weights", configs=[*configs, recvae_config()], train=train)
     for case, expected in enumerate(alone):
         for rank in range(2):
             for name, value in expected.items():
                 torch.testing.assert_close(ranked[rank][case][name], value, rtol=1e-5, atol=1e-6,
                                            msg=f"case {case}, rank {rank}, {name}")
+    # RecVAE (each rank its own noise; half the network frozen pass by pass): the ranks stay identical
+    for name, value in ranked[0][2].items():
+        assert torch.equal(value, ranked[1][2][name]) and torch.isfinite(value).all(), name
+
+
+def recvae_config() -> Config:
+    c = Config()
+    c.model = ModelConfig(kind="recvae", hidden_dims=(16, 16), latent_dim=8, activation="swish")
+    c.train = TrainConfig(epochs=2, batch_size=15, lr=1e-2, num_threads=1, beta_schedule="constant", beta=0.005,
+                          beta_per_item=True)
+    return c
+
+
+def test_rank_0s_refused_resume_stops_every_rank(tmp_path):
+    """Rank 0 alone reads last.pt; when it refuses it (altered), every rank raises its error: none waits for it."""
+    from recvae.training import LAST_FILE
+
+    rng = np.random.default_rng(1)
+    train = sp.csr_matrix((rng.random((30, 20)) < 0.3).astype(np.float32))
+    config = dae(batch_size=10)
+    out = tmp_path / "run"
+    fit_model(train, None, config, out, select_on=None)
+    (out / LAST_FILE).write_bytes((out / LAST_FILE).read_bytes()[:-10] + bytes(10))
+    answers = on_two_ranks(tmp_path, "refused_resume", train=train, config=config, out_dir=out)
+    assert answers[0] == answers[1] and answers[0].startswith("CheckpointCorruptError: "), answers
 
 
 @pytest.fixture(scope="module")
