@@ -110,7 +110,8 @@ class UpdateStep:
         self.optimizer.zero_grad(set_to_none=True)
         if objective.requires_grad:  # not on a rank without users in the last batch (and no L2 term)
             (self.scaler.scale(objective) if self.scaler is not None else objective).backward()
-        sum_gradients([p for p in self.module.parameters() if p.requires_grad], self.ranks)
+        if self.ranks.world > 1:
+            sum_gradients([p for p in self.module.parameters() if p.requires_grad], self.ranks)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
