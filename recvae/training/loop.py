@@ -342,6 +342,8 @@ def _end_epoch(run: _Run, state: TrainState, record: dict[str, Any], evaluated: 
     """Record the epoch, keep its weights when it is the best so far, and write the checkpoints."""
     state.epoch = record["epoch"]
     state.history.append(record)
+    if not run.ranks.main:  # rank 0 keeps the best weights; another rank's result is its last epoch
+        return
     value = record[EPOCH_METRICS[SELECT_METRIC]]
     improved = not evaluated or value > state.best_value
     if improved:
