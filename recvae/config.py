@@ -162,11 +162,20 @@ class TrainConfig:
     # ML-1M here). It gained 4-10 % on this CPU before the likelihood became one log_softmax kernel and no longer
     # does (bench/results/train_speed.md): measure it on your machine (and on a GPU) before turning it on
     compile: bool = False
+    # Data-parallel processes (not in the paper): > 1 makes `recvae train` and the pipeline's train step start
+    # themselves under torchrun on this machine (gloo on CPU, NCCL on GPUs); each rank trains on its share of every
+    # global batch of `batch_size` users, so the schedules mean what they mean in one process (docs/distributed.md)
+    nproc: int = 1
+    # How long a collective waits for the other ranks before the run fails (a dead or stuck rank): it must cover
+    # rank 0's evaluation, checkpoints and MLflow logging, which the other ranks wait for
+    dist_timeout_s: float = 600.0
 
     def validate(self) -> None:
         _check_finite(self, "train")
         _check_at_least(self, "train", 1, "epochs", "batch_size", "eval_batch_size", "total_anneal_steps",
-                        "encoder_epochs", "decoder_epochs", "patience", "num_threads")
+                        "encoder_epochs", "decoder_epochs", "patience", "num_threads", "nproc")
+        if self.dist_timeout_s <= 0:
+            raise ConfigError(f"train.dist_timeout_s must be > 0; got {self.dist_timeout_s}")
         _check_seed(self, "train")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0; got {self.lr}")

@@ -31,9 +31,11 @@ def fault_errors() -> tuple[type[BaseException], ...]:
     from sqlalchemy.exc import OperationalError
 
     from recvae.serving.store import StoreError
+    from recvae.training.distributed import RankFailedError
 
-    # OperationalError: MLflow's SQL tracking store reaching its database; URLError: a download's server
-    return (StoreError, MlflowException, OperationalError, URLError, ConnectionError, TimeoutError)
+    # OperationalError: MLflow's SQL tracking store reaching its database; URLError: a download's server;
+    # RankFailedError: a rank of a distributed training died or timed out
+    return (StoreError, MlflowException, OperationalError, URLError, ConnectionError, TimeoutError, RankFailedError)
 
 
 def is_user_error(exc: BaseException) -> bool:

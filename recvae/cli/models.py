@@ -22,6 +22,8 @@ def add_train(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field, e.g. train.epochs=50 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the same configuration from its last checkpoint")
+    p.epilog = ("--set train.nproc=N trains in N processes on this machine; for several machines start "
+                "`torchrun ... -m recvae.cli train` on each (docs/distributed.md)")
     return add_registry_args(p)
 
 
@@ -38,10 +40,12 @@ def _registered_name(args: argparse.Namespace) -> str | None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from recvae import pipeline
+    from recvae.training.distributed import env_rank
 
     out = pipeline.train_step(args.snapshot, overrides=args.overrides, kind=args.model, experiment=args.experiment,
                               model_name=_registered_name(args), resume=args.resume, reuse_finished=False)
-    print(format_table([out]))
+    if env_rank() == 0:  # under torchrun every rank returns rank 0's result: one table
+        print(format_table([out]))
     return 0
 
 

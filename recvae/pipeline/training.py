@@ -86,28 +86,77 @@ def train_step(
 
     `run_key` names the work folder (checkpoints) and tags the run: with `resume` a killed run continues from its
     last checkpoint in the same MLflow run, and with `reuse_finished` a run already finished for the key is returned
-    instead. `parent_run_id` nests the run under another (a tune's study run) in the MLflow UI."""
+    instead. `parent_run_id` nests the run under another (a tune's study run) in the MLflow UI.
+    With `train.nproc` > 1 the step runs in that many processes started by torchrun; under torchrun every
+    rank trains on its share of each batch, and rank 0 alone evaluates, logs, registers and returns the result."""
+    from recvae.training import distributed, resolve_device
+
+    config = apply_overrides(preset(kind), overrides or {}).validate()
+    if config.train.nproc > 1 and not distributed.under_torchrun():
+        distributed.check_devices(config.train.nproc, resolve_device(config.train))
+        from recvae.pipeline.distributed import launch_train_step
+
+        return launch_train_step(config.train.nproc, snapshot_dir=None if snapshot_dir is None else str(snapshot_dir),
+                                 overrides=overrides, kind=kind, experiment=experiment, model_name=model_name,
+                                 run_key=run_key, resume=resume, reuse_finished=reuse_finished,
+                                 parent_run_id=parent_run_id)
+    with distributed.session(resolve_device(config.train), config.train.dist_timeout_s) as where:
+        return _train_on_ranks(config, snapshot_dir, where, kind=kind, experiment=experiment, model_name=model_name,
+                               run_key=run_key, resume=resume, reuse_finished=reuse_finished,
+                               parent_run_id=parent_run_id)
+
+
+def _train_on_ranks(config: Config, snapshot_dir: str | Path | None, where: Any, *, kind: str, experiment: str,
+                    model_name: str | None, run_key: str | None, resume: bool, reuse_finished: bool,
+                    parent_run_id: str | None = None) -> ModelRun:
+    """train_step in this process: alone, or as one rank (rank 0 logs and registers, its result goes to all)."""
+    from recvae.training import LAST_FILE, check_memory, distributed, resolve_device, train
+
+    snap = load_snapshot(snapshot_dir)
+    key = run_key or f"{snap.snapshot_id}-{kind}-{_config_hash(config)}"
+
+    def reused() -> ModelRun | None:
+        done = _finished_run(experiment, key) if reuse_finished else None
+        if done is None:
+            return None
+        logger.info("run key %s already trained as MLflow run %s; reusing it", key, done.info.run_id)
+        return _run_summary(done, RECOMMENDER_KINDS[kind])
+
+    summary = distributed.from_main(reused, where)
+    if summary is not None:
+        return summary
+    check_memory(config, snap.n_items, len(snap.users), resolve_device(config.train))  # before a run is opened
+    work = paths.runs_dir() / safe_name(key)
+    resume = resume and (work / LAST_FILE).exists()
+    if not where.main:  # trains its share, then takes rank 0's result (or its error)
+        train(snap, config, work, resume=resume, select_on=_select_on(snap))
+        return distributed.from_main(_rank0_only, where)
+    return distributed.from_main(lambda: _train_and_log(config, snap, work, kind=kind, experiment=experiment,
+                                                        model_name=model_name, run_key=key, resume=resume,
+                                                        parent_run_id=parent_run_id), where)
+
+
+def _rank0_only() -> ModelRun:
+    raise AssertionError("only rank 0 runs this")
+
+
+def _train_and_log(config: Config, snap: Any, work: Path, *, kind: str, experiment: str, model_name: str | None,
+                   run_key: str, resume: bool, parent_run_id: str | None = None) -> ModelRun:
+    """Open (or reopen) the MLflow run, train, and log the metrics, curves and model; register the challenger."""
     import mlflow
 
     from recvae import tracking
-    from recvae.training import LAST_FILE, check_memory, resolve_device, train
+    from recvae.evaluation.metrics import evaluate
+    from recvae.pipeline.distributed import note_run
+    from recvae.training import train
 
-    config = apply_overrides(preset(kind), overrides or {}).validate()
-    snap = load_snapshot(snapshot_dir)
-    run_key = run_key or f"{snap.snapshot_id}-{kind}-{_config_hash(config)}"
-    done = _finished_run(experiment, run_key) if reuse_finished else None
-    if done is not None:
-        logger.info("run key %s already trained as MLflow run %s; reusing it", run_key, done.info.run_id)
-        return _run_summary(done, RECOMMENDER_KINDS[kind])
-    check_memory(config, snap.n_items, len(snap.users), resolve_device(config.train))  # before a run is opened
-    work = paths.runs_dir() / safe_name(run_key)
-    resume = resume and (work / LAST_FILE).exists()
     resume_id = _run_to_resume(work, experiment, run_key) if resume else None
     if resume_id is None:  # the checkpoints start over: a run killed on them is over too
         tracking.end_unfinished_runs(experiment, TAG_RUN_KEY, run_key)
     tags = {TAG_RUN_KEY: run_key, TAG_ROLE: CHALLENGER, **({TAG_PARENT: parent_run_id} if parent_run_id else {})}
     with tracking.start_run(experiment, run_name=RUN_NAMES[kind], tags=tags, run_id=resume_id) as run:
         _remember_run(work, run.info.run_id)
+        note_run(run.info.run_id)  # launched in N processes: the launching process ends it FAILED if they fail
         tracking.log_params(config.to_dict(), resumed=resume_id is not None)
         tracking.log_snapshot(snap)  # the same values on a resume: the checkpoint is bound to the snapshot id
         select_on = _select_on(snap)

@@ -32,9 +32,10 @@ LAST_FILE = "last.pt"
 DIGEST_SUFFIX = ".sha256"  # last.pt.sha256: the checkpoint's sha256, then the one of the file it replaced
 CHECKPOINT_FORMAT = 1
 # TrainConfig fields that may change between a run and its resumption: they do not alter the trajectory
-# (epochs and patience only say when to stop, unless the lr schedule spans the epochs; a new device continues,
-# though not bit for bit).
-RESUME_MAY_CHANGE = frozenset({"epochs", "patience", "eval_batch_size", "num_threads", "device", "compile"})
+# (epochs and patience only say when to stop, unless the lr schedule spans the epochs; a new device or number of
+# processes continues, though not bit for bit).
+RESUME_MAY_CHANGE = frozenset({"epochs", "patience", "eval_batch_size", "num_threads", "device", "compile", "nproc",
+                               "dist_timeout_s"})
 
 
 class CheckpointMismatchError(ConfigError):

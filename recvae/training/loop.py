@@ -35,7 +35,14 @@ from recvae.training.checkpoints import (
     restore,
     save_checkpoints,
 )
-from recvae.training.checks import check_inputs, check_select_on, stop_if_diverged, weight_sum
+from recvae.training.checks import (
+    NonFiniteLossError,
+    check_inputs,
+    check_select_on,
+    stop_if_diverged,
+    weight_sum,
+)
+from recvae.training.distributed import Ranks, all_reduce_sum, everywhere, from_main, ranks
 from recvae.training.memory import check_memory
 from recvae.training.schedules import beta_at, lr_at, on_data
 from recvae.training.updates import AlternatingUpdates, JointUpdates, UpdateStep, updates_for
@@ -53,7 +60,8 @@ EpochCallback = Callable[[int, dict[str, Any]], None]
 class TrainResult:
     """The best model and how training went."""
 
-    recommender: MultVAERecommender  # weights of the best epoch (the last one when nothing is evaluated)
+    # weights of the best epoch (the last one when nothing is evaluated, and on every rank but 0 of a distributed run)
+    recommender: MultVAERecommender
     history: list[dict[str, Any]]
     best_epoch: int
     best_metrics: dict[str, float]  # the selection split's metrics at the best epoch (empty without evaluation)
@@ -78,8 +86,9 @@ class _Run(Resumable):
     total_steps: int
     fingerprint: dict[str, Any]
     snapshot_id: str | None
-    best_path: Path | None
+    best_path: Path | None  # None on ranks other than 0: rank 0 alone writes checkpoints
     last_path: Path | None
+    ranks: Ranks
 
     @property
     def n_users(self) -> int:
@@ -139,7 +148,7 @@ def fit_model(
         torch.set_num_threads(tc.num_threads)
     try:
         run = _start(train_matrix, config, out_dir, snapshot_id, select_on)
-        state = _resume(run) if resume else TrainState()
+        state = _share_start(run, resume)
         return _fit(run, state, validation, select_on, on_epoch_end)
     finally:
         torch.set_num_threads(threads)  # the setting is process-wide: leave it as it was
@@ -171,6 +180,10 @@ def _start(train_matrix: sp.csr_matrix, config: Config, out_dir: str | Path | No
     tc = config.train
     device = resolve_device(tc)
     n_users, n_items = train_matrix.shape
+    where = ranks()
+    if tc.nproc > 1 and where.world == 1:
+        logger.warning("train.nproc=%d: this process trains alone (recvae train and the pipeline's train step start "
+                       "the processes; fit_model joins a process group torchrun started)", tc.nproc)
     seed_everything(tc.seed)
     module = build_module(n_items, config.model).to(device)
     trainable = [p for p in module.parameters() if p.requires_grad]  # not RecVAE's frozen prior encoder
@@ -179,20 +192,57 @@ def _start(train_matrix: sp.csr_matrix, config: Config, out_dir: str | Path | No
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     updates = updates_for(module, tc)
     anneal = on_data(tc, n_users)
-    if tc.beta_schedule != "constant" and module.variational:
+    if tc.beta_schedule != "constant" and module.variational and where.main:
         logger.info("beta annealed over %d steps (%d updates an epoch)", anneal.total_anneal_steps,
                     math.ceil(n_users / tc.batch_size))
-    out = Path(out_dir) if out_dir is not None else None
+    out = Path(out_dir) if out_dir is not None and where.main else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     return _Run(
         module=module, optimizer=optimizer, scaler=scaler, shuffle_gen=torch.Generator().manual_seed(tc.seed),
         config=config, device=device, rows=SparseRows(train_matrix, device), amp_dtype=amp_dtype, updates=updates,
-        step=UpdateStep.build(module, optimizer, scaler, device, amp_dtype, tc), anneal=anneal,
+        step=UpdateStep.build(module, optimizer, scaler, device, amp_dtype, tc, where), anneal=anneal,
         total_steps=tc.epochs * updates.n_passes * math.ceil(n_users / tc.batch_size),
         fingerprint=fingerprint(config, snapshot_id, select_on, train_matrix.shape), snapshot_id=snapshot_id,
-        best_path=out / BEST_FILE if out else None, last_path=out / LAST_FILE if out else None,
+        best_path=out / BEST_FILE if out else None, last_path=out / LAST_FILE if out else None, ranks=where,
     )
+
+
+def _share_start(run: _Run, resume: bool) -> TrainState:
+    """The starting state: fresh or resumed from last.pt by rank 0, whose weights, optimizer, grad scaler, shuffle
+    and step every other rank then takes (so all start alike, whatever their files; a refused resume stops all)."""
+    if run.ranks.world == 1:
+        return _resume(run) if resume else TrainState()
+    kept: list[TrainState] = []
+
+    def start() -> dict[str, Any]:
+        state = _resume(run) if resume else TrainState()
+        kept.append(state)
+        return _to_cpu({"epoch": state.epoch, "step": state.step, "best_epoch": state.best_epoch,
+                        "model": run.module.state_dict(), "optimizer": run.optimizer.state_dict(),
+                        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+                        "shuffle": run.shuffle_gen.get_state()})
+
+    sent = from_main(start, run.ranks)
+    if run.ranks.main:
+        return kept[0]
+    run.module.load_state_dict(sent["model"])
+    run.optimizer.load_state_dict(sent["optimizer"])
+    if run.scaler is not None and sent["scaler"] is not None:
+        run.scaler.load_state_dict(sent["scaler"])
+    run.shuffle_gen.set_state(sent["shuffle"])
+    return TrainState(epoch=sent["epoch"], step=sent["step"], best_epoch=sent["best_epoch"])
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Tensors of a nested state moved to the CPU (sent to every rank, each loads them onto its own device)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def _resume(run: _Run) -> TrainState:
@@ -210,21 +260,27 @@ def _fit(run: _Run, state: TrainState, validation: tuple[sp.csr_matrix, sp.csr_m
          select_on: str | None, on_epoch_end: EpochCallback | None) -> TrainResult:
     tc = run.config.train
     stopped_early = False
-    bar = _progress_bar(tc.epochs, state.epoch, f"train {run.config.model.kind.upper()}")
+    main = run.ranks.main  # rank 0 alone evaluates, checkpoints, reports and decides when to stop
+    evaluated = validation is not None and main
+    bar = _progress_bar(tc.epochs, state.epoch, f"train {run.config.model.kind.upper()}", main)
     try:
         for epoch in range(state.epoch + 1, tc.epochs + 1):
-            if tc.patience is not None and state.epoch - state.best_epoch >= tc.patience:
+            if from_main(lambda: _patience_over(tc, state), run.ranks):
                 stopped_early = True
-                logger.info("early stop: no better validation %s for %d epochs", SELECT_METRIC, tc.patience)
+                if main:
+                    logger.info("early stop: no better validation %s for %d epochs", SELECT_METRIC, tc.patience)
                 break
             record = _train_epoch(run, state, epoch)
             record.update({key: None for key in EPOCH_METRICS.values()})
-            if validation is not None:
+            if evaluated:
+                assert validation is not None
                 t0 = time.perf_counter()
                 means = _evaluate(run, validation)
                 record.update({EPOCH_METRICS[name]: means[name] for name in EPOCH_METRICS})
                 record["eval_time_s"] = time.perf_counter() - t0
-            _end_epoch(run, state, record, evaluated=validation is not None)
+            _end_epoch(run, state, record, evaluated=evaluated)
+            if not main:
+                continue
             ndcg = _fmt(record["val_ndcg@100"])
             logger.info("epoch %d/%d loss %.4f neg_ll %.4f kl %.4f beta %.4f val ndcg@100 %s (%.2fs)", epoch, tc.epochs,
                         record["loss"], record["neg_ll"], record["kl"], record["beta"], ndcg, record["epoch_time_s"])
@@ -239,9 +295,20 @@ def _fit(run: _Run, state: TrainState, validation: tuple[sp.csr_matrix, sp.csr_m
     return _result(run, state, select_on if validation is not None else None, stopped_early)
 
 
+def _patience_over(tc: TrainConfig, state: TrainState) -> bool:
+    """Early stopping: `patience` epochs without a better validation score."""
+    return tc.patience is not None and state.epoch - state.best_epoch >= tc.patience
+
+
 def _train_epoch(run: _Run, state: TrainState, epoch: int) -> dict[str, Any]:
-    """One epoch of updates (the model's passes over the shuffled training users); its history record."""
+    """One epoch of updates (the model's passes over the shuffled training users); its history record.
+
+    Over several ranks every one draws the same permutation and takes its slice of each global batch of
+    `batch_size` users, so the steps, schedules and updates are the one-process ones."""
     tc = run.config.train
+    world, rank = run.ranks.world, run.ranks.rank
+    if world > 1:  # each rank's own dropout and sampling noise, from its rank and the epoch: a resume repeats it
+        torch.manual_seed(((tc.seed * 1_000_003 + epoch) * 4_099 + rank) % 2**63)
     t0 = time.perf_counter()
     run.module.train()
     sums = torch.zeros(3, device=run.device)
@@ -250,17 +317,23 @@ def _train_epoch(run: _Run, state: TrainState, epoch: int) -> dict[str, Any]:
     for _ in run.updates.passes():
         perm = torch.randperm(run.n_users, generator=run.shuffle_gen).to(run.device)
         for start in range(0, run.n_users, tc.batch_size):
-            batch = run.rows.batch(perm[start : start + tc.batch_size])
+            ids = perm[start : start + tc.batch_size]
+            mine = ids.tensor_split(world)[rank] if world > 1 else ids
+            batch = run.rows.batch(mine)
             beta = beta_at(state.step, run.anneal)
             lr = lr_at(state.step, run.total_steps, tc)
-            parts = run.step(batch, beta, lr)
+            parts = run.step(batch, beta, lr, mine.shape[0] / ids.shape[0])
             state.step += 1
             batch_losses.append(parts.loss)
             sums += torch.stack(list(parts)) * batch.n_rows
+    all_reduce_sum(sums, run.ranks)  # every rank's users: the same means, so a NaN stops every rank together
     # the one sync of the epoch also reads a sum over the weights: a NaN/inf anywhere shows in it
     means = torch.cat([sums / (run.n_users * run.updates.n_passes), weight_sum(run.module)]).tolist()
     loss, neg_ll, kl, weights = means
-    stop_if_diverged(epoch, [loss, neg_ll, kl], weights, batch_losses, tc)  # before anything is saved
+    try:  # every rank sees the same sums and weights, so every rank stops here
+        stop_if_diverged(epoch, [loss, neg_ll, kl], weights, batch_losses, tc)  # before anything is saved
+    except NonFiniteLossError as exc:
+        raise everywhere(exc)  # noqa: B904 - the same exception, marked for the ranks' error handling
     return {"epoch": epoch, "loss": loss, "neg_ll": neg_ll, "kl": kl, "beta": beta, "lr": lr, "step": state.step,
             "epoch_time_s": time.perf_counter() - t0}
 
@@ -269,6 +342,8 @@ def _end_epoch(run: _Run, state: TrainState, record: dict[str, Any], evaluated: 
     """Record the epoch, keep its weights when it is the best so far, and write the checkpoints."""
     state.epoch = record["epoch"]
     state.history.append(record)
+    if not run.ranks.main:  # rank 0 keeps the best weights; another rank's result is its last epoch
+        return
     value = record[EPOCH_METRICS[SELECT_METRIC]]
     improved = not evaluated or value > state.best_value
     if improved:
@@ -343,11 +418,11 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _progress_bar(total: int, initial: int, desc: str) -> Any:
+def _progress_bar(total: int, initial: int, desc: str, shown: bool = True) -> Any:
     """A manual tqdm epoch bar (needs set_postfix), quiet when recvae.log says progress bars are off."""
     from tqdm.auto import tqdm
 
     from recvae.log import progress_disabled
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="epoch", leave=False, disable=progress_disabled(),
-                file=sys.stderr)
+    return tqdm(total=total, initial=initial, desc=desc, unit="epoch", leave=False,
+                disable=progress_disabled() or not shown, file=sys.stderr)
