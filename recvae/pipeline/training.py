@@ -146,7 +146,6 @@ def _train_and_log(config: Config, snap: Any, work: Path, *, kind: str, experime
     import mlflow
 
     from recvae import tracking
-    from recvae.evaluation.metrics import evaluate
     from recvae.pipeline.distributed import note_run
     from recvae.training import train
 
