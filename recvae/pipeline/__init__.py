@@ -21,6 +21,7 @@ from recvae.pipeline.scoring import (
     begin_score_step,
     check_db_step,
     item_metadata,
+    plan_shards,
     publish_step,
     score_shard_step,
     score_step,
@@ -31,6 +32,6 @@ __all__ = [
     "Decision", "MIN_CHAMPION_ITEM_OVERLAP", "ModelRun", "ScoringBatch", "SnapshotResult", "TAG_PROMOTION",
     "TAG_ROLE", "TAG_RUN_KEY", "align_model", "aligned_scorer", "baseline_step", "begin_score_step",
     "challenger_seeds", "champion_item_overlap", "check_db_step", "combine_challengers", "config_from",
-    "ensemble_step", "evaluate_model_uri", "item_metadata", "latest_snapshot", "load_snapshot", "prepare_step",
-    "promote_step", "publish_step", "run_pipeline", "score_shard_step", "score_step", "train_step",
+    "ensemble_step", "evaluate_model_uri", "item_metadata", "latest_snapshot", "load_snapshot", "plan_shards",
+    "prepare_step", "promote_step", "publish_step", "run_pipeline", "score_shard_step", "score_step", "train_step",
 ]
