@@ -260,12 +260,14 @@ def main(argv: list[str] | None = None) -> int:
         "preset": args.preset, "items": args.items, "chunk_users": args.chunk_users, "top_n": args.top_n,
         "max_updates": args.max_updates, "amp": "bf16" if bf16_cpu() else "none", "notes": args.note,
     }
+    report["sizes"] = []
     try:
-        report["sizes"] = [run_size(u, args, work) for u in args.users]
+        for u in args.users:  # the page is rewritten after each size: a long run's finished sizes are kept
+            report["sizes"].append(run_size(u, args, work))
+            js, md = harness.write_results(args.out, "scale", report, markdown(report))
+            logger.info("wrote %s and %s", js, md)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    js, md = harness.write_results(args.out, "scale", report, markdown(report))
-    logger.info("wrote %s and %s", js, md)
     return 0 if not any("failed" in s for s in report["sizes"]) else 1
 
 
