@@ -41,20 +41,24 @@ def step_generate(cfg: dict[str, Any]) -> dict[str, Any]:
 
     from recvae.data import synthetic
 
-    folder, rows = Path(cfg["folder"]), 0
+    folder, rows, ratings = Path(cfg["folder"]), 0, 0
     chunk = cfg["chunk_users"]
     for k, start in enumerate(range(0, cfg["users"], chunk)):
         n = min(chunk, cfg["users"] - start)
         # one generator per chunk (its own seed): the catalogue's popularity curve is the same, each chunk's
         # ranking of the items differs
         df = synthetic.generate(cfg["preset"], n_users=n, n_items=cfg["items"], seed=k)
+        ratings += len(df)
+        # the positives only (rating > 3.5, the paper's binarization, done at the source as in an event log of
+        # clicks or plays): half the rows, so that the largest size fits this machine
+        df = df.loc[df["rating"].to_numpy() > 3.5, ["user", "item"]]
         df["user"] = df["user"].to_numpy(np.int64) + start
         (folder / f"part={k:05d}").mkdir(parents=True)
-        df.drop(columns="timestamp").to_parquet(folder / f"part={k:05d}" / "ratings.parquet", index=False)
+        df.to_parquet(folder / f"part={k:05d}" / "events.parquet", index=False)
         rows += len(df)
         del df
     disk = sum(f.stat().st_size for f in folder.rglob("*.parquet"))
-    return {"ratings": rows, "disk_mb": round(disk / 1e6, 1)}
+    return {"ratings": ratings, "events": rows, "disk_mb": round(disk / 1e6, 1)}
 
 
 def step_prepare(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -62,8 +66,8 @@ def step_prepare(cfg: dict[str, Any]) -> dict[str, Any]:
     from recvae.data.prepare import prepare
     from recvae.data.readers import Source
 
-    snap = prepare(Source(format="parquet", path=cfg["folder"], time_col=None, batch_rows=cfg["batch_rows"]),
-                   cfg["snapshot"])
+    src = Source(format="parquet", path=cfg["folder"], rating_col=None, time_col=None, batch_rows=cfg["batch_rows"])
+    snap = prepare(src, cfg["snapshot"])
     csr = sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in snap.matrices.values())
     return {"snapshot_id": snap.snapshot_id, "users": len(snap.users), "items": snap.n_items,
             "interactions": int(snap.manifest["interactions"]), "train_users": int(snap.train.shape[0]),
@@ -98,21 +102,27 @@ def step_train(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def step_score(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Every user of the snapshot scored with the trained model, top-N into a SQLite store, published."""
+    """Every user of the snapshot scored with the trained model, top-N into a SQLite store, published; with
+    cfg["shard_users"], shard 0 of the shards `recvae_score` would map at that users_per_shard (one task's work,
+    left in staging: the other shards are other tasks, on other workers)."""
     from recvae.data.snapshot import Snapshot
     from recvae.models.base import load_recommender
+    from recvae.pipeline.scoring import plan_shards
     from recvae.serving.recommend import default_chunk_size, recommend_to_store
     from recvae.serving.store import RecommendationStore
 
     rec = load_recommender(cfg["model"])
     snap = Snapshot.load(cfg["snapshot"])
     chunk = default_chunk_size(rec.n_items)
+    per_shard = cfg.get("shard_users")
+    n_shards = 1 if per_shard is None else plan_shards(len(snap.users), users_per_shard=per_shard)
     with RecommendationStore(f"sqlite:///{cfg['db']}") as store, harness.Timer() as t:
-        summary = recommend_to_store(rec, snap, store, cfg["top_n"], "scale", "bench-multvae", chunk_size=chunk)
+        summary = recommend_to_store(rec, snap, store, cfg["top_n"], "scale", "bench-multvae", chunk_size=chunk,
+                                     shard=0, n_shards=n_shards, publish=n_shards == 1)
     users, rows = int(summary.user_count or 0), int(summary.row_count or 0)
     return {"users_scored": users, "rows": rows, "top_n": cfg["top_n"], "chunk_users": chunk,
-            "status": summary.status, "score_s": round(t.seconds, 1), "users_per_s": round(users / t.seconds, 1),
-            "db_mb": round(Path(cfg["db"]).stat().st_size / 1e6, 1)}
+            "n_shards": n_shards, "status": summary.status, "score_s": round(t.seconds, 1),
+            "users_per_s": round(users / t.seconds, 1), "db_mb": round(Path(cfg["db"]).stat().st_size / 1e6, 1)}
 
 
 CHILD_STEPS = {"generate": step_generate, "prepare": step_prepare, "train": step_train, "score": step_score}
@@ -158,7 +168,8 @@ def run_size(users: int, args: Any, work: Path) -> dict[str, Any]:
     cfg = {"users": users, "items": args.items, "preset": args.preset, "chunk_users": args.chunk_users,
            "folder": str(d / "ratings"), "snapshot": str(d / "snapshot"), "model": str(d / "model"),
            "db": str(d / "recs.db"), "batch_rows": args.batch_rows, "top_n": args.top_n,
-           "max_updates": args.max_updates, "amp": "bf16" if bf16_cpu() else "none", "threads": args.threads}
+           "max_updates": args.max_updates, "amp": "bf16" if bf16_cpu() else "none", "threads": args.threads,
+           "shard_users": args.shard_users}
     logger.info("%d users x %d items", users, args.items)
     out: dict[str, Any] = {"users_generated": users, "items": args.items}
     try:
@@ -181,11 +192,12 @@ def markdown(r: dict[str, Any]) -> str:
     for s in r["sizes"]:
         p, tr, sc = s.get("prepare") or {}, s.get("train") or {}, s.get("score") or {}
         rows.append([
-            f"{s['users_generated']:,}", f"{(s.get('generate') or {}).get('ratings', 0):,}",
+            f"{s['users_generated']:,}", f"{(s.get('generate') or {}).get('events', 0):,}",
             f"{p.get('interactions', 0):,}", _fmt(p), _fmt(p, "peak_rss_gib", ".2f"),
             (f"{tr['users_trained']:,} ({tr['updates']:,} updates{', capped' if tr['capped'] else ''})"
              if tr else ""), _fmt(tr), _fmt(tr, "peak_rss_gib", ".2f"), _fmt(tr, "users_per_s", ",.0f"),
-            f"{sc.get('users_scored', 0):,}" if sc else "", _fmt(sc), _fmt(sc, "peak_rss_gib", ".2f"),
+            (f"{sc['users_scored']:,}" + (f" (shard 1 of {sc['n_shards']})" if sc.get("n_shards", 1) > 1 else "")
+             if sc else ""), _fmt(sc), _fmt(sc, "peak_rss_gib", ".2f"),
             _fmt(sc, "users_per_s", ",.0f"), s.get("failed", ""),
         ])
     cap = (f"--max-updates {r['max_updates']}: an epoch over the first {r['max_updates'] * 500:,} training users at "
@@ -195,14 +207,20 @@ def markdown(r: dict[str, Any]) -> str:
         *harness.header("Memory at scale: prepare, train and score at 100k-1M users x 50k items", r),
         f"Data: the synthetic `{r['preset']}` preset's generator (ML-20M's ratings per user, about 140 before "
         f"and 70 after rating > 3.5, and its popularity curve) for N users x {r['items']:,} items, written as "
-        f"Parquet files of {r['chunk_users']:,} users. This keeps ML-20M's ratings per user, not its matrix "
+        f"Parquet files of {r['chunk_users']:,} users, positives only (rating > 3.5 applied at the source, "
+        "as in a log of clicks or plays; prepare reads them as implicit data and keeps users with >= 5). "
+        "This keeps ML-20M's ratings per user, not its matrix "
         "density: at 50,000 items ML-20M's 0.36% density would mean 2.5 times the interactions per user. "
         f"Train: Mult-VAE {r['items']:,}-600-200-600-{r['items']:,}, batch 500, amp {r['amp']}, {cap}. "
-        f"Score: every user of the snapshot, top {r['top_n']}, into SQLite, published. Each step is a fresh "
+        + (f"Score: every user of the snapshot, top {r['top_n']}, into SQLite, published. " if not r.get("shard_users")
+           else f"Score: one shard of the snapshot's users as one `recvae_score` task scores it at "
+                f"users_per_shard={r['shard_users']:,} (every n-th user; the other shards are other tasks, on "
+                f"other workers), top {r['top_n']}, into SQLite (staging). ")
+        + "Each step is a fresh "
         "process: its peak RSS (VmHWM) is its own.",
         "",
         *harness.markdown_table(
-            ["users", "ratings", "interactions kept", "prepare (s)", "prepare peak (GiB)", "trained on",
+            ["users", "events (positives)", "interactions kept", "prepare (s)", "prepare peak (GiB)", "trained on",
              "train (s)", "train peak (GiB)", "train users/s", "scored", "score (s)", "score peak (GiB)",
              "score users/s", "failed"],
             rows, "rrrrrlrrrrrrrl"),
@@ -244,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--items", type=int, default=N_ITEMS)
     p.add_argument("--max-updates", type=int, default=None, help="cap training at this many batches of 500 users")
     p.add_argument("--top-n", type=int, default=20, help="recommendations per user written to the store")
+    p.add_argument("--shard-users", type=int, default=None,
+                   help="score one shard of this many users (one recvae_score task's work), not every user")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
     p.add_argument("--batch-rows", type=int, default=1_000_000, help="rows per record batch of the streamed read")
     p.add_argument("--note", action="append", default=[], help="a line for the results page (e.g. what was left out)")
@@ -259,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": harness.machine_info(("numpy", "pandas", "pyarrow", "torch"), gpu=False),
         "preset": args.preset, "items": args.items, "chunk_users": args.chunk_users, "top_n": args.top_n,
         "max_updates": args.max_updates, "amp": "bf16" if bf16_cpu() else "none", "notes": args.note,
+        "shard_users": args.shard_users,
     }
     report["sizes"] = []
     try:

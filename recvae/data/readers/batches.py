@@ -101,18 +101,23 @@ class InteractionsBuilder:
 
     def frame(self) -> pd.DataFrame:
         """The interactions (user, item, rating[, timestamp]) indexed by row number, as a whole-table read."""
-        parts = {k: v for k, v in self._parts.items() if v}
-        cat = {k: np.concatenate(v) for k, v in parts.items()}
-        self._parts = {k: [] for k in self._parts}  # the frame owns the arrays from here
         data: dict[str, np.ndarray] = {}
         for col, ids in self.ids.items():
-            codes = cat.pop(col, np.zeros(0, np.int32))
+            codes = self._take(col, np.int32)
             data[col] = ids.decode(codes) if len(ids) else np.zeros(0, np.int64)
-        data["rating"] = cat.pop("rating", np.zeros(0))
-        if "timestamp" in cat:
-            data["timestamp"] = cat.pop("timestamp")
-        pos = cat.pop("pos", np.zeros(0, np.int64))
+            del codes  # one column's codes at a time: the peak is the frame plus one column
+        data["rating"] = self._take("rating", np.float64)
+        if self._parts["timestamp"]:
+            data["timestamp"] = self._take("timestamp", np.int64)
+        pos = self._take("pos", np.int64)
         return pd.DataFrame(data, index=pd.Index(pos, name=self._unit), copy=False)
+
+    def _take(self, key: str, dtype: type) -> np.ndarray:
+        """The batches' arrays of `key` as one array; the builder lets go of them."""
+        parts, self._parts[key] = self._parts[key], []
+        out = np.concatenate(parts) if parts else np.zeros(0, dtype)
+        parts.clear()
+        return out
 
 
 def read_batches(
