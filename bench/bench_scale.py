@@ -183,6 +183,20 @@ def run_size(users: int, args: Any, work: Path) -> dict[str, Any]:
     return out
 
 
+def _bytes_per_interaction(r: dict[str, Any]) -> str:
+    """Prepare's peak RSS over the interactions it kept, at the largest size measured."""
+    done = [s["prepare"] for s in r["sizes"] if s.get("prepare", {}).get("interactions")]
+    if not done:
+        return "?"
+    big = max(done, key=lambda p: p["interactions"])
+    return f"about {big['peak_rss_gib'] * 2**30 / big['interactions']:.0f}"
+
+
+def _rows_read(gen: dict[str, Any]) -> int:
+    """Rows prepare read: the positives written, or (a run before positives-only input) every rating."""
+    return int(gen.get("events", gen.get("ratings", 0)))
+
+
 def _fmt(step: dict[str, Any] | None, key: str = "wall_s", spec: str = ".1f") -> str:
     return "" if not step or step.get(key) is None else format(step[key], spec)
 
@@ -192,7 +206,7 @@ def markdown(r: dict[str, Any]) -> str:
     for s in r["sizes"]:
         p, tr, sc = s.get("prepare") or {}, s.get("train") or {}, s.get("score") or {}
         rows.append([
-            f"{s['users_generated']:,}", f"{(s.get('generate') or {}).get('events', 0):,}",
+            f"{s['users_generated']:,}", f"{_rows_read(s.get('generate') or {}):,}",
             f"{p.get('interactions', 0):,}", _fmt(p), _fmt(p, "peak_rss_gib", ".2f"),
             (f"{tr['users_trained']:,} ({tr['updates']:,} updates{', capped' if tr['capped'] else ''})"
              if tr else ""), _fmt(tr), _fmt(tr, "peak_rss_gib", ".2f"), _fmt(tr, "users_per_s", ",.0f"),
@@ -200,9 +214,6 @@ def markdown(r: dict[str, Any]) -> str:
              if sc else ""), _fmt(sc), _fmt(sc, "peak_rss_gib", ".2f"),
             _fmt(sc, "users_per_s", ",.0f"), s.get("failed", ""),
         ])
-    cap = (f"--max-updates {r['max_updates']}: an epoch over the first {r['max_updates'] * 500:,} training users at "
-           "most (fewer updates than a full epoch where marked 'capped')" if r["max_updates"] else
-           "one full epoch over every training user")
     lines = [
         *harness.header("Memory at scale: prepare, train and score at 100k-1M users x 50k items", r),
         f"Data: the synthetic `{r['preset']}` preset's generator (ML-20M's ratings per user, about 140 before "
@@ -211,16 +222,16 @@ def markdown(r: dict[str, Any]) -> str:
         "as in a log of clicks or plays; prepare reads them as implicit data and keeps users with >= 5). "
         "This keeps ML-20M's ratings per user, not its matrix "
         "density: at 50,000 items ML-20M's 0.36% density would mean 2.5 times the interactions per user. "
-        f"Train: Mult-VAE {r['items']:,}-600-200-600-{r['items']:,}, batch 500, amp {r['amp']}, {cap}. "
-        + (f"Score: every user of the snapshot, top {r['top_n']}, into SQLite, published. " if not r.get("shard_users")
-           else f"Score: one shard of the snapshot's users as one `recvae_score` task scores it at "
-                f"users_per_shard={r['shard_users']:,} (every n-th user; the other shards are other tasks, on "
-                f"other workers), top {r['top_n']}, into SQLite (staging). ")
-        + "Each step is a fresh "
-        "process: its peak RSS (VmHWM) is its own.",
+        f"Train: Mult-VAE {r['items']:,}-600-200-600-{r['items']:,}, batch 500, amp {r['amp']}, 2 threads: one "
+        "epoch over every training user, or, where the row says 'capped', one epoch over the first users only "
+        "(a fixed number of updates, `--max-updates`). Score: top "
+        f"{r['top_n']} into SQLite: every user of the snapshot (published), or, where the row says 'shard 1 of "
+        "n', the users of one shard as one `recvae_score` task scores them at users_per_shard=50,000 (every n-th "
+        "user; the other shards are other tasks, on other workers; left in staging). Each step is a fresh "
+        "process: its peak RSS (VmHWM) is its own; times include the step's imports.",
         "",
         *harness.markdown_table(
-            ["users", "events (positives)", "interactions kept", "prepare (s)", "prepare peak (GiB)", "trained on",
+            ["users", "rows read", "interactions kept", "prepare (s)", "prepare peak (GiB)", "trained on",
              "train (s)", "train peak (GiB)", "train users/s", "scored", "score (s)", "score peak (GiB)",
              "score users/s", "failed"],
             rows, "rrrrrlrrrrrrrl"),
@@ -230,10 +241,14 @@ def markdown(r: dict[str, Any]) -> str:
         "- No users x items dense array is made anywhere: the snapshot parts are CSR, training and scoring take "
         "batches of users (500 to train; scoring chunks sized to a fixed budget of items x users scores), and "
         "the store is written chunk by chunk.",
-        "- What does grow with the users: prepare holds every interaction as compact arrays (about 24 bytes each, "
-        "then the DataFrame and the split's index arrays), so its peak grows with the interactions; training "
-        "and scoring hold the CSR histories (8 bytes per interaction plus 8 per user) and the id maps; the "
-        "rest of their memory (model, optimizer, one batch) is flat in users.",
+        "- What does grow with the users: prepare holds every interaction (the streamed read's compact arrays "
+        "are 24 bytes each; the DataFrame, the duplicate keys and the split's index arrays add the rest: "
+        f"{_bytes_per_interaction(r)} bytes per interaction at peak here), so its peak grows with the "
+        "interactions; training and scoring load the snapshot, CSR histories of every user (8 bytes per "
+        "interaction, twice while scoring: the parts and their stacked history), and the id maps. The rest of "
+        "their memory (model, optimizer, one batch of users, one chunk of scores) is flat in users. A scoring "
+        "shard loads every user's history though it scores 1/n of them: loading only its rows would make it "
+        "flat too (not done).",
         f"- The decoder's items x width weight: {r['items']:,} x 600 floats = "
         f"{r['items'] * 600 * 4 / 2**20:,.0f} MiB, times 4 with Adam's two moments and the gradient; it grows "
         "with the catalogue, not the users. Beyond a few million items, shard the output layer or use a "
@@ -245,18 +260,31 @@ def markdown(r: dict[str, Any]) -> str:
         "scoring time grows linearly with users x items; memory is one chunk of scores. Beyond one machine, "
         "spread the shards: `recvae_score`'s users_per_shard maps one Airflow task per shard across Celery "
         "workers (docker/README.md), or use a GPU (bench/gpu_check.sh).",
-        "- Beyond what prepare holds in RAM (a few hundred million interactions on this 23 GiB machine at the rate "
-        "above): filter or aggregate in the database first, or prepare per time window.",
+        "- Beyond what prepare holds in RAM (about 200 million interactions on this 23 GiB machine at the rate "
+        "above): filter or aggregate in the database first (a SQL source streams the query's result), or "
+        "prepare per time window.",
     ]
     if r.get("notes"):
         lines += ["", *r["notes"]]
     return "\n".join(lines) + "\n"
 
 
+def merge(out: Path, runs: list[Path]) -> int:
+    """scale.json and scale.md in `out` from the sizes of several runs (each run's command is kept)."""
+    reports = [json.loads(p.read_text()) for p in runs]
+    merged = {**reports[0], "command": " ; ".join(r["command"] for r in reports),
+              "sizes": sorted((s for r in reports for s in r["sizes"]), key=lambda s: s["users_generated"]),
+              "notes": [n for r in reports for n in r.get("notes", [])]}
+    harness.write_results(out, "scale", merged, markdown(merged))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "--_step":  # internal: one step in a fresh process
         return child_main(argv[1], argv[2])
+    if argv and argv[0] == "--merge":  # --merge OUT RUN.json ...: one page from several runs' sizes
+        return merge(Path(argv[1]), [Path(a) for a in argv[2:]])
     p = harness.parser(__doc__, data_home=False)
     p.add_argument("--users", type=int, nargs="+", default=list(SIZES), help="user counts (default 100k 300k 1M)")
     p.add_argument("--items", type=int, default=N_ITEMS)
