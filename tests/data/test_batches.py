@@ -139,17 +139,23 @@ def test_folder_of_parquet_files_is_guessed(tmp_path):
         Source(format="parquet", path="x", batch_rows=0)
 
 
-def test_sql_result_is_fetched_in_batches(tmp_path, count_batches):
+def test_sql_result_is_fetched_in_batches(db_url, count_batches):
+    """SQLite and PostgreSQL (a server-side cursor there): batch by batch, the frame of one whole read."""
+    import sqlalchemy as sa
+
     df = interactions(40).drop(columns="day")
-    db = tmp_path / "r.db"
-    with sqlite3.connect(db) as con:
-        df.rename(columns={"user": "user_id"}).to_sql("ratings", con, index=False)
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        df.rename(columns={"user": "user_id"}).to_sql("ratings", conn, index=False)
+    engine.dispose()
     kw = {"user_col": "user_id", "item_col": "item", "rating_col": "rating", "time_col": "timestamp"}
-    small = readers.read_sql(f"sqlite:///{db}", "ratings", batch_rows=50, **kw)
+    small = readers.read_sql(db_url, "ratings", batch_rows=50, **kw)
     assert len(count_batches) == -(-len(df) // 50)
-    whole = readers.read_sql(f"sqlite:///{db}", "ratings", **kw)
+    whole = readers.read_sql(db_url, "ratings", batch_rows=10**9, **kw)
     pd.testing.assert_frame_equal(small, whole)
     assert small["user"].tolist() == df["user"].tolist() and small.index[-1] == len(df)
+    with pytest.raises(DataValidationError, match=r"query failed"):
+        readers.read_sql(db_url, "SELECT nope FROM ratings", batch_rows=50, **kw)
 
 
 def test_sql_prepare_with_small_batches_matches_parquet(tmp_path):

@@ -38,32 +38,52 @@ BatchSource = Callable[[], Iterator[Batch]]
 
 
 class _Dictionary:
-    """Raw ids in order of first appearance, and codes for them (int32: one per interaction)."""
+    """Raw ids in order of first appearance, and codes for them (int32: one per interaction).
+
+    The ids are kept in segments (a hashed pd.Index each, with the code of its first id): a batch's new ids
+    become a new segment, and the last two merge while the older is not more than twice the newer, so there are
+    O(log n) segments and each id is hashed again O(log n) times, not once per batch."""
 
     def __init__(self) -> None:
-        self._index = pd.Index([])
+        self._segments: list[tuple[int, pd.Index]] = []
+        self._n = 0
         self.kind: str | None = None  # "int" or "str": the id type the batches gave
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Codes of `values`, appending the ids not seen yet."""
-        codes = self._index.get_indexer(values) if len(self._index) else np.full(len(values), -1, np.intp)
+        batch_codes, uniq = pd.factorize(values)  # the batch's distinct ids, in order of first appearance
+        uniq = np.asarray(uniq, dtype=values.dtype)
+        codes = np.full(len(uniq), -1, np.int64)
+        for start, segment in self._segments:
+            todo = np.flatnonzero(codes < 0)
+            if len(todo) == 0:
+                break
+            found = segment.get_indexer(uniq[todo])
+            codes[todo[found >= 0]] = start + found[found >= 0]
         new = codes < 0
         if new.any():
-            fresh = pd.unique(values[new])
-            dtype = np.int64 if values.dtype.kind in "iu" else object
-            merged = np.concatenate([self._index.to_numpy(dtype=dtype), np.asarray(fresh, dtype=dtype)])
-            self._index = pd.Index(merged, dtype=dtype)
-            if len(self._index) >= 2**31:
-                raise DataValidationError(f"more than {2**31 - 1:,} distinct ids: beyond what int32 codes hold")
-            codes[new] = self._index.get_indexer(values[new])
-        return codes.astype(np.int32)
+            codes[new] = self._n + np.arange(int(new.sum()))
+            self._append(uniq[new])
+        return codes[batch_codes].astype(np.int32)
+
+    def _append(self, fresh: np.ndarray) -> None:
+        """A segment of new ids; merge the last segments while they are of similar size."""
+        if self._n + len(fresh) >= 2**31:
+            raise DataValidationError(f"more than {2**31 - 1:,} distinct ids: beyond what int32 codes hold")
+        self._segments.append((self._n, pd.Index(fresh, dtype=fresh.dtype)))
+        self._n += len(fresh)
+        while len(self._segments) >= 2 and len(self._segments[-2][1]) <= 2 * len(self._segments[-1][1]):
+            (start, older), (_, newer) = self._segments[-2:]
+            merged = np.concatenate([older.to_numpy(dtype=fresh.dtype), newer.to_numpy(dtype=fresh.dtype)])
+            self._segments[-2:] = [(start, pd.Index(merged, dtype=fresh.dtype))]
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Raw ids of `codes`."""
-        return self._index.to_numpy()[codes]
+        dtype = np.int64 if self.kind == "int" else object
+        return np.concatenate([segment.to_numpy(dtype=dtype) for _, segment in self._segments])[codes]
 
     def __len__(self) -> int:
-        return len(self._index)
+        return self._n
 
 
 class IdTypeChanged(Exception):  # noqa: N818 - a signal to read again, not an error a user sees
