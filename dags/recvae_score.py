@@ -33,7 +33,11 @@ from recvae.orchestration.dag_defaults import CHAMPION, DEFAULT_ARGS, START_DATE
         "snapshot_dir": Param(None, type=["null", "string"],
                               description="snapshot to score (default: the promoted model's, else the latest)"),
         "top_n": Param(100, type="integer", minimum=1, maximum=10000),
-        "n_shards": Param(4, type="integer", minimum=1, maximum=256),
+        "users_per_shard": Param(50_000, type="integer", minimum=1,
+                                 description="users per scoring shard (one mapped task each, at most 1024 shards): "
+                                             "the shard count follows the number of users"),
+        "n_shards": Param(None, type=["null", "integer"], minimum=1, maximum=1024,
+                          description="a fixed shard count instead (overrides users_per_shard)"),
         "db_conn_id": Param("recvae_db", type="string", description="Airflow Connection of the recommendations DB"),
         "retention": Param(5, type="integer", minimum=1, description="published batches to keep"),
         "batch_key": Param(None, type=["null", "string"],
@@ -44,7 +48,8 @@ from recvae.orchestration.dag_defaults import CHAMPION, DEFAULT_ARGS, START_DATE
 def recvae_score():
     @task(retries=3, execution_timeout=TIMEOUTS.begin_score)
     def begin_batch(**context) -> dict:
-        """Open (or reuse, on a retry) the staging batch for this run and plan the shards."""
+        """Open (or reuse, on a retry) the staging batch for this run and plan the shards (n_shards, else one per
+        users_per_shard users)."""
         from recvae import pipeline
         from recvae.orchestration import tasks as airflow_tasks
         from recvae.orchestration import variables
@@ -54,7 +59,8 @@ def recvae_score():
             target = airflow_tasks.score_target(context, CHAMPION)
             batch = pipeline.begin_score_step(
                 model_uri=target["model_uri"], snapshot_dir=target["snapshot_dir"], top_n=int(p["top_n"]),
-                n_shards=int(p["n_shards"]), db_url=variables.db_url_from_connection(p["db_conn_id"]),
+                n_shards=None if p["n_shards"] is None else int(p["n_shards"]),
+                users_per_shard=int(p["users_per_shard"]), db_url=variables.db_url_from_connection(p["db_conn_id"]),
                 batch_key=p["batch_key"] or context["run_id"],
             )
             return {**batch, "promotion": target["event"]}

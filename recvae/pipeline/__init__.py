@@ -25,6 +25,7 @@ from recvae.pipeline.scoring import (
     begin_score_step,
     check_db_step,
     item_metadata,
+    plan_shards,
     publish_step,
     score_shard_step,
     score_step,
@@ -37,7 +38,8 @@ __all__ = [
     "TAG_ROLE", "TAG_RUN_KEY", "align_model", "aligned_scorer", "baseline_step", "begin_score_step",
     "challenger_seeds", "champion_item_overlap", "check_min_confidence", "significance_gate",
     "validation_ndcg_per_user", "check_db_step", "combine_challengers", "config_from",
-    "ensemble_step", "evaluate_model_uri", "item_metadata", "latest_snapshot", "load_snapshot", "prepare_step",
+    "ensemble_step", "evaluate_model_uri", "item_metadata", "latest_snapshot", "load_snapshot", "plan_shards",
+    "prepare_step",
     "promote_step", "publish_step", "run_pipeline", "score_shard_step", "score_step", "train_step",
     "TuneResult", "tune_finish_step", "tune_setup_step", "tune_step", "tune_trials_step",
 ]

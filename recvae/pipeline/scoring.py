@@ -3,15 +3,41 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from recvae.config import ConfigError
 from recvae.pipeline.data import load_snapshot
 from recvae.pipeline.promotion import align_model
 from recvae.pipeline.results import ScoringBatch
 
 logger = logging.getLogger(__name__)
+
+# Users one scoring shard (one mapped Airflow task) takes when the shard count follows the users: small enough that
+# a retry redoes minutes of work, large enough that per-task start-up (model and snapshot load) stays a small share.
+DEFAULT_USERS_PER_SHARD = 50_000
+# Airflow's default [core] max_map_length: a mapped task with more elements fails to expand.
+MAX_SHARDS = 1024
+
+
+def plan_shards(n_users: int, *, users_per_shard: int | None = None, n_shards: int | None = None,
+                max_shards: int = MAX_SHARDS) -> int:
+    """How many shards to score `n_users` in: `n_shards` when given, else ceil(n_users / users_per_shard), at
+    least 1 and at most `max_shards` (then the shards are larger than asked, which is logged)."""
+    if n_shards is not None:
+        if n_shards < 1:
+            raise ConfigError(f"n_shards must be at least 1; got {n_shards}")
+        return int(n_shards)
+    per_shard = DEFAULT_USERS_PER_SHARD if users_per_shard is None else int(users_per_shard)
+    if per_shard < 1:
+        raise ConfigError(f"users_per_shard must be at least 1; got {users_per_shard}")
+    wanted = max(1, math.ceil(n_users / per_shard))
+    if wanted > max_shards:
+        logger.warning("%d users at %d per shard would make %d shards; capped at %d (about %d users each)",
+                       n_users, per_shard, wanted, max_shards, math.ceil(n_users / max_shards))
+    return min(wanted, max_shards)
 
 
 def check_db_step(db_url: str) -> dict[str, Any]:
@@ -31,13 +57,17 @@ def begin_score_step(
     model_uri: str,
     snapshot_dir: str | Path | None,
     top_n: int,
-    n_shards: int,
+    n_shards: int | None = None,
     db_url: str,
     batch_key: str,
     model_name: str | None = None,
     loaded: tuple[Any, Any, Any] | None = None,
+    users_per_shard: int | None = None,
 ) -> ScoringBatch:
     """Check the model and snapshot belong together, then open (or reuse) the staging batch for `batch_key`.
+
+    The shard count is `n_shards` when given, else it follows the snapshot's users (`plan_shards`: one shard per
+    `users_per_shard` users), so a large catalogue of users makes many small, separately retried tasks.
 
     An alias (models:/NAME@champion) is resolved here once: the batch carries the version's own URI, so every shard
     scores that version even if a promotion moves the alias meanwhile. `loaded`: (recommender, its info, snapshot)
@@ -46,6 +76,7 @@ def begin_score_step(
 
     rec, info, snap = loaded or _load(model_uri, snapshot_dir)
     align_model(rec, snap, model_uri)
+    n_shards = plan_shards(len(snap.users), users_per_shard=users_per_shard, n_shards=n_shards)
     if info.name and info.version:
         model_uri = f"models:/{info.name}/{info.version}"
     with RecommendationStore(db_url) as store:

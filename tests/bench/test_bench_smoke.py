@@ -28,8 +28,10 @@ SMOKE: dict[str, tuple[list[list[str]], list[str]]] = {
     "parity_ml1m.py": ([[]], ["parity_ml1m"]),
     "baselines_ml1m.py": ([[]], ["baselines_ml1m"]),
     "train_speed.py": ([[]], ["train_speed"]),
+    "bench_scale.py": ([[]], ["scale"]),
     "bench_prepare.py": ([[]], ["prepare"]),
     "tune_splits.py": ([[]], ["tune_synthetic"]),
+    "bench_prepare_stream.py": ([[]], ["prepare_stream"]),
 }
 # scripts without a smoke run of their own here, and why
 NO_SMOKE = {

@@ -659,3 +659,112 @@ def test_lean_mlflow_flags_exist_in_the_pinned_mlflow():
         assert command_ is not None, command_name
         flags = {opt for param in command_.params for opt in param.opts}
         assert {"--workers", "--backend-store-uri"} <= flags, command_name
+
+
+# ---------------------------------------------------------------------------------------------- celery profile
+
+# Run in a child process: Airflow reads its configuration once, at import, from the environment the compose file
+# gives each container (this test process has its own Airflow configuration).
+_AIRFLOW_PROBE = r"""
+import json, sys
+from airflow.configuration import conf
+from airflow.executors.executor_loader import ExecutorLoader
+
+executor = ExecutorLoader.import_default_executor_cls()[0]
+out = {"executor": executor.__name__, "module": executor.__module__}
+if executor.__name__ == "CeleryExecutor":
+    from airflow.providers.celery.executors.celery_executor import app
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=sys.argv[1])
+    shard = bag.dags["recvae_score"].get_task("score_shard")  # get_dag would query the metadata DB
+    out.update(broker=app.conf.broker_url, backend=app.conf.result_backend,
+               visibility=app.conf.broker_transport_options.get("visibility_timeout"),
+               import_errors={k: str(v) for k, v in bag.import_errors.items()}, dags=sorted(bag.dag_ids),
+               shard_queue=shard.queue, default_queue=conf.get("operators", "default_queue"),
+               celery_queue=app.conf.task_default_queue, shard_retries=shard.retries)
+print("PROBE" + json.dumps(out))
+"""
+
+
+def airflow_as_in(service: str, env_file: dict[str, str], tmp_path: Path) -> dict[str, Any]:
+    """What Airflow's own loaders make of `service`'s environment in compose.yaml (with `env_file` as docker/.env):
+    the executor class, and with CeleryExecutor its Celery app's broker and backend and the DagBag of dags/."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(environment(compose(env_file)["services"][service]))
+    env.update(AIRFLOW_HOME=str(tmp_path / service), AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"))
+    # The metadata DB's host `postgres` exists only inside compose, and parsing DAGs opens it: a local SQLite
+    # stands in (what is checked here is the executor, the broker and the result backend, not the metadata DB).
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{tmp_path / service}.db"
+    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC", None)
+    done = subprocess.run([sys.executable, "-c", _AIRFLOW_PROBE, str(REPO / "dags")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = [x for x in done.stdout.splitlines() if x.startswith("PROBE")][-1]
+    return json.loads(line[len("PROBE"):])
+
+
+def test_default_stack_runs_the_local_executor(tmp_path):
+    probe = airflow_as_in("airflow-scheduler", env_example(), tmp_path)
+    assert probe["executor"] == "LocalExecutor", probe
+
+
+@pytest.mark.slow
+def test_celery_profile_configures_celery_executor_for_scheduler_and_workers(tmp_path):
+    """With AIRFLOW_EXECUTOR=CeleryExecutor (docker/README.md) the scheduler and the workers resolve the Celery
+    executor, its broker is the profile's Redis, its results go to the stack's PostgreSQL, and the DAGs load."""
+    pytest.importorskip("airflow.providers.celery", reason="pip install -e '.[dev]' (the celery provider)")
+    from sqlalchemy.engine import make_url
+
+    env_file = {**env_example(), "AIRFLOW_EXECUTOR": "CeleryExecutor"}
+    services = compose(env_file)["services"]
+    for name in ("airflow-scheduler", "airflow-worker"):
+        probe = airflow_as_in(name, env_file, tmp_path)
+        assert probe["module"] == "airflow.providers.celery.executors.celery_executor", (name, probe)
+        assert probe["executor"] == "CeleryExecutor"
+
+        broker = urlsplit(probe["broker"])
+        assert broker.scheme == "redis" and broker.hostname in services, probe["broker"]
+        assert services[broker.hostname].get("profiles") == ["celery"]
+        assert broker.port == 6379 and str(broker.port) in map(str, services[broker.hostname]["expose"])
+
+        assert probe["backend"].startswith("db+"), "results in SQL: the stack's PostgreSQL"
+        backend = make_url(probe["backend"].removeprefix("db+"))
+        assert backend.drivername == "postgresql+psycopg" and backend.host == "postgres"
+        assert backend.database == "airflow" and backend.password == env_file["POSTGRES_PASSWORD"]
+        # Longer than the longest task (train, 6 h), or the broker hands a running task to a second worker.
+        assert int(probe["visibility"]) >= 6 * 3600
+
+        assert not probe["import_errors"], probe["import_errors"]
+        assert {"recvae_retrain", "recvae_score"} <= set(probe["dags"])
+        # every shard goes to the one queue every worker consumes (the worker command names no other queue)
+        assert probe["shard_queue"] == probe["default_queue"] == probe["celery_queue"], probe
+        assert probe["shard_retries"] >= 1
+    worker = services["airflow-worker"]
+    assert "--queues" not in command(worker) and " -q " not in f" {command(worker)} "
+
+
+def test_celery_profile_starts_two_workers():
+    worker = compose()["services"]["airflow-worker"]
+    assert int(worker["deploy"]["replicas"]) == 2
+    assert env_example()["AIRFLOW_WORKERS"] == "2"
+    scaled = compose({**env_example(), "AIRFLOW_WORKERS": "5"})["services"]["airflow-worker"]
+    assert int(scaled["deploy"]["replicas"]) == 5
+    # a worker's health is its own Celery node answering, one per container
+    assert "celery@$${HOSTNAME}" in " ".join(raw_compose()["services"]["airflow-worker"]["healthcheck"]["test"])
+
+
+def test_celery_pins_match_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    dev = {Requirement(d).name.lower(): Requirement(d) for d in project["optional-dependencies"]["dev"]}
+    args = dockerfile_args()
+    assert f"=={args['CELERY_PROVIDER_VERSION']}" == str(dev["apache-airflow-providers-celery"].specifier)
+    assert f"=={args['CELERY_VERSION']}" == str(dev["celery"].specifier)
+    runs = " ".join(rest for word, rest in dockerfile_instructions() if word == "RUN")
+    assert '"apache-airflow-providers-celery==${CELERY_PROVIDER_VERSION}"' in runs
+    assert '"celery==${CELERY_VERSION}"' in runs

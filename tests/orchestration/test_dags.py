@@ -138,6 +138,21 @@ def test_failed_shard_keeps_published_batch_and_retry_completes(airflow_db, stac
     assert set(per_user.values()) == {5} and rows_new == 5 * len(per_user)  # no duplicates from the re-run shard
 
 
+def test_shard_count_follows_users_per_shard(airflow_db, stack):
+    """Without `n_shards` the DAG maps one task per `users_per_shard` users, and together they score everyone."""
+    retrain = run_dag_test(_dag("recvae_retrain"), dataset="synthetic", config=FAST, baselines=[])
+    assert retrain.state == "success", retrain.task_states
+    n_users = retrain.xcom("build_snapshot")["n_users"]
+    per_shard = -(-n_users // 3)  # three shards, the last one smaller
+
+    score = run_dag_test(_dag("recvae_score"), top_n=5, users_per_shard=per_shard)
+    assert score.state == "success", score.task_states
+    assert score.xcom("begin_batch")["n_shards"] == 3
+    assert score.states("score_shard") == ["success"] * 3
+    per_user = _rows_per_user(stack["db"])
+    assert len(per_user) == n_users and set(per_user.values()) == {5}
+
+
 def test_transient_shard_failure_is_retried_by_airflow(airflow_db, stack, monkeypatch):
     from datetime import timedelta
 

@@ -33,14 +33,14 @@ def read(source: Source, validator: Validator | None = None) -> pd.DataFrame | S
     if fmt == "parquet":
         return read_parquet(source.path, user_col=source.user_col, item_col=source.item_col,
                             rating_col=source.rating_col, time_col=source.time_col, id_type=source.id_type,
-                            validator=validator)
+                            validator=validator, batch_rows=source.batch_rows)
     if fmt == "sql":
         if not source.query:
             raise DataValidationError("a sql source needs a table name or query (--sql-query)",
                                       source=source.shown_path)
         return read_sql(source.path, source.query, user_col=source.user_col, item_col=source.item_col,
                         rating_col=source.rating_col, time_col=source.time_col, id_type=source.id_type,
-                        validator=validator)
+                        validator=validator, batch_rows=source.batch_rows)
     if fmt == "pro_sg":
         return read_pro_sg(source.path, validator)
     if fmt == "lightgcn":

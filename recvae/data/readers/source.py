@@ -34,12 +34,16 @@ class Source:
     implicit: bool = False  # every row is a positive: binarization is skipped
     dataset: str | None = None  # dataset name (recvae.data.datasets) this source was resolved from, or is to be
     synthetic: dict[str, Any] = field(default_factory=dict)  # synthetic: preset, seed and generator overrides
+    # parquet/sql: rows per record batch of the streamed read (None: DEFAULT_BATCH_ROWS); the data do not depend on it
+    batch_rows: int | None = None
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in FORMATS:
             raise ValueError(f"unknown source format {self.format!r}; formats: {', '.join(FORMATS)}")
         if self.id_type not in ID_TYPES:
             raise ValueError(f"id_type must be one of {', '.join(ID_TYPES)}; got {self.id_type!r}")
+        if self.batch_rows is not None and self.batch_rows < 1:
+            raise ValueError(f"batch_rows must be at least 1; got {self.batch_rows}")
         if self.path is not None and self.format != "sql":
             self.path = str(self.path)
 
@@ -67,7 +71,7 @@ class Source:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description for the snapshot manifest (a SQL URL's password is masked)."""
-        d = {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}
+        d = {k: v for k, v in asdict(self).items() if v not in (None, {}, "") and k != "batch_rows"}
         if self.path:
             d["path"] = self.shown_path
         if self.format in ("movielens", "pro_sg", "lightgcn", "synthetic"):
@@ -101,8 +105,10 @@ def guess_format(path: Path) -> str:
             return "lightgcn"
         if ratings_file_in(path) is not None:
             return "movielens"
+        if any(f.suffix.lower() in (".parquet", ".pq") for f in path.rglob("*") if f.is_file()):
+            return "parquet"  # a partitioned dataset (e.g. day=2024-01-01/part-0.parquet)
         raise DataValidationError(
-            "cannot tell the format of this folder (no pro_sg, LightGCN or MovieLens files)", source=path
+            "cannot tell the format of this folder (no pro_sg, LightGCN, MovieLens or Parquet files)", source=path
         )
     name = path.name.lower()
     for ext in (".gz", ".bz2", ".zst"):

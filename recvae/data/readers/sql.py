@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from recvae.data.readers.batches import DEFAULT_BATCH_ROWS, read_batches, sql_batches, sql_keys
 from recvae.data.readers.common import check_columns, finish_read, own_validator, wanted_columns
-from recvae.data.validate import DataValidationError, Positions, Validator, build_interactions
+from recvae.data.validate import DataValidationError, Validator
 from recvae.urls import mask_url
 
 
@@ -23,35 +24,33 @@ def read_sql(
     time_col: str | None = "timestamp",
     id_type: str = "auto",
     validator: Validator | None = None,
+    batch_rows: int | None = None,
 ) -> pd.DataFrame:
-    """A SQL table (a bare name) or query through a SQLAlchemy URL; row numbers are 1-based result rows."""
+    """A SQL table (a bare name) or query through a SQLAlchemy URL; row numbers are 1-based result rows.
+
+    The result is fetched `batch_rows` rows at a time through a server-side cursor into compact arrays
+    (`recvae.data.readers.batches`): a result larger than memory is never held whole."""
+    import sqlalchemy as sa  # only SQL sources need it
+
     label = f"{mask_url(url)} [{query.strip()[:80]}]"
     own, validator = own_validator(validator, label, "row")
     validator.start_file(label)
-    frame = _query_frame(url, table_query(query), label)
-    wanted = wanted_columns(user_col, item_col, rating_col, time_col, list(frame.columns))
-    check_columns(label, list(frame.columns), wanted.values(), unit="row")
-    cols = {k: _arrow_column(frame[v]) for k, v in wanted.items()}
-    df = build_interactions(cols, validator, Positions(offset=1), id_type=id_type, names=wanted)
-    return finish_read(own, validator, df, label)
-
-
-def _query_frame(url: str, sql: str, label: str) -> pd.DataFrame:
-    """The result of `sql`; a bad URL or a failing query raises DataValidationError without the password."""
-    import sqlalchemy as sa  # only SQL sources need it
-
     try:
         engine = sa.create_engine(url)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise DataValidationError(f"bad SQLAlchemy URL ({exc})", source=mask_url(url)) from exc
+    sql = table_query(query)
     try:
-        with engine.connect() as conn:
-            return pd.read_sql_query(sa.text(sql), conn)
-    except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
-        cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
-        raise DataValidationError(f"query failed: {str(cause).splitlines()[0]}", source=label) from exc
+        keys = sql_keys(engine.connect, sql)
+        wanted = wanted_columns(user_col, item_col, rating_col, time_col, keys)
+        check_columns(label, keys, wanted.values(), unit="row")
+        batches = sql_batches(engine.connect, sql, wanted, batch_rows or DEFAULT_BATCH_ROWS, _arrow_column)
+        df = read_batches(batches, validator, id_type=id_type, names=wanted)
+    except sa.exc.SQLAlchemyError as exc:
+        raise DataValidationError(f"query failed: {str(exc).splitlines()[0]}", source=label) from exc
     finally:
         engine.dispose()
+    return finish_read(own, validator, df, label)
 
 
 def table_query(query: str) -> str:

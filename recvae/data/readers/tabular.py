@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from recvae.data.readers.batches import DEFAULT_BATCH_ROWS, parquet_batches, parquet_dataset, read_batches
 from recvae.data.readers.common import check_columns, finish_read, own_validator, require_file, wanted_columns
 from recvae.data.readers.text import header_names, read_text_table
 from recvae.data.validate import DataValidationError, Positions, Validator, build_interactions, integer_text_only
@@ -87,20 +87,22 @@ def read_parquet(
     time_col: str | None = "timestamp",
     id_type: str = "auto",
     validator: Validator | None = None,
+    batch_rows: int | None = None,
 ) -> pd.DataFrame:
-    """A Parquet file (or folder of Parquet files) with the named columns; row numbers are 1-based."""
+    """A Parquet file, or a folder of them (a partitioned dataset: hive folders such as day=2024-01-01 become
+    columns; files in path order), with the named columns; row numbers are 1-based over the whole dataset.
+
+    Read in record batches of `batch_rows` rows into compact arrays (`recvae.data.readers.batches`), so the
+    source's size, its other columns and the width of its ids do not bound the read by memory."""
     path = Path(path)
     own, validator = own_validator(validator, path, "row")
     validator.start_file(path)
     if not path.exists():
         raise DataValidationError("file not found", source=path)
-    try:
-        schema = pq.read_schema(path) if path.is_file() else pq.ParquetDataset(path).schema
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataValidationError(f"not a readable Parquet file ({exc})", source=path) from exc
-    wanted = wanted_columns(user_col, item_col, rating_col, time_col, list(schema.names))
-    check_columns(path, list(schema.names), wanted.values(), unit="row")
-    table = pq.read_table(path, columns=list(dict.fromkeys(wanted.values())))
-    cols = {k: table[v] for k, v in wanted.items()}
-    df = build_interactions(cols, validator, Positions(offset=1), id_type=id_type, names=wanted)
+    dataset = parquet_dataset(path)
+    names = list(dataset.schema.names)
+    wanted = wanted_columns(user_col, item_col, rating_col, time_col, names)
+    check_columns(path, names, wanted.values(), unit="row")
+    batches = parquet_batches(dataset, wanted, batch_rows or DEFAULT_BATCH_ROWS, path)
+    df = read_batches(batches, validator, id_type=id_type, names=wanted)
     return finish_read(own, validator, df, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -230,14 +231,15 @@ def build_interactions(
     validator: Validator,
     positions: Positions,
     *,
-    id_type: str = "int",
+    id_type: str | Mapping[str, str] = "int",
     names: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Checked interactions (user, item, rating[, timestamp]) from raw arrow columns; bad rows flagged and dropped.
 
     `columns` maps user/item/rating/timestamp to arrow columns (rating None: implicit, 1.0 everywhere;
     timestamp None: no timestamp column). `names` gives the source's column names for messages.
-    The index of the result holds each row's file position (line or row number).
+    The index of the result holds each row's file position (line or row number). `id_type` applies to both id
+    columns, or maps "user"/"item" to their own (a batched read that found text ids in one column).
     """
     names = names or {}
     users, items = columns["user"], columns["item"]
@@ -246,8 +248,8 @@ def build_interactions(
     n = len(users)
     check = ColumnChecker(validator, positions, n)
     data: dict[str, np.ndarray] = {
-        "user": check.ids(users, names.get("user", "user"), id_type),
-        "item": check.ids(items, names.get("item", "item"), id_type),
+        "user": check.ids(users, names.get("user", "user"), _id_type(id_type, "user")),
+        "item": check.ids(items, names.get("item", "item"), _id_type(id_type, "item")),
     }
     rating = columns.get("rating")
     data["rating"] = check.ratings(rating, names.get("rating", "rating")) if rating is not None else np.ones(n)
@@ -259,3 +261,7 @@ def build_interactions(
         data = {k: v[keep] for k, v in data.items()}
     index = positions.index(keep, n, validator.unit)
     return pd.DataFrame(data, index=index, copy=False)
+
+
+def _id_type(id_type: str | Mapping[str, str], column: str) -> str:
+    return id_type if isinstance(id_type, str) else id_type.get(column, "auto")

@@ -116,6 +116,16 @@ class Validator:
             )
         )
 
+    def mark(self) -> tuple[int, int, str]:
+        """Where the record stands now, for `rewind` (a source read again from the start)."""
+        return len(self._chunks), len(self._files), self.file
+
+    def rewind(self, mark: tuple[int, int, str]) -> None:
+        """Forget what was flagged since `mark`: the rows are about to be read, and flagged, again."""
+        n_chunks, n_files, file = mark
+        del self._chunks[n_chunks:], self._files[n_files:]
+        self.file = file
+
     @property
     def n_flagged(self) -> int:
         """How many problems were recorded so far."""
