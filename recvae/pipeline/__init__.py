@@ -22,6 +22,7 @@ from recvae.pipeline.scoring import (
     check_db_step,
     item_metadata,
     publish_step,
+    resolve_item_filter,
     score_shard_step,
     score_step,
 )
@@ -32,5 +33,6 @@ __all__ = [
     "TAG_ROLE", "TAG_RUN_KEY", "align_model", "aligned_scorer", "baseline_step", "begin_score_step",
     "challenger_seeds", "champion_item_overlap", "check_db_step", "combine_challengers", "config_from",
     "ensemble_step", "evaluate_model_uri", "item_metadata", "latest_snapshot", "load_snapshot", "prepare_step",
-    "promote_step", "publish_step", "run_pipeline", "score_shard_step", "score_step", "train_step",
+    "promote_step", "publish_step", "resolve_item_filter", "run_pipeline", "score_shard_step", "score_step",
+    "train_step",
 ]

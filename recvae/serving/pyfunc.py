@@ -19,6 +19,7 @@ import torch
 from mlflow.pyfunc import PythonModel
 
 from recvae.models.base import Recommender, load_recommender
+from recvae.serving.filters import ItemFilter
 from recvae.serving.items import item_positions
 from recvae.serving.topn import iter_topn
 
@@ -41,10 +42,12 @@ def item_raw_ids(rec: Recommender, indices: np.ndarray) -> np.ndarray:
     return rec.items.to_raw(indices) if rec.items is not None else np.asarray(indices, dtype=np.int64)
 
 
-def recommend_frame(rec: Recommender, history: pd.DataFrame, top_n: int = DEFAULT_TOP_N) -> pd.DataFrame:
+def recommend_frame(rec: Recommender, history: pd.DataFrame, top_n: int = DEFAULT_TOP_N,
+                    item_filter: ItemFilter | None = None) -> pd.DataFrame:
     """Top-`top_n` unseen items for each user of `history` (columns user, item), folded in without retraining.
 
     Unknown item ids are ignored; a user with no known item still gets recommendations from an empty history.
+    `item_filter` (allow/deny lists) removes items before the cut, so a user still gets `top_n` eligible items.
     Returns columns user, rank (1-based), item, score, users in order of first appearance.
     """
     missing = [c for c in INPUT_COLUMNS if c not in history.columns]
@@ -53,8 +56,9 @@ def recommend_frame(rec: Recommender, history: pd.DataFrame, top_n: int = DEFAUL
     if int(top_n) < 1:
         raise ValueError(f"top_n must be >= 1; got {top_n}")
     users, X = _history_matrix(rec, history[history["user"].notna()])
+    exclude = item_filter.excluded(item_raw_ids(rec, np.arange(rec.n_items))) if item_filter is not None else None
     # served scores are float32 (what `scores` returns), whatever precision the model ranks in
-    topn = iter_topn(rec, X, int(top_n), chunk_size=_CHUNK_USERS, dtype=torch.float32)
+    topn = iter_topn(rec, X, int(top_n), chunk_size=_CHUNK_USERS, dtype=torch.float32, exclude=exclude)
     chunks = [top.entries() for top in topn]
     if not chunks:  # no users in the input
         return pd.DataFrame({"user": [], "rank": np.zeros(0, np.int64), "item": [], "score": np.zeros(0)})
@@ -90,9 +94,19 @@ def _history_matrix(rec: Recommender, history: pd.DataFrame) -> tuple[pd.Index, 
     return users, X
 
 
+def params_filter(params: dict[str, Any]) -> ItemFilter | None:
+    """The item filter of the pyfunc's params `allow_items` and `deny_items` (lists of raw item ids; an empty or
+    missing allow list means every item)."""
+    allow, deny = params.get("allow_items"), params.get("deny_items")
+    allow = None if allow is None or len(allow) == 0 else list(allow)
+    filt = ItemFilter.of(allow, list(deny) if deny is not None else None)
+    return filt if filt.active else None
+
+
 class RecommenderModel(PythonModel):
     """Pyfunc over a saved recommender directory: history rows (user, item) in, rows (user, rank, item, score) out;
-    param `top_n` (default 100). Column types come from the logged signature (`tracking.model_signature`)."""
+    params `top_n` (default 100), `allow_items` and `deny_items` (business filters, applied before the cut).
+    Column types come from the logged signature (`tracking.model_signature`)."""
 
     rec: Recommender
 
@@ -100,8 +114,9 @@ class RecommenderModel(PythonModel):
         self.rec = load_recommender(context.artifacts[ARTIFACT_KEY])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        top_n = int((params or {}).get("top_n", DEFAULT_TOP_N))
-        return recommend_frame(self.rec, pd.DataFrame(model_input), top_n)
+        p = params or {}
+        top_n = int(p.get("top_n", DEFAULT_TOP_N))
+        return recommend_frame(self.rec, pd.DataFrame(model_input), top_n, item_filter=params_filter(p))
 
 
 mlflow.models.set_model(RecommenderModel())
