@@ -2,7 +2,9 @@
 baselines in parallel, evaluate them on the same validation users, and promote the challenger to `champion`
 only when it beats the champion and every baseline by the configured margin. With `seeds` > 1 the challenger is
 trained once per seed, in parallel, and their ensemble (the mean of their softmax) is what competes. A promotion
-emits the `recvae_champion` asset event (its extra names the exact version), which schedules recvae_score.
+emits the `recvae_champion` asset event (its extra names the exact version), which schedules recvae_score, and
+scores the new champion's users for anomalies (`flag_anomalies`: its likelihood, KL and ELBO per user, published to
+recvae_user_anomalies on the `db_conn_id` database).
 
 A user error (bad config, data or model reference) fails its task at once; passing faults are retried. Failures
 and a missed deadline are logged in one line and mailed when a notifier is configured (docs/airflow.md).
@@ -57,6 +59,9 @@ from recvae.orchestration.dag_defaults import (
                         "the baselines, instead of failing the promotion"),
         "model_name": Param("recvae", type="string", description="MLflow registered model name"),
         "experiment": Param("recvae", type="string", description="MLflow experiment"),
+        "db_conn_id": Param("recvae_db", type="string",
+                            description="Airflow Connection of the recommendations DB (the new champion's anomaly "
+                                        "scores go there)"),
         **notify_params(),
     },
 )
@@ -176,13 +181,30 @@ def recvae_retrain():
         with airflow_tasks.recvae_task(tracking=False):
             return airflow_tasks.announce_champion(context, CHAMPION, decision, snapshot)
 
+    @task(retries=3, execution_timeout=TIMEOUTS.score_shard)
+    def flag_anomalies(announced: dict, **context) -> dict:
+        """Score the new champion's users with its own likelihood, KL and ELBO into recvae_user_anomalies (one
+        batch per run, published atomically) and log the histogram to its run; a user error fails at once."""
+        from recvae import pipeline
+        from recvae.orchestration import tasks as airflow_tasks
+        from recvae.orchestration import variables
+
+        with airflow_tasks.recvae_task():
+            p = context["params"]
+            return pipeline.anomalies_step(
+                model_uri=announced["model_uri"], snapshot_dir=announced["snapshot_dir"],
+                db_url=variables.db_url_from_connection(p["db_conn_id"]), batch_key=f"anomalies-{context['run_id']}",
+            )
+
     snapshot = build_snapshot()
     first = train_challenger(snapshot)
     others = train_seed.partial(snapshot=snapshot).expand(seed=extra_seeds())
     challenger = combine_seeds(snapshot, first, others)
     baselines = train_baseline.partial(snapshot=snapshot).expand(kind=baseline_kinds())
     decision = promote(snapshot, challenger, baselines)
-    champion_changed(decision) >> announce_champion(snapshot, decision)
+    announced = announce_champion(snapshot, decision)
+    champion_changed(decision) >> announced
+    flag_anomalies(announced)
 
 
 recvae_retrain()

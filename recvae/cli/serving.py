@@ -109,7 +109,9 @@ def add_db(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_db(args: argparse.Namespace) -> int:
     from recvae.paths import default_db_url
-    from recvae.serving.store import RecommendationStore, parse_query_params, query_names, schema_sql
+    from recvae.serving.store import OutputStore, RecommendationStore, parse_query_params, query_names, schema_sql
+    from recvae.serving.store.outputs import OUTPUT_QUERIES
+    from recvae.serving.store.sqlfiles import outputs_sql
 
     if args.action == "query" and not args.query:
         raise ConfigError(f"db query needs a query name; known: {', '.join(query_names())}")
@@ -118,8 +120,11 @@ def cmd_db(args: argparse.Namespace) -> int:
     with RecommendationStore(args.db or default_db_url()) as store:
         if args.action == "schema":
             print(schema_sql(store.dialect, store.tables))
+            print(outputs_sql(store.dialect, store.tables))
         elif args.action == "init":
             store.ensure_schema()
+            with OutputStore(args.db or default_db_url()) as outputs:
+                outputs.ensure_schema()
             print(f"schema ready in {store.url_masked}")
         elif args.action == "status":
             store.ensure_schema()
@@ -129,6 +134,10 @@ def cmd_db(args: argparse.Namespace) -> int:
             print("\n".join(store.gc(stale_after_s=args.stale_after).lines()))
         else:
             params = parse_query_params(args.query, args.param, store.tables)  # checked before connecting
-            rows = store.query(args.query, **params)
+            if args.query in OUTPUT_QUERIES:  # anomalies, similar items: the output tables
+                with OutputStore(args.db or default_db_url()) as outputs:
+                    rows = outputs.query(args.query, **params)
+            else:
+                rows = store.query(args.query, **params)
             print(format_table(rows) if rows else "no rows")
     return 0

@@ -5,6 +5,7 @@ idempotent for a run key and passes small JSON-able references (paths, run ids, 
 
 from __future__ import annotations
 
+from recvae.pipeline.analysis import anomalies_step, embeddings_step, similar_items_step
 from recvae.pipeline.common import TAG_PROMOTION, TAG_ROLE, TAG_RUN_KEY, config_from
 from recvae.pipeline.data import latest_snapshot, load_snapshot, prepare_step
 from recvae.pipeline.driver import run_pipeline
@@ -30,9 +31,10 @@ from recvae.pipeline.training import baseline_step, challenger_seeds, combine_ch
 
 __all__ = [
     "Decision", "MIN_CHAMPION_ITEM_OVERLAP", "ModelRun", "ScoringBatch", "SnapshotResult", "TAG_PROMOTION",
-    "TAG_ROLE", "TAG_RUN_KEY", "align_model", "aligned_scorer", "baseline_step", "begin_score_step",
+    "TAG_ROLE", "TAG_RUN_KEY", "align_model", "anomalies_step", "aligned_scorer", "baseline_step", "begin_score_step",
     "challenger_seeds", "champion_item_overlap", "check_db_step", "combine_challengers", "config_from",
-    "ensemble_step", "evaluate_model_uri", "item_metadata", "latest_snapshot", "load_snapshot", "prepare_step",
+    "embeddings_step", "ensemble_step", "evaluate_model_uri", "item_metadata", "latest_snapshot", "load_snapshot",
+    "prepare_step",
     "promote_step", "publish_step", "resolve_item_filter", "run_pipeline", "score_shard_step", "score_step",
-    "train_step",
+    "similar_items_step", "train_step",
 ]

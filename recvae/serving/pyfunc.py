@@ -19,8 +19,10 @@ import torch
 from mlflow.pyfunc import PythonModel
 
 from recvae.models.base import Recommender, load_recommender
+from recvae.models.latent import user_elbo, user_embeddings
 from recvae.serving.filters import ItemFilter
 from recvae.serving.items import item_positions
+from recvae.serving.similar_items import similar_items_frame
 from recvae.serving.topn import iter_topn
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ ARTIFACT_KEY = "recommender"
 DEFAULT_TOP_N = 100
 INPUT_COLUMNS = ("user", "item")
 OUTPUT_COLUMNS = ("user", "rank", "item", "score")
+OUTPUTS = ("topn", "anomaly", "embedding", "similar_items")  # params.output: what predict returns
 _CHUNK_USERS = 1_000
 
 
@@ -94,6 +97,43 @@ def _history_matrix(rec: Recommender, history: pd.DataFrame) -> tuple[pd.Index, 
     return users, X
 
 
+def _check_columns(history: pd.DataFrame) -> None:
+    missing = [c for c in INPUT_COLUMNS if c not in history.columns]
+    if missing:
+        raise ValueError(f"input is missing column(s) {missing}; expected columns {list(INPUT_COLUMNS)}")
+
+
+def anomaly_scores_frame(rec: Recommender, history: pd.DataFrame) -> pd.DataFrame:
+    """Per user of `history` (folded in): user, n_items (known to the model), nll_per_item, kl, neg_elbo (higher:
+    more anomalous; `recvae.serving.anomalies`). Percentiles need the training users: `recvae anomalies` has them."""
+    _check_columns(history)
+    users, X = _history_matrix(rec, history[history["user"].notna()])
+    return pd.DataFrame({"user": np.asarray(users), **user_elbo(rec, X)})
+
+
+def embedding_frame(rec: Recommender, history: pd.DataFrame) -> pd.DataFrame:
+    """Per user of `history` (folded in): user, embedding (the posterior mean of q(z|x), a list of floats)."""
+    _check_columns(history)
+    users, X = _history_matrix(rec, history[history["user"].notna()])
+    z = user_embeddings(rec, X)
+    return pd.DataFrame({"user": np.asarray(users), "embedding": [row.tolist() for row in z]})
+
+
+def similar_to_frame(rec: Recommender, history: pd.DataFrame, top_n: int) -> pd.DataFrame:
+    """The `top_n` items most similar to each distinct known item of the `item` column (users are ignored):
+    item, rank, similar_item, score (cosine of the decoder's item vectors)."""
+    _check_columns(history)
+    raw = pd.unique(history["item"].dropna())
+    cols = item_indices(rec, raw) if len(raw) else np.zeros(0, np.int64)
+    known = cols[cols >= 0]
+    frame = similar_items_frame(rec, int(top_n), queries=known)
+    ids = item_raw_ids(rec, np.arange(rec.n_items))
+    as_raw = dict(zip(np.asarray([str(v) for v in ids], dtype=object), ids, strict=True))
+    return pd.DataFrame({"item": [as_raw[v] for v in frame["item_id"]], "rank": frame["rank"].to_numpy(),
+                         "similar_item": [as_raw[v] for v in frame["similar_item_id"]],
+                         "score": frame["score"].to_numpy()})
+
+
 def params_filter(params: dict[str, Any]) -> ItemFilter | None:
     """The item filter of the pyfunc's params `allow_items` and `deny_items` (lists of raw item ids; an empty or
     missing allow list means every item)."""
@@ -105,7 +145,9 @@ def params_filter(params: dict[str, Any]) -> ItemFilter | None:
 
 class RecommenderModel(PythonModel):
     """Pyfunc over a saved recommender directory: history rows (user, item) in, rows (user, rank, item, score) out;
-    params `top_n` (default 100), `allow_items` and `deny_items` (business filters, applied before the cut).
+    params `top_n` (default 100), `allow_items` and `deny_items` (business filters, applied before the cut), and
+    `output`: 'topn' (the lists), 'anomaly' (each user's ELBO terms), 'embedding' (each user's posterior mean) or
+    'similar_items' (the items most similar to those of the `item` column).
     Column types come from the logged signature (`tracking.model_signature`)."""
 
     rec: Recommender
@@ -116,7 +158,17 @@ class RecommenderModel(PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         p = params or {}
         top_n = int(p.get("top_n", DEFAULT_TOP_N))
-        return recommend_frame(self.rec, pd.DataFrame(model_input), top_n, item_filter=params_filter(p))
+        output = str(p.get("output") or "topn")
+        frame = pd.DataFrame(model_input)
+        if output == "topn":
+            return recommend_frame(self.rec, frame, top_n, item_filter=params_filter(p))
+        if output == "anomaly":
+            return anomaly_scores_frame(self.rec, frame)
+        if output == "embedding":
+            return embedding_frame(self.rec, frame)
+        if output == "similar_items":
+            return similar_to_frame(self.rec, frame, top_n)
+        raise ValueError(f"params.output must be one of {', '.join(OUTPUTS)}; got {output!r}")
 
 
 mlflow.models.set_model(RecommenderModel())
