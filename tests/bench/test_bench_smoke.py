@@ -29,6 +29,8 @@ SMOKE: dict[str, tuple[list[list[str]], list[str]]] = {
     "baselines_ml1m.py": ([[]], ["baselines_ml1m"]),
     "train_speed.py": ([[]], ["train_speed"]),
     "bench_prepare.py": ([[]], ["prepare"]),
+    "bench_anomalies.py": ([[]], ["anomalies"]),
+    "bench_similar_items.py": ([[]], ["similar_items"]),
 }
 # scripts without a smoke run of their own here, and why
 NO_SMOKE = {
