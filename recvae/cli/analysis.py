@@ -33,8 +33,8 @@ def add_anomalies(subparsers: Any) -> argparse.ArgumentParser:
                               "and log their histogram to the model's MLflow run.")
     _common(p)
     p.add_argument("--top", type=int, default=10, metavar="K", help="print the K most anomalous users (0: none)")
-    p.add_argument("--score", choices=["nll_per_item", "kl", "neg_elbo"], default="nll_per_item",
-                   help="the score --top ranks by")
+    p.add_argument("--score", choices=["nll_per_item", "kl", "kl_low", "neg_elbo"], default="nll_per_item",
+                   help="the score --top ranks by (kl_low: the lowest KL first)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the histogram to MLflow")
     return p
 

@@ -105,9 +105,15 @@ def test_anomalies_step_publishes_a_batch_and_its_queries_on_both_engines(world,
         assert len(top) == N_FAKES and [r["nll_per_item"] for r in top] == sorted(
             (r["nll_per_item"] for r in top), reverse=True)
         assert len({r["user_id"] for r in top} & world["fakes"]) >= N_FAKES // 2
+        stored = store.read("user_anomalies")
         for score in ("kl", "neg_elbo"):
             values = [r[score] for r in store.query("anomalous_users", score=score, n=5)]
-            assert values == sorted(values, reverse=True) and values[0] == store.read("user_anomalies")[score].max()
+            assert values == sorted(values, reverse=True) and values[0] == pytest.approx(stored[score].max())
+        low = [r["kl"] for r in store.query("anomalous_users", score="kl_low", n=5)]
+        assert low == sorted(low) and low[0] == pytest.approx(stored["kl"].min())
+        n_low = len(store.query("anomaly_dominated_items", score="kl_low", min_pct=0.0, min_share=1.0, min_users=1,
+                                n=1000))
+        assert n_low == N_ITEMS  # every user's 100 - kl_pct >= 0
         items = store.query("anomaly_dominated_items", score="kl", min_pct=0.0, min_share=0.0, min_users=1, n=1000)
         assert len(items) == N_ITEMS and all(r["anomalous_share"] == pytest.approx(1.0) for r in items)
         frame = store.read("user_anomalies")

@@ -1,5 +1,5 @@
 -- Items whose interactions come mostly from anomalous users, in the current anomaly batch: users whose percentile
--- of the score :score ('nll_per_item', 'kl' or 'neg_elbo', as in anomalous_users.sql) is at least :min_pct count as
+-- of the score :score ('nll_per_item', 'kl', 'kl_low' or 'neg_elbo', as in anomalous_users.sql) is at least :min_pct count as
 -- anomalous; an item is listed when at least :min_users users have it and the anomalous share of them is at least
 -- :min_share (0.5: "mostly"). What a pushed item looks like.
 -- Parameters: :score, :min_pct (e.g. 95), :min_share (e.g. 0.5), :min_users (e.g. 5), :n (how many items, e.g. 20).
@@ -7,8 +7,9 @@ WITH cur AS (
     SELECT batch_id FROM ${output_batches} WHERE kind = 'user_anomalies' AND status = 'published'
 ), flagged AS (
     SELECT a.batch_id, a.user_id,
-           CASE WHEN (CASE :score WHEN 'kl' THEN a.kl_pct WHEN 'neg_elbo' THEN a.neg_elbo_pct
-                      ELSE a.nll_per_item_pct END) >= CAST(:min_pct AS DOUBLE PRECISION) THEN 1 ELSE 0 END AS anomalous
+           CASE WHEN (CASE :score WHEN 'kl' THEN a.kl_pct WHEN 'kl_low' THEN 100 - a.kl_pct
+                      WHEN 'neg_elbo' THEN a.neg_elbo_pct ELSE a.nll_per_item_pct END)
+                     >= CAST(:min_pct AS DOUBLE PRECISION) THEN 1 ELSE 0 END AS anomalous
     FROM ${user_anomalies} AS a
     JOIN cur ON cur.batch_id = a.batch_id
 ), per_item AS (
