@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL, Connection
 
 from recvae.serving.store.database import Database
 from recvae.serving.store.errors import StoreError
-from recvae.serving.store.names import TableNames
+from recvae.serving.store.names import OUTPUT_TABLES, TableNames
 from recvae.serving.store.sqlfiles import check_query_params, load_query, outputs_sql, split_statements
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,10 @@ class OutputStore:
         if self._ready:
             return
         t = self.db.tables
+        with self.db.read("checking the output tables") as conn:
+            if self._present(conn):  # then no DDL runs, so no DDL lock blocks a reader
+                self._ready = True
+                return
         with self.db.write("creating the output tables") as conn:
             self.db.lock(conn)
             if t.schema:
@@ -102,6 +106,19 @@ class OutputStore:
             for stmt in split_statements(outputs_sql(self.db.dialect, t)):
                 conn.exec_driver_sql(stmt)
         self._ready = True
+
+    def _present(self, conn: Connection) -> bool:
+        """Whether every output table and the published index exist."""
+        t = self.db.tables
+        names = [getattr(t, f) for f in OUTPUT_TABLES] + [t.output_batches_published_idx]
+        if self.db.dialect == "sqlite":
+            found = self.db.execute(conn, "SELECT COUNT(*) FROM sqlite_master WHERE name IN :names",
+                                    names=names).scalar()
+        else:
+            regs = [t.qualified(n) for n in names]
+            found = conn.execute(text("SELECT COUNT(to_regclass(n)) FROM unnest(CAST(:names AS text[])) AS n"),
+                                 {"names": regs}).scalar()
+        return int(found) == len(names)
 
     # -- writing ------------------------------------------------------------------------------------------
 
