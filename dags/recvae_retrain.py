@@ -5,7 +5,9 @@ significantly on the same validation users). With `seeds` > 1 the challenger is 
 parallel, and their ensemble (the mean of their softmax) is what competes. With `tune_trials` > 0 the challenger is
 the best configuration of a tune of that many trials on validation users, its trials run by `tune_workers` mapped
 tasks at once. A promotion
-emits the `recvae_champion` asset event (its extra names the exact version), which schedules recvae_score.
+emits the `recvae_champion` asset event (its extra names the exact version), which schedules recvae_score, and
+scores the new champion's users for anomalies (`flag_anomalies`: its likelihood, KL and ELBO per user, published to
+recvae_user_anomalies on the `db_conn_id` database).
 
 A user error (bad config, data or model reference) fails its task at once; passing faults are retried. Failures
 and a missed deadline are logged in one line and mailed when a notifier is configured (docs/airflow.md).
@@ -74,6 +76,9 @@ from recvae.orchestration.dag_defaults import (
                         "the baselines, instead of failing the promotion"),
         "model_name": Param("recvae", type="string", description="MLflow registered model name"),
         "experiment": Param("recvae", type="string", description="MLflow experiment"),
+        "db_conn_id": Param("recvae_db", type="string",
+                            description="Airflow Connection of the recommendations DB (the new champion's anomaly "
+                                        "scores go there)"),
         **notify_params(),
     },
 )
@@ -227,6 +232,21 @@ def recvae_retrain():
         with airflow_tasks.recvae_task(tracking=False):
             return airflow_tasks.announce_champion(context, CHAMPION, decision, snapshot)
 
+    @task(retries=3, execution_timeout=TIMEOUTS.score_shard)
+    def flag_anomalies(announced: dict, **context) -> dict:
+        """Score the new champion's users with its own likelihood, KL and ELBO into recvae_user_anomalies (one
+        batch per run, published atomically) and log the histogram to its run; a user error fails at once."""
+        from recvae import pipeline
+        from recvae.orchestration import tasks as airflow_tasks
+        from recvae.orchestration import variables
+
+        with airflow_tasks.recvae_task():
+            p = context["params"]
+            return pipeline.anomalies_step(
+                model_uri=announced["model_uri"], snapshot_dir=announced["snapshot_dir"],
+                db_url=variables.db_url_from_connection(p["db_conn_id"]), batch_key=f"anomalies-{context['run_id']}",
+            )
+
     snapshot = build_snapshot()
     tuned = tune_worker.partial(snapshot=snapshot).expand(worker=tune_workers(snapshot))
     first = train_challenger(snapshot, tuned)
@@ -234,7 +254,9 @@ def recvae_retrain():
     challenger = combine_seeds(snapshot, first, others)
     baselines = train_baseline.partial(snapshot=snapshot).expand(kind=baseline_kinds())
     decision = promote(snapshot, challenger, baselines)
-    champion_changed(decision) >> announce_champion(snapshot, decision)
+    announced = announce_champion(snapshot, decision)
+    champion_changed(decision) >> announced
+    flag_anomalies(announced)
 
 
 recvae_retrain()

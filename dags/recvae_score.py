@@ -42,6 +42,13 @@ from recvae.orchestration.dag_defaults import CHAMPION, DEFAULT_ARGS, START_DATE
         "retention": Param(5, type="integer", minimum=1, description="published batches to keep"),
         "batch_key": Param(None, type=["null", "string"],
                            description="idempotency key (default: the run id); reuse one to finish a failed batch"),
+        "allow_items": Param(None, type=["null", "array"],
+                             description="business filter: only these raw item ids may be recommended"),
+        "deny_items": Param([], type="array", description="business filter: never recommend these raw item ids"),
+        "allow_sql": Param(None, type=["null", "string"],
+                           description="only the items this table or read-only query on db_conn_id returns"),
+        "deny_sql": Param(None, type=["null", "string"],
+                          description="never the items this table or read-only query on db_conn_id returns"),
         **notify_params(),
     },
 )
@@ -49,7 +56,7 @@ def recvae_score():
     @task(retries=3, execution_timeout=TIMEOUTS.begin_score)
     def begin_batch(**context) -> dict:
         """Open (or reuse, on a retry) the staging batch for this run and plan the shards (n_shards, else one per
-        users_per_shard users)."""
+        users_per_shard users); resolve the business filters once, so every shard applies the same lists."""
         from recvae import pipeline
         from recvae.orchestration import tasks as airflow_tasks
         from recvae.orchestration import variables
@@ -62,6 +69,7 @@ def recvae_score():
                 n_shards=None if p["n_shards"] is None else int(p["n_shards"]),
                 users_per_shard=int(p["users_per_shard"]), db_url=variables.db_url_from_connection(p["db_conn_id"]),
                 batch_key=p["batch_key"] or context["run_id"],
+                item_filter={k: p.get(k) for k in ("allow_items", "deny_items", "allow_sql", "deny_sql")},
             )
             return {**batch, "promotion": target["event"]}
 

@@ -12,6 +12,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from recvae.data.snapshot import SnapshotError
     from recvae.data.validate import DataValidationError
     from recvae.models.base import ModelLoadError
+    from recvae.models.latent import NotLatentModelError
+    from recvae.serving.filters import ItemFilterError
     from recvae.serving.items import ItemMismatchError
     from recvae.serving.recommend import UnknownUsersError
     from recvae.serving.store import IdentifierError
@@ -20,7 +22,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (DataValidationError, ConfigError, SnapshotError, DatasetNotFoundError, ChecksumError, FileNotFoundError,
             FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, IdentifierError,
             ModelNotFoundError,
-            ItemMismatchError, ModelLoadError, RegistryInputError, UnknownUsersError, ComparisonError)
+            ItemMismatchError, ModelLoadError, RegistryInputError, UnknownUsersError, ComparisonError, ItemFilterError,
+            NotLatentModelError)
 
 
 def fault_errors() -> tuple[type[BaseException], ...]:

@@ -9,7 +9,8 @@ from recvae import cli
 
 def error_line(capsys, argv: Sequence[str]) -> str:
     """The one error line of `recvae argv` (asserting exit code 2 and no traceback anywhere in the output)."""
-    command = next(a for a in argv if a in {add.__name__.removeprefix("add_") for add, _ in cli.COMMANDS})
+    names = {add.__name__.removeprefix("add_").replace("_", "-") for add, _ in cli.COMMANDS}  # similar-items
+    command = next(a for a in argv if a in names)
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
     assert code == 2, (out, err)

@@ -9,6 +9,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from recvae.cli.analysis import (
+    add_anomalies,
+    add_embeddings,
+    add_similar_items,
+    cmd_anomalies,
+    cmd_embeddings,
+    cmd_similar_items,
+)
 from recvae.cli.data import add_download, add_prepare, cmd_download, cmd_prepare
 from recvae.cli.job import add_pipeline, cmd_pipeline
 from recvae.cli.models import (
@@ -59,6 +67,9 @@ COMMANDS: list[Command] = [
     (add_promote, cmd_promote),
     (add_recommend, cmd_recommend),
     (add_db, cmd_db),
+    (add_anomalies, cmd_anomalies),
+    (add_embeddings, cmd_embeddings),
+    (add_similar_items, cmd_similar_items),
     (add_download, cmd_download),
     (add_pipeline, cmd_pipeline),
 ]

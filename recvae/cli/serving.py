@@ -28,7 +28,23 @@ def add_recommend(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, help="users scored at a time (bounds memory; default: about 50M scores "
                    "a chunk, e.g. 1,000 users at 50,000 items)")
     p.add_argument("--keep", type=int, default=5, help="published batches kept")
+    add_filter_args(p)
     return p
+
+
+def add_filter_args(p: argparse.ArgumentParser) -> None:
+    """--allow/--deny FILE and --allow-sql/--deny-sql QUERY: business filters applied before the top-N is cut."""
+    g = p.add_argument_group("business filters (applied before the top-N is cut, so a user still gets N items)")
+    g.add_argument("--allow", metavar="FILE", help="only recommend the item ids in FILE (one per line)")
+    g.add_argument("--deny", metavar="FILE", help="never recommend the item ids in FILE (one per line)")
+    g.add_argument("--allow-sql", metavar="QUERY", help="only recommend the items a SQL table or read-only query on "
+                   "--db returns (its item_id column, else its first)")
+    g.add_argument("--deny-sql", metavar="QUERY", help="never recommend the items a SQL table or query on --db returns")
+
+
+def filter_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The item filter of the parsed filter options (see `pipeline.resolve_item_filter`)."""
+    return {"allow_file": args.allow, "deny_file": args.deny, "allow_sql": args.allow_sql, "deny_sql": args.deny_sql}
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -51,7 +67,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         summary = pipeline.score_step(
             model_uri=args.model, snapshot_dir=args.snapshot, top_n=args.top_n, db_url=args.db or default_db_url(),
             batch_key=args.batch_key or f"cli-{uuid.uuid4().hex[:12]}", retention=args.keep,
-            chunk_size=args.chunk_size,
+            chunk_size=args.chunk_size, item_filter=filter_spec(args),
         )
         print(format_table([summary]))
         return 0
@@ -59,12 +75,13 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from recvae.serving.recommend import build_input, default_chunk_size, topn_frame
 
     rec, _ = tracking.load_recommender_from_uri(args.model)
+    item_filter = pipeline.resolve_item_filter(filter_spec(args), args.db or default_db_url())
     chunk_size = args.chunk_size or default_chunk_size(rec.n_items)
     source: Any = args.users or pipeline.load_snapshot(args.snapshot)
     if not args.users:
         pipeline.align_model(rec, source, args.model)
     inp = build_input(rec, source, users=args.user_ids)
-    frame = topn_frame(rec, inp, top_n=args.top_n, chunk_size=chunk_size)
+    frame = topn_frame(rec, inp, top_n=args.top_n, chunk_size=chunk_size, item_filter=item_filter)
     if args.out:
         frame.to_csv(args.out, index=False)
         print(f"{frame['user'].nunique():,} users, {len(frame):,} rows -> {args.out}")
@@ -92,7 +109,9 @@ def add_db(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_db(args: argparse.Namespace) -> int:
     from recvae.paths import default_db_url
-    from recvae.serving.store import RecommendationStore, parse_query_params, query_names, schema_sql
+    from recvae.serving.store import OutputStore, RecommendationStore, parse_query_params, query_names, schema_sql
+    from recvae.serving.store.outputs import OUTPUT_QUERIES
+    from recvae.serving.store.sqlfiles import outputs_sql
 
     if args.action == "query" and not args.query:
         raise ConfigError(f"db query needs a query name; known: {', '.join(query_names())}")
@@ -101,8 +120,11 @@ def cmd_db(args: argparse.Namespace) -> int:
     with RecommendationStore(args.db or default_db_url()) as store:
         if args.action == "schema":
             print(schema_sql(store.dialect, store.tables))
+            print(outputs_sql(store.dialect, store.tables))
         elif args.action == "init":
             store.ensure_schema()
+            with OutputStore(args.db or default_db_url()) as outputs:
+                outputs.ensure_schema()
             print(f"schema ready in {store.url_masked}")
         elif args.action == "status":
             store.ensure_schema()
@@ -112,6 +134,10 @@ def cmd_db(args: argparse.Namespace) -> int:
             print("\n".join(store.gc(stale_after_s=args.stale_after).lines()))
         else:
             params = parse_query_params(args.query, args.param, store.tables)  # checked before connecting
-            rows = store.query(args.query, **params)
+            if args.query in OUTPUT_QUERIES:  # anomalies, similar items: the output tables
+                with OutputStore(args.db or default_db_url()) as outputs:
+                    rows = outputs.query(args.query, **params)
+            else:
+                rows = store.query(args.query, **params)
             print(format_table(rows) if rows else "no rows")
     return 0

@@ -80,6 +80,8 @@ class ScoringBatch(StepResult):
     snapshot_id: str
     top_n: int
     n_shards: int
+    allow_items: list[str] | None = None  # business filter resolved once at begin: every shard applies the same
+    deny_items: list[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ def begin_score_step(
     model_name: str | None = None,
     loaded: tuple[Any, Any, Any] | None = None,
     users_per_shard: int | None = None,
+    item_filter: Mapping[str, Any] | None = None,
 ) -> ScoringBatch:
     """Check the model and snapshot belong together, then open (or reuse) the staging batch for `batch_key`.
 
@@ -71,12 +72,16 @@ def begin_score_step(
 
     An alias (models:/NAME@champion) is resolved here once: the batch carries the version's own URI, so every shard
     scores that version even if a promotion moves the alias meanwhile. `loaded`: (recommender, its info, snapshot)
-    already loaded by the caller (`score_step`)."""
+    already loaded by the caller (`score_step`). `item_filter`: allow/deny lists (`resolve_item_filter`'s keys),
+    resolved here once into raw ids that every shard applies."""
     from recvae.serving.store import RecommendationStore
 
     rec, info, snap = loaded or _load(model_uri, snapshot_dir)
     align_model(rec, snap, model_uri)
     n_shards = plan_shards(len(snap.users), users_per_shard=users_per_shard, n_shards=n_shards)
+    filt = resolve_item_filter(item_filter, db_url)
+    if filt.active:  # checked before the batch opens: a filter leaving no item is the user's error
+        filt.excluded(snap.items.raw_ids if rec.items is None else rec.items.raw_ids)
     if info.name and info.version:
         model_uri = f"models:/{info.name}/{info.version}"
     with RecommendationStore(db_url) as store:
@@ -89,7 +94,23 @@ def begin_score_step(
     return ScoringBatch(batch_key=batch_key, batch_id=batch.batch_id, done=batch.done, model_uri=model_uri,
                         model_name=model_name or info.name or info.kind, model_version=info.version,
                         run_id=info.run_id, snapshot_dir=str(snap.path), snapshot_id=snap.snapshot_id, top_n=top_n,
-                        n_shards=n_shards)
+                        n_shards=n_shards, **filt.to_dict())
+
+
+FILTER_KEYS = ("allow_items", "deny_items", "allow_file", "deny_file", "allow_sql", "deny_sql")
+
+
+def resolve_item_filter(spec: Mapping[str, Any] | None, db_url: str | None) -> Any:
+    """An `ItemFilter` from a spec with any of FILTER_KEYS (lists of raw ids, files of ids, SQL tables or queries
+    run on `db_url`); unknown keys are a ConfigError."""
+    from recvae.config import ConfigError
+    from recvae.serving.filters import resolve_filter
+
+    spec = {k: v for k, v in (spec or {}).items() if v not in (None, "", [])}
+    unknown = sorted(set(spec) - set(FILTER_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown item filter key(s) {unknown}; known: {', '.join(FILTER_KEYS)}")
+    return resolve_filter(db_url=db_url, **spec)
 
 
 def item_metadata(snap: Any) -> Any:
@@ -128,6 +149,7 @@ def score_shard_step(
 ) -> dict[str, Any]:
     """Score shard `shard` of the batch's users into staging (a re-run replaces that shard's rows); `loaded` as in
     `begin_score_step`."""
+    from recvae.serving.filters import ItemFilter
     from recvae.serving.recommend import default_chunk_size, recommend_to_store
     from recvae.serving.store import RecommendationStore
 
@@ -139,7 +161,7 @@ def score_shard_step(
             rec, snap, store, batch["top_n"], batch["batch_key"], batch["model_name"],
             model_version=batch["model_version"], run_id=batch["run_id"], snapshot_id=batch["snapshot_id"],
             chunk_size=chunk_size or default_chunk_size(rec.n_items), shard=shard, n_shards=batch["n_shards"],
-            publish=False, items=snap.items,
+            publish=False, items=snap.items, item_filter=ItemFilter.from_dict(batch),
         )
     return {"shard": shard, **summary.to_dict()}
 
@@ -156,11 +178,11 @@ def publish_step(batch: Mapping[str, Any], *, db_url: str, retention: int | None
 
 def score_step(*, model_uri: str, snapshot_dir: str | Path | None, top_n: int, db_url: str, batch_key: str,
                model_name: str | None = None, retention: int | None = None,
-               chunk_size: int | None = None) -> dict[str, Any]:
+               chunk_size: int | None = None, item_filter: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The whole scoring job in one process (`recvae recommend`, `recvae pipeline`): the same begin, shard and
     publish steps the Airflow DAG runs as separate tasks, with one shard, loading the model and snapshot once."""
     loaded = _load(model_uri, snapshot_dir)
     batch = begin_score_step(model_uri=model_uri, snapshot_dir=snapshot_dir, top_n=top_n, n_shards=1, db_url=db_url,
-                             batch_key=batch_key, model_name=model_name, loaded=loaded)
+                             batch_key=batch_key, model_name=model_name, loaded=loaded, item_filter=item_filter)
     score_shard_step(batch, 0, db_url=db_url, chunk_size=chunk_size, loaded=loaded)
     return publish_step(batch, db_url=db_url, retention=retention)

@@ -19,7 +19,10 @@ import torch
 from mlflow.pyfunc import PythonModel
 
 from recvae.models.base import Recommender, load_recommender
+from recvae.models.latent import user_elbo, user_embeddings
+from recvae.serving.filters import ItemFilter
 from recvae.serving.items import item_positions
+from recvae.serving.similar_items import similar_items_frame
 from recvae.serving.topn import iter_topn
 
 logger = logging.getLogger(__name__)
@@ -28,6 +31,7 @@ ARTIFACT_KEY = "recommender"
 DEFAULT_TOP_N = 100
 INPUT_COLUMNS = ("user", "item")
 OUTPUT_COLUMNS = ("user", "rank", "item", "score")
+OUTPUTS = ("topn", "anomaly", "embedding", "similar_items")  # params.output: what predict returns
 _CHUNK_USERS = 1_000
 
 
@@ -41,10 +45,12 @@ def item_raw_ids(rec: Recommender, indices: np.ndarray) -> np.ndarray:
     return rec.items.to_raw(indices) if rec.items is not None else np.asarray(indices, dtype=np.int64)
 
 
-def recommend_frame(rec: Recommender, history: pd.DataFrame, top_n: int = DEFAULT_TOP_N) -> pd.DataFrame:
+def recommend_frame(rec: Recommender, history: pd.DataFrame, top_n: int = DEFAULT_TOP_N,
+                    item_filter: ItemFilter | None = None) -> pd.DataFrame:
     """Top-`top_n` unseen items for each user of `history` (columns user, item), folded in without retraining.
 
     Unknown item ids are ignored; a user with no known item still gets recommendations from an empty history.
+    `item_filter` (allow/deny lists) removes items before the cut, so a user still gets `top_n` eligible items.
     Returns columns user, rank (1-based), item, score, users in order of first appearance.
     """
     missing = [c for c in INPUT_COLUMNS if c not in history.columns]
@@ -53,8 +59,9 @@ def recommend_frame(rec: Recommender, history: pd.DataFrame, top_n: int = DEFAUL
     if int(top_n) < 1:
         raise ValueError(f"top_n must be >= 1; got {top_n}")
     users, X = _history_matrix(rec, history[history["user"].notna()])
+    exclude = item_filter.excluded(item_raw_ids(rec, np.arange(rec.n_items))) if item_filter is not None else None
     # served scores are float32 (what `scores` returns), whatever precision the model ranks in
-    topn = iter_topn(rec, X, int(top_n), chunk_size=_CHUNK_USERS, dtype=torch.float32)
+    topn = iter_topn(rec, X, int(top_n), chunk_size=_CHUNK_USERS, dtype=torch.float32, exclude=exclude)
     chunks = [top.entries() for top in topn]
     if not chunks:  # no users in the input
         return pd.DataFrame({"user": [], "rank": np.zeros(0, np.int64), "item": [], "score": np.zeros(0)})
@@ -90,9 +97,58 @@ def _history_matrix(rec: Recommender, history: pd.DataFrame) -> tuple[pd.Index, 
     return users, X
 
 
+def _check_columns(history: pd.DataFrame) -> None:
+    missing = [c for c in INPUT_COLUMNS if c not in history.columns]
+    if missing:
+        raise ValueError(f"input is missing column(s) {missing}; expected columns {list(INPUT_COLUMNS)}")
+
+
+def anomaly_scores_frame(rec: Recommender, history: pd.DataFrame) -> pd.DataFrame:
+    """Per user of `history` (folded in): user, n_items (known to the model), nll_per_item, kl, neg_elbo (higher:
+    more anomalous; `recvae.serving.anomalies`). Percentiles need the training users: `recvae anomalies` has them."""
+    _check_columns(history)
+    users, X = _history_matrix(rec, history[history["user"].notna()])
+    return pd.DataFrame({"user": np.asarray(users), **user_elbo(rec, X)})
+
+
+def embedding_frame(rec: Recommender, history: pd.DataFrame) -> pd.DataFrame:
+    """Per user of `history` (folded in): user, embedding (the posterior mean of q(z|x), a list of floats)."""
+    _check_columns(history)
+    users, X = _history_matrix(rec, history[history["user"].notna()])
+    z = user_embeddings(rec, X)
+    return pd.DataFrame({"user": np.asarray(users), "embedding": [row.tolist() for row in z]})
+
+
+def similar_to_frame(rec: Recommender, history: pd.DataFrame, top_n: int) -> pd.DataFrame:
+    """The `top_n` items most similar to each distinct known item of the `item` column (users are ignored):
+    item, rank, similar_item, score (cosine of the decoder's item vectors)."""
+    _check_columns(history)
+    raw = pd.unique(history["item"].dropna())
+    cols = item_indices(rec, raw) if len(raw) else np.zeros(0, np.int64)
+    known = cols[cols >= 0]
+    frame = similar_items_frame(rec, int(top_n), queries=known)
+    ids = item_raw_ids(rec, np.arange(rec.n_items))
+    as_raw = dict(zip(np.asarray([str(v) for v in ids], dtype=object), ids, strict=True))
+    return pd.DataFrame({"item": [as_raw[v] for v in frame["item_id"]], "rank": frame["rank"].to_numpy(),
+                         "similar_item": [as_raw[v] for v in frame["similar_item_id"]],
+                         "score": frame["score"].to_numpy()})
+
+
+def params_filter(params: dict[str, Any]) -> ItemFilter | None:
+    """The item filter of the pyfunc's params `allow_items` and `deny_items` (lists of raw item ids; an empty or
+    missing allow list means every item)."""
+    allow, deny = params.get("allow_items"), params.get("deny_items")
+    allow = None if allow is None or len(allow) == 0 else list(allow)
+    filt = ItemFilter.of(allow, list(deny) if deny is not None else None)
+    return filt if filt.active else None
+
+
 class RecommenderModel(PythonModel):
     """Pyfunc over a saved recommender directory: history rows (user, item) in, rows (user, rank, item, score) out;
-    param `top_n` (default 100). Column types come from the logged signature (`tracking.model_signature`)."""
+    params `top_n` (default 100), `allow_items` and `deny_items` (business filters, applied before the cut), and
+    `output`: 'topn' (the lists), 'anomaly' (each user's ELBO terms), 'embedding' (each user's posterior mean) or
+    'similar_items' (the items most similar to those of the `item` column).
+    Column types come from the logged signature (`tracking.model_signature`)."""
 
     rec: Recommender
 
@@ -100,8 +156,19 @@ class RecommenderModel(PythonModel):
         self.rec = load_recommender(context.artifacts[ARTIFACT_KEY])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        top_n = int((params or {}).get("top_n", DEFAULT_TOP_N))
-        return recommend_frame(self.rec, pd.DataFrame(model_input), top_n)
+        p = params or {}
+        top_n = int(p.get("top_n", DEFAULT_TOP_N))
+        output = str(p.get("output") or "topn")
+        frame = pd.DataFrame(model_input)
+        if output == "topn":
+            return recommend_frame(self.rec, frame, top_n, item_filter=params_filter(p))
+        if output == "anomaly":
+            return anomaly_scores_frame(self.rec, frame)
+        if output == "embedding":
+            return embedding_frame(self.rec, frame)
+        if output == "similar_items":
+            return similar_to_frame(self.rec, frame, top_n)
+        raise ValueError(f"params.output must be one of {', '.join(OUTPUTS)}; got {output!r}")
 
 
 mlflow.models.set_model(RecommenderModel())

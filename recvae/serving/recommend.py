@@ -19,9 +19,10 @@ from recvae.data.snapshot import Snapshot
 from recvae.data.validate import DataValidationError
 from recvae.log import progress
 from recvae.models.base import Recommender
+from recvae.serving.filters import ItemFilter
 from recvae.serving.items import align_items, item_positions
 from recvae.serving.store import Batch, BatchSummary, RecChunk, RecommendationStore, StoreError
-from recvae.serving.topn import iter_topn
+from recvae.serving.topn import eligible_counts, iter_topn
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +70,10 @@ def canonical(history: sp.spmatrix) -> sp.csr_matrix:
     return h
 
 
-def expected_counts(history: sp.csr_matrix, top_n: int) -> np.ndarray:
-    """Rows each user should get: min(top_n, number of unseen candidate items) (history must be canonical)."""
-    return np.minimum(int(top_n), history.shape[1] - np.diff(history.indptr)).astype(np.int64)
+def expected_counts(history: sp.csr_matrix, top_n: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Rows each user should get: min(top_n, number of unseen candidate items not excluded by a business filter)
+    (history must be canonical)."""
+    return eligible_counts(history, top_n, exclude)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -227,12 +229,15 @@ def topn_frame(
     users: Sequence[Any] | None = None,
     items: IdMap | None = None,
     chunk_size: int = 1000,
+    item_filter: ItemFilter | None = None,
 ) -> pd.DataFrame:
     """Top-N of some users as a DataFrame (user, rank, item, score): for ad-hoc lists, not for batches.
-    `source` may be a ScoringInput that build_input made (its `notes` then say who got no or a history-free list)."""
+    `source` may be a ScoringInput that build_input made (its `notes` then say who got no or a history-free list);
+    `item_filter`: allow/deny lists applied before the cut."""
     inp = source if isinstance(source, ScoringInput) else build_input(recommender, source, users=users, items=items)
+    exclude = item_filter.excluded(inp.item_ids) if item_filter is not None else None
     frames = []
-    for top in iter_topn(recommender, inp.history, top_n, chunk_size=chunk_size):
+    for top in iter_topn(recommender, inp.history, top_n, chunk_size=chunk_size, exclude=exclude):
         row, rank, col, score = top.entries()
         frames.append(pd.DataFrame({"user": inp.user_ids[row], "rank": rank, "item": inp.item_ids[col],
                                     "score": score}))
@@ -259,13 +264,15 @@ def recommend_to_store(
     device: str | torch.device | None = None,
     keep: int | None = None,
     item_metadata: pd.DataFrame | None = None,
+    item_filter: ItemFilter | None = None,
 ) -> BatchSummary:
     """Score users in chunks and stream their top-N into a staging batch, then publish it atomically.
 
     With `n_shards` > 1 this call writes shard `shard` (every n_shards-th user) and does not publish unless
     `publish=True`; publish once all shards are written with `store.publish(batch_key, n_shards=n_shards)`.
     A batch key already published returns that batch (`reused=True`) without scoring anything.
-    `item_metadata` (item_id, title[, genres]) becomes the batch's titles, written before its rows."""
+    `item_metadata` (item_id, title[, genres]) becomes the batch's titles, written before its rows; `item_filter`:
+    allow/deny lists applied before each list is cut (a user still gets N eligible items)."""
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard must be in [0, {n_shards}); got {shard}")
     publish = (n_shards == 1) if publish is None else publish
@@ -278,13 +285,14 @@ def recommend_to_store(
         logger.info("batch key %r was already published as batch %s; nothing to do", batch_key, batch.batch_id)
         return BatchSummary.of(batch, reused=True)
     rows = np.arange(shard, len(inp.user_ids), n_shards, dtype=np.int64)
-    expected = int(expected_counts(inp.history, top_n)[rows].sum())
+    exclude = item_filter.excluded(inp.item_ids) if item_filter is not None else None
+    expected = int(expected_counts(inp.history, top_n, exclude)[rows].sum())
     logger.info("batch %s shard %d/%d: scoring %d users in %d chunk(s), top %d of %d items", batch.batch_id,
                 shard, n_shards, len(rows), -(-len(rows) // chunk_size), top_n, len(inp.item_ids))
     try:
         if item_metadata is not None:
             store.write_items(batch, item_metadata)
-        chunks = _scored_chunks(recommender, inp, top_n, rows, chunk_size, device, f"batch {batch.batch_id}")
+        chunks = _scored_chunks(recommender, inp, top_n, rows, chunk_size, device, f"batch {batch.batch_id}", exclude)
         written = store.write_shard(batch, chunks, shard=shard, expected_rows=expected)
         if publish:
             return store.publish(batch, n_shards=n_shards, keep=keep)
@@ -300,9 +308,11 @@ def recommend_to_store(
 
 
 def _scored_chunks(recommender: Recommender, inp: ScoringInput, top_n: int, rows: np.ndarray, chunk_size: int,
-                   device: str | torch.device | None, what: str) -> Iterator[RecChunk]:
+                   device: str | torch.device | None, what: str,
+                   exclude: np.ndarray | None = None) -> Iterator[RecChunk]:
     """Top-N of `rows` as raw-id chunks, scored while the store writes them (nothing accumulates)."""
-    topn = iter_topn(recommender, inp.history, top_n, chunk_size=chunk_size, device=device, rows=rows)
+    topn = iter_topn(recommender, inp.history, top_n, chunk_size=chunk_size, device=device, rows=rows,
+                     exclude=exclude)
     n_chunks = -(-len(rows) // chunk_size)
     for t in progress(topn, total=n_chunks, desc=f"top-{top_n} {what}", unit="chunk"):
         yield RecChunk(inp.user_ids[t.rows], inp.item_ids[np.maximum(t.items, 0)], t.scores, t.counts)

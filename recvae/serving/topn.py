@@ -52,9 +52,12 @@ def iter_topn(
     rows: np.ndarray | None = None,
     *,
     dtype: torch.dtype | None = None,
+    exclude: np.ndarray | None = None,
 ) -> Iterator[TopN]:
     """Top-`top_n` unseen items per user, one chunk of `chunk_size` users at a time (`rows`: a subset of rows).
-    Seen items (stored entries of `history`) are never emitted. Users are ranked by the model's `ranking_scores`
+    Seen items (stored entries of `history`) and the columns where `exclude` (a boolean mask over the items: a
+    business filter, `recvae.serving.filters`) is True are never emitted; they are removed before the cut, so a
+    user still gets `top_n` items when that many are eligible. Users are ranked by the model's `ranking_scores`
     (in the precision it computed them in, unless `dtype` is given), on `device` if given; NaN scores raise
     ValueError."""
     if top_n < 1 or chunk_size < 1:
@@ -66,13 +69,17 @@ def iter_topn(
     rows = np.arange(history.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
     k = min(int(top_n), n_items)
     dev = torch.device(device) if device is not None else None
+    banned = _banned_columns(exclude, n_items)
     for start in range(0, len(rows), chunk_size):
         idx = rows[start : start + chunk_size]
         X = history[idx]
         with torch.no_grad():
             s = recommender.ranking_scores(X)  # ours to overwrite: top_unseen masks in place
         _check_shape(recommender, s, (len(idx), n_items))
-        vals, items, counts = top_unseen(s.to(device=dev, dtype=dtype), X, k)
+        s = s.to(device=dev, dtype=dtype)
+        if banned is not None:
+            s[:, banned.to(s.device)] = float("-inf")  # as a seen item: never returned, not counted
+        vals, items, counts = top_unseen(s, X, k)
         # topk ranks NaN first, so checking the top-k finds any NaN row without another pass over all scores
         if torch.isnan(vals).any():
             bad = int(torch.isnan(vals).any(dim=1).sum())
@@ -85,6 +92,28 @@ def iter_topn(
             scores=vals.float().cpu().numpy(),
             counts=counts.cpu().numpy().astype(np.int64),
         )
+
+
+def _banned_columns(exclude: np.ndarray | None, n_items: int) -> torch.Tensor | None:
+    """Indices of the excluded columns, or None when nothing is excluded."""
+    if exclude is None:
+        return None
+    exclude = np.asarray(exclude, dtype=bool)
+    if exclude.shape != (n_items,):
+        raise ValueError(f"exclude mask has shape {exclude.shape}; expected ({n_items},)")
+    return torch.from_numpy(np.flatnonzero(exclude)) if exclude.any() else None
+
+
+def eligible_counts(history: sp.csr_matrix, top_n: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Entries each user's list holds: min(top_n, items neither seen nor excluded); `history` must be canonical
+    (no duplicates, no stored zeros)."""
+    n_items = history.shape[1]
+    seen = np.diff(history.indptr)
+    if exclude is not None and np.any(exclude):
+        allowed = (~np.asarray(exclude, dtype=bool)).astype(np.float32)
+        seen = np.asarray(history.astype(bool).astype(np.float32) @ allowed).ravel().astype(np.int64)
+        n_items = int(allowed.sum())
+    return np.minimum(int(top_n), n_items - seen).astype(np.int64)
 
 
 def _check_shape(recommender: Recommender, s: object, expected: tuple[int, int]) -> None:

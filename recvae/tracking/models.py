@@ -68,7 +68,12 @@ def model_signature(rec: Recommender, user_type: str | None = None) -> ModelSign
         inputs=Schema([ColSpec(user, "user"), ColSpec(item_type, "item")]),
         outputs=Schema([ColSpec(user, "user"), ColSpec("long", "rank"), ColSpec(item_type, "item"),
                         ColSpec("double", "score")]),
-        params=ParamSchema([ParamSpec("top_n", "long", DEFAULT_TOP_N)]),
+        params=ParamSchema([ParamSpec("top_n", "long", DEFAULT_TOP_N),
+                            # business filters (recvae.serving.filters): empty lists filter nothing
+                            ParamSpec("allow_items", item_type, [], (-1,)),
+                            ParamSpec("deny_items", item_type, [], (-1,)),
+                            # what the pyfunc returns (recvae.serving.pyfunc.OUTPUTS): lists by default
+                            ParamSpec("output", "string", "topn")]),
     )
 
 

@@ -32,6 +32,8 @@ SMOKE: dict[str, tuple[list[list[str]], list[str]]] = {
     "bench_prepare.py": ([[]], ["prepare"]),
     "tune_splits.py": ([[]], ["tune_synthetic"]),
     "bench_prepare_stream.py": ([[]], ["prepare_stream"]),
+    "bench_anomalies.py": ([[]], ["anomalies"]),
+    "bench_similar_items.py": ([[]], ["similar_items"]),
 }
 # scripts without a smoke run of their own here, and why
 NO_SMOKE = {

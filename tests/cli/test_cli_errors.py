@@ -152,6 +152,18 @@ CASES = [
                               "--chunk-size", "-1"], "--chunk-size"),
     ("recommend-out-missing-folder", ["recommend", "--model", "{model}", "--snapshot", "{snap}", "--user-ids", "1",
                                       "--out", "{root}/no/such/x.csv"], "does not exist"),
+    ("recommend-deny-bad-sql", ["recommend", "--model", "{model}", "--snapshot", "{snap}", "--user-ids", "1",
+                                "--deny-sql", "SELECT item_id FROM nope", "--db", "sqlite:///{root}/r.db"], "nope"),
+    ("recommend-allow-missing-file", ["recommend", "--model", "{model}", "--snapshot", "{snap}", "--allow",
+                                      "{inputs}/no-allow.txt"], "no-allow.txt"),
+    ("anomalies-baseline-model", ["anomalies", "--model", "{model}", "--snapshot", "{snap}", "--db",
+                                  "sqlite:///{root}/r.db"], "no latent user code"),
+    ("anomalies-keep-0", ["anomalies", "--model", "{model}", "--keep", "0"], "--keep"),
+    ("embeddings-out-folder", ["embeddings", "--model", "{model}", "--snapshot", "{snap}", "--parquet", "{inputs}",
+                               "--db", "sqlite:///{root}/r.db"], "no latent user code"),
+    ("embeddings-unknown-user", ["embeddings", "--similar-to", "nobody", "--db", "sqlite:///{root}/r.db"], "nobody"),
+    ("similar-items-top-n-0", ["similar-items", "--model", "{model}", "--top-n", "0"], "--top-n"),
+    ("similar-items-unreachable-db", ["similar-items", "--model", "{model}", "--db", "{dead_pg}"], "no latent"),
     ("db-gc-infinite", ["db", "gc", "--stale-after", "inf", "--db", "sqlite:///{root}/r.db"], "--stale-after"),
     ("compare-limit", ["compare", "--limit", "-1"], "--limit"),
     ("compare-against-unknown-run", ["compare", "--against", "0123456789abcdef0123456789abcdef"],
@@ -189,7 +201,7 @@ def test_malformed_input_ends_in_one_error_line(world, capsys, argv, expected):
 
 
 def test_every_subcommand_has_a_case():
-    commands = {add.__name__.removeprefix("add_") for add, _ in cli.COMMANDS}
+    commands = {add.__name__.removeprefix("add_").replace("_", "-") for add, _ in cli.COMMANDS}
     assert commands <= {argv[0] for _, argv, _ in CASES}, commands - {argv[0] for _, argv, _ in CASES}
 
 

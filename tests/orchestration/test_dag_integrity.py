@@ -216,6 +216,7 @@ TIMEOUT_KINDS = {  # (dag, task) -> TaskTimeouts field; every other task is book
     ("recvae_retrain", "combine_seeds"): "train",
     ("recvae_retrain", "train_baseline"): "baseline",
     ("recvae_retrain", "promote"): "promote",
+    ("recvae_retrain", "flag_anomalies"): "score_shard",
     ("recvae_score", "begin_batch"): "begin_score",
     ("recvae_score", "score_shard"): "score_shard",
     ("recvae_score", "publish"): "publish",

@@ -71,6 +71,9 @@ def test_retrain_then_score_on_movielens(airflow_db, data_home, stack):
     decision = retrain.xcom("promote")
     assert decision["promoted"], decision["reason"]
     assert retrain.states("announce_champion") == ["success"]
+    anomalies = retrain.xcom("flag_anomalies")  # the new champion's users, scored after the promotion
+    assert anomalies["status"] == "published" and anomalies["users"] == retrain.xcom("build_snapshot")["n_users"]
+    assert anomalies["model_version"] == decision["version"]
     version = _champion()
     assert version == decision["version"]
 
@@ -93,6 +96,7 @@ def test_retrain_then_score_on_movielens(airflow_db, data_home, stack):
     assert not rejected["promoted"]
     assert "kept the champion" in rejected["reason"]
     assert again.states("announce_champion") == ["skipped"]
+    assert again.states("flag_anomalies") == ["skipped"]  # no new champion, nothing to score
     assert _champion() == version
 
     import mlflow

@@ -12,7 +12,9 @@ from sqlalchemy import create_engine, text
 from recvae.serving.store import RecChunk, RecommendationStore, load_query, query_names
 
 N, N_ITEMS = 5, 30
-TESTED = {"user_top", "user_top_with_titles", "batch_overlap", "coverage", "top_items", "current_batch"}
+TESTED = {"user_top", "user_top_with_titles", "batch_overlap", "coverage", "top_items", "current_batch",
+          # the output tables' queries: tests/serving/test_outputs.py
+          "anomalous_users", "anomaly_dominated_items", "similar_items"}
 
 
 def lists(users: list[str], seed: int, counts: dict[str, int] | None = None) -> dict[str, list[tuple[str, float]]]:

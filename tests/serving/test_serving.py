@@ -251,7 +251,10 @@ def test_signature_has_real_column_types(models):
     assert sig.inputs.to_dict() == [{"type": "string", "name": "user", "required": True},
                                     {"type": "long", "name": "item", "required": True}]
     assert [c["type"] for c in sig.outputs.to_dict()] == ["string", "long", "long", "double"]
-    assert sig.params.to_dict() == [{"name": "top_n", "type": "long", "default": DEFAULT_TOP_N, "shape": None}]
+    assert sig.params.to_dict() == [{"name": "top_n", "type": "long", "default": DEFAULT_TOP_N, "shape": None},
+                                    {"name": "allow_items", "type": "long", "default": [], "shape": (-1,)},
+                                    {"name": "deny_items", "type": "long", "default": [], "shape": (-1,)},
+                                    {"name": "output", "type": "string", "default": "topn", "shape": None}]
     assert sig.inputs.pandas_types()  # what the scoring server needs to parse CSV
 
 

@@ -26,6 +26,9 @@ def quote(name: str) -> str:
     return f'"{name}"'
 
 
+OUTPUT_TABLES = ("output_batches", "user_anomalies", "anomaly_interactions", "user_embeddings", "similar_items")
+
+
 @dataclass(frozen=True)
 class TableNames:
     """Names of the store's tables and view, and an optional PostgreSQL schema; all validated identifiers."""
@@ -36,21 +39,34 @@ class TableNames:
     items: str = "recvae_items"
     current_view: str = "recvae_current_recommendations"
     schema: str | None = None
+    # what the model says beyond the lists (recvae.serving.store.outputs): their own batches, one current per kind
+    output_batches: str = "recvae_output_batches"
+    user_anomalies: str = "recvae_user_anomalies"
+    anomaly_interactions: str = "recvae_anomaly_interactions"
+    user_embeddings: str = "recvae_user_embeddings"
+    similar_items: str = "recvae_similar_items"
 
     def __post_init__(self) -> None:
-        for f in ("batches", "shards", "recommendations", "items", "current_view"):
+        for f in ("batches", "shards", "recommendations", "items", "current_view", *OUTPUT_TABLES):
             validate_identifier(getattr(self, f), f"table name {f}")
         if self.schema is not None:
             validate_identifier(self.schema, "schema name")
-        names = [self.batches, self.shards, self.recommendations, self.items, self.current_view]
+        names = [self.batches, self.shards, self.recommendations, self.items, self.current_view,
+                 *(getattr(self, f) for f in OUTPUT_TABLES)]
         if len(set(names)) != len(names):
             raise IdentifierError(f"table and view names must differ; got {names}")
         validate_identifier(self.batches_published_idx, "derived index name (shorten the batches table name)")
+        validate_identifier(self.output_batches_published_idx, "derived index name (shorten output_batches)")
 
     @property
     def batches_published_idx(self) -> str:
         """Name of the partial unique index that allows one published batch."""
         return f"{self.batches}_published"
+
+    @property
+    def output_batches_published_idx(self) -> str:
+        """Name of the partial unique index that allows one published output batch per kind."""
+        return f"{self.output_batches}_published"
 
     def qualified(self, name: str) -> str:
         """Quoted (schema-qualified) name for SQL text."""
@@ -66,4 +82,6 @@ class TableNames:
             "current_view": self.qualified(self.current_view),
             # CREATE INDEX takes a bare name; PostgreSQL puts the index in its table's schema.
             "batches_published_idx": quote(self.batches_published_idx),
+            **{f: self.qualified(getattr(self, f)) for f in OUTPUT_TABLES},
+            "output_batches_published_idx": quote(self.output_batches_published_idx),
         }

@@ -20,7 +20,8 @@ SQL_DIR_ENV = "RECVAE_SQL_DIR"
 DIALECTS = ("sqlite", "postgresql")
 PACKAGE_SQL_DIR = Path(__file__).resolve().parents[1] / "sql"  # recvae/serving/sql, installed with the package
 # Query parameters that are counts or batch ids (integers); every other parameter is text (user ids are text).
-INTEGER_PARAMS = frozenset({"n", "k", "limit", "offset", "top_n", "batch_id", "batch_a", "batch_b"})
+INTEGER_PARAMS = frozenset({"n", "k", "limit", "offset", "top_n", "batch_id", "batch_a", "batch_b", "min_users"})
+FLOAT_PARAMS = frozenset({"min_pct", "min_share"})  # percentiles and shares (real numbers)
 _COMMENT_RE = re.compile(r"('(?:[^']|'')*')|--[^\n]*")
 
 
@@ -62,6 +63,13 @@ def schema_sql(dialect: str, tables: TableNames | None = None) -> str:
     if dialect not in DIALECTS:
         raise StoreError(f"unsupported dialect {dialect!r}; supported: {', '.join(DIALECTS)}")
     return render_sql(_read_sql(f"{dialect}/schema.sql"), tables or TableNames())
+
+
+def outputs_sql(dialect: str, tables: TableNames | None = None) -> str:
+    """The rendered DDL of the output tables (anomalies, embeddings, similar items) for `dialect`."""
+    if dialect not in DIALECTS:
+        raise StoreError(f"unsupported dialect {dialect!r}; supported: {', '.join(DIALECTS)}")
+    return render_sql(_read_sql(f"{dialect}/outputs.sql"), tables or TableNames())
 
 
 def query_names() -> list[str]:
@@ -111,6 +119,11 @@ def parse_query_params(name: str, pairs: Sequence[str], tables: TableNames | Non
                 params[key] = int(value.strip())
             except ValueError:
                 raise StoreError(f"query {name}: parameter {key} must be an integer, got {value!r}") from None
+        elif key in FLOAT_PARAMS:
+            try:
+                params[key] = float(value.strip())
+            except ValueError:
+                raise StoreError(f"query {name}: parameter {key} must be a number, got {value!r}") from None
         else:
             params[key] = value
     check_query_params(name, sql, params)
