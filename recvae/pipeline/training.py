@@ -80,13 +80,16 @@ def train_step(
     resume: bool = True,
     reuse_finished: bool = True,
     parent_run_id: str | None = None,
+    select_on: str | None = "auto",
 ) -> ModelRun:
     """Train Mult-VAE (or Mult-DAE, or RecVAE) from its preset plus `overrides`, log everything to MLflow, register
     a version and point `challenger` at it.
 
     `run_key` names the work folder (checkpoints) and tags the run: with `resume` a killed run continues from its
     last checkpoint in the same MLflow run, and with `reuse_finished` a run already finished for the key is returned
-    instead. `parent_run_id` nests the run under another (a tune's study run) in the MLflow UI.
+    instead. `parent_run_id` nests the run under another (a tune's study run) in the MLflow UI. `select_on` picks the
+    epoch ('auto': validation users, else the test users of the LightGCN protocol, as that paper does; None: the
+    last epoch, so that test users are scored once, at the end).
     With `train.nproc` > 1 the step runs in that many processes started by torchrun; under torchrun every
     rank trains on its share of each batch, and rank 0 alone evaluates, logs, registers and returns the result."""
     from recvae.training import distributed, resolve_device
@@ -99,16 +102,16 @@ def train_step(
         return launch_train_step(config.train.nproc, snapshot_dir=None if snapshot_dir is None else str(snapshot_dir),
                                  overrides=overrides, kind=kind, experiment=experiment, model_name=model_name,
                                  run_key=run_key, resume=resume, reuse_finished=reuse_finished,
-                                 parent_run_id=parent_run_id)
+                                 parent_run_id=parent_run_id, select_on=select_on)
     with distributed.session(resolve_device(config.train), config.train.dist_timeout_s) as where:
         return _train_on_ranks(config, snapshot_dir, where, kind=kind, experiment=experiment, model_name=model_name,
                                run_key=run_key, resume=resume, reuse_finished=reuse_finished,
-                               parent_run_id=parent_run_id)
+                               parent_run_id=parent_run_id, select_on=select_on)
 
 
 def _train_on_ranks(config: Config, snapshot_dir: str | Path | None, where: Any, *, kind: str, experiment: str,
                     model_name: str | None, run_key: str | None, resume: bool, reuse_finished: bool,
-                    parent_run_id: str | None = None) -> ModelRun:
+                    parent_run_id: str | None = None, select_on: str | None = "auto") -> ModelRun:
     """train_step in this process: alone, or as one rank (rank 0 logs and registers, its result goes to all)."""
     from recvae.training import LAST_FILE, check_memory, distributed, resolve_device, train
 
@@ -129,11 +132,11 @@ def _train_on_ranks(config: Config, snapshot_dir: str | Path | None, where: Any,
     work = paths.runs_dir() / safe_name(key)
     resume = resume and (work / LAST_FILE).exists()
     if not where.main:  # trains its share, then takes rank 0's result (or its error)
-        train(snap, config, work, resume=resume, select_on=_select_on(snap))
+        train(snap, config, work, resume=resume, select_on=_select_on(snap) if select_on == "auto" else select_on)
         return distributed.from_main(_rank0_only, where)
     return distributed.from_main(lambda: _train_and_log(config, snap, work, kind=kind, experiment=experiment,
                                                         model_name=model_name, run_key=key, resume=resume,
-                                                        parent_run_id=parent_run_id), where)
+                                                        parent_run_id=parent_run_id, select_on=select_on), where)
 
 
 def _rank0_only() -> ModelRun:
@@ -141,7 +144,8 @@ def _rank0_only() -> ModelRun:
 
 
 def _train_and_log(config: Config, snap: Any, work: Path, *, kind: str, experiment: str, model_name: str | None,
-                   run_key: str, resume: bool, parent_run_id: str | None = None) -> ModelRun:
+                   run_key: str, resume: bool, parent_run_id: str | None = None,
+                   select_on: str | None = "auto") -> ModelRun:
     """Open (or reopen) the MLflow run, train, and log the metrics, curves and model; register the challenger."""
     import mlflow
 
@@ -158,7 +162,7 @@ def _train_and_log(config: Config, snap: Any, work: Path, *, kind: str, experime
         note_run(run.info.run_id)  # launched in N processes: the launching process ends it FAILED if they fail
         tracking.log_params(config.to_dict(), resumed=resume_id is not None)
         tracking.log_snapshot(snap)  # the same values on a resume: the checkpoint is bound to the snapshot id
-        select_on = _select_on(snap)
+        select_on = _select_on(snap) if select_on == "auto" else select_on
         epochs = tracking.EpochLogger()
         result = train(snap, config, work, resume=resume, select_on=select_on, on_epoch_end=epochs)
         epochs.log_missing(result.history)  # an epoch checkpointed by a killed process before it was logged

@@ -63,9 +63,9 @@ def tune_setup_step(snapshot_dir: str | Path | None, *, kind: str = "vae", study
     from recvae.tuning import ATTR_EXPERIMENT, ATTR_PARENT, open_study, study_lock, study_ref
 
     snap = load_snapshot(snapshot_dir)
-    if not snap.has("validation"):
-        raise ConfigError(f"snapshot {snap.snapshot_id} has no validation users: a tune chooses on them (the LightGCN "
-                          "protocol has none; prepare a strong-generalization split)")
+    if not snap.has("validation") and snap.manifest.get("protocol") != "lightgcn":
+        raise ConfigError(f"snapshot {snap.snapshot_id} has no validation users: a tune chooses on them (prepare a "
+                          "strong-generalization or temporal split)")
     base = _base(kind, overrides)
     ref = study_ref(study or default_study_name(snap.snapshot_id, kind), storage)
     chosen = _space(kind, space) if space is not None or not resume else None
@@ -150,9 +150,16 @@ def tune_finish_step(snapshot_dir: str | Path | None, study: str, *, kind: str =
                           f"{info.get('fail', 0)} failed); nothing to retrain")
     logger.info("study %r: best trial %d, validation NDCG@100 %.4f; retraining it as the challenger", ref.name,
                 info["best_trial"], info["best_val_ndcg@100"])
-    challenger = train_step(snap.path, overrides=info["best_overrides"], kind=kind, experiment=experiment,
+    overrides: dict[str, Any] = dict(info["best_overrides"])
+    select_on: str | None = "auto"
+    if not snap.has("validation"):  # carved validation users (LightGCN): the best trial's epochs, no test peeking
+        overrides.update({"train.epochs": int(info["best_epoch"]), "train.patience": None})
+        if overrides.get("train.beta_schedule") == "anneal_to_1":  # the paper's second run: anneal to the best beta
+            overrides.update({"train.beta_schedule": "anneal", "train.anneal_cap": float(info["best_beta"])})
+        select_on = None
+    challenger = train_step(snap.path, overrides=overrides, kind=kind, experiment=experiment,
                             model_name=model_name, run_key=f"{ref.name}-trial-{info['best_trial']}",
-                            parent_run_id=parent)
+                            parent_run_id=parent, select_on=select_on)
     with tracking.start_run(experiment, run_id=parent):
         mlflow.set_tag("recvae.challenger_run_id", challenger.run_id)
         if challenger.test_ndcg_at_100 is not None:

@@ -31,6 +31,28 @@ RUN_ATTR = "mlflow_run_id"
 OVERRIDES_ATTR = "overrides"  # a trial's whole configuration as overrides: what retraining the best one needs
 
 
+VALIDATION_SEED = 98765
+
+
+def trial_data(snapshot: Snapshot) -> tuple[Any, tuple[Any, Any]]:
+    """(training matrix, (fold-in, held-out)) the trials train and choose on: the snapshot's validation users, or,
+    for the LightGCN protocol (every user trains, none is held out), validation users carved out of the training
+    matrix (20 % of the items of as many users as a strong split would hold out), so the test users stay unseen."""
+    from recvae.config import ConfigError
+    from recvae.data.split import carve_validation, default_n_heldout
+
+    if snapshot.has("validation"):
+        return snapshot.train, snapshot.heldout("validation")
+    if snapshot.manifest.get("protocol") != "lightgcn":
+        raise ConfigError(f"snapshot {snapshot.snapshot_id} has no validation users: a tune chooses on them (prepare "
+                          "a strong-generalization or temporal split)")
+    n_users = snapshot.train.shape[0]
+    train, foldin, heldout = carve_validation(snapshot.train, default_n_heldout(n_users), 0.2, VALIDATION_SEED)
+    logger.info("LightGCN protocol: %d validation users carved out of the training users (%d held-out items)",
+                foldin.shape[0], heldout.nnz)
+    return train, (foldin, heldout)
+
+
 @dataclass
 class Objective:
     """The study's objective: validation NDCG@100 of the best epoch of a configuration drawn from `space`."""
@@ -41,6 +63,7 @@ class Objective:
     parent_run_id: str
     study_name: str
     base_overrides: Mapping[str, Any] | None = None
+    data: tuple[Any, tuple[Any, Any]] | None = None  # trial_data(snapshot), computed once
 
     def __call__(self, trial: optuna.Trial) -> float:
         overrides = {**(self.base_overrides or {}), **self.space.suggest(trial)}
@@ -63,8 +86,11 @@ class Objective:
                         raise optuna.TrialPruned(f"validation NDCG@100 {value:.4f} at epoch {epoch} is below the "
                                                  "median of earlier trials")
 
+            if self.data is None:
+                self.data = trial_data(self.snapshot)
+            train, validation = self.data
             try:
-                result = fit_model(self.snapshot.train, self.snapshot.heldout("validation"), config,
+                result = fit_model(train, validation, config,
                                    snapshot_id=self.snapshot.snapshot_id, on_epoch_end=on_epoch_end)
             except optuna.TrialPruned:
                 mlflow.set_tag(TAG_TRIAL_STATE, "PRUNED")
@@ -82,6 +108,7 @@ class Objective:
                                 **{tracking.metric_key(f"best_val_{k}"): v for k, v in result.best_metrics.items()}})
             mlflow.set_tag(TAG_TRIAL_STATE, "COMPLETE")
         trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("best_beta", result.best_beta)
         logger.info("trial %d: validation NDCG@100 %.4f at epoch %d", trial.number, value, result.best_epoch)
         return value
 

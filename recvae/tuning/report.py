@@ -25,6 +25,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         best = study.best_trial
         out.update({"best_trial": best.number, "best_val_ndcg@100": best.value, "best_params": best.params,
                     "best_overrides": best.user_attrs.get("overrides"), "best_epoch": best.user_attrs.get("best_epoch"),
+                    "best_beta": best.user_attrs.get("best_beta"),
                     "best_trial_run_id": best.user_attrs.get("mlflow_run_id")})
     return out
 

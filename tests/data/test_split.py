@@ -229,3 +229,36 @@ def test_real_pro_sg_item_order_and_fold_in_reproduced(data_home):
         got = set(zip(positives["user"].to_numpy()[held].tolist(), positives["item"].to_numpy()[held].tolist(),
                       strict=True))
         assert got == pairs(snap, f"{part}_te")
+
+
+def test_carved_validation_holds_out_a_fifth_of_some_users_items_and_nothing_else() -> None:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from recvae.data.split import carve_validation
+
+    rng = np.random.default_rng(0)
+    dense = (rng.random((40, 30)) < 0.3).astype(np.float32)
+    dense[3] = 0  # an empty user is never picked
+    train = sp.csr_matrix(dense)
+    keep, foldin, heldout = carve_validation(train, 10, 0.2, seed=1)
+    assert foldin.shape == heldout.shape == (10, 30)
+    assert (keep + _rows_back(train, foldin, heldout, keep) - train).nnz == 0  # the entries add back to the input
+    assert keep.multiply(_rows_back(train, foldin, heldout, keep)).nnz == 0  # held-out entries left training
+    for r in range(10):
+        n = foldin[r].nnz + heldout[r].nnz
+        assert n >= 5 and heldout[r].nnz == max(1, int(0.2 * n))
+    again = carve_validation(train, 10, 0.2, seed=1)
+    assert (again[2] != heldout).nnz == 0  # the same seed carves the same users and items
+
+
+def _rows_back(train, foldin, heldout, keep):
+    """The held-out entries placed back at their users' rows of the training matrix."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    removed = train - keep
+    users = np.unique(removed.nonzero()[0])
+    assert len(users) == heldout.shape[0] and (removed[users] != heldout).nnz == 0
+    assert (keep[users] != foldin).nnz == 0
+    return sp.csr_matrix(removed)

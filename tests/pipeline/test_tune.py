@@ -157,3 +157,34 @@ def test_a_killed_tune_resumes_and_ends_its_orphaned_trial_run(snap: str, tmp_pa
     assert out.trials >= 2 and out.complete + out.pruned == 2
     assert MlflowClient().get_run(orphan.info.run_id).info.status == RunStatus.to_string(RunStatus.KILLED)
     assert out.failed >= 1  # the killed trial, failed by its missing heartbeat
+
+
+def test_a_lightgcn_snapshot_is_tuned_on_carved_validation_users_and_its_test_users_scored_once(
+        mlflow_store, tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "lightgcn"
+    folder.mkdir()
+    train, test = [], []
+    for u in range(300):
+        items = rng.choice(60, size=12, replace=False) + (0 if u % 2 else 60)  # two tastes: a learnable structure
+        train.append(f"{u} " + " ".join(map(str, items[:9])))
+        test.append(f"{u} " + " ".join(map(str, items[9:])))
+    (folder / "train.txt").write_text("\n".join(train) + "\n")
+    (folder / "test.txt").write_text("\n".join(test) + "\n")
+    snap = pipeline.prepare_step(input_path=str(folder), input_format="lightgcn").snapshot_dir
+    out = pipeline.tune_step(snap, trials=2, space={**SPACE, "train.beta_schedule": ["anneal_to_1"]}, study="s6")
+    challenger = MlflowClient().get_run(out.challenger["run_id"])
+    # retrained for the best trial's epochs, the last one kept: no epoch chosen on the test users
+    assert challenger.data.params["train.epochs"] == str(summary_epoch(out))
+    assert challenger.data.params["train.beta_schedule"] == "anneal"  # the paper's second run, to the best beta
+    history = MlflowClient().get_metric_history(out.challenger["run_id"], "val_ndcg_at_100")
+    assert not any(m.value == m.value for m in history)  # nothing evaluated per epoch (NaN or absent)
+    assert "test_ndcg_at_100" in challenger.data.metrics
+
+
+def summary_epoch(out: pipeline.TuneResult) -> int:
+    summary = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=out.parent_run_id, artifact_path="study/summary.json")).read_text())
+    return int(summary["best_epoch"])

@@ -83,3 +83,4 @@ def test_a_space_value_the_config_refuses_is_found_before_any_trial(tmp_path: Pa
         space.check()
     with pytest.raises(ConfigError, match="model.prior=vamp is for kind 'vae'"):
         load_space("dae", {"model.prior": ["vamp"]}).check()
+
