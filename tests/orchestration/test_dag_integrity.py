@@ -213,6 +213,8 @@ TIMEOUT_KINDS = {  # (dag, task) -> TaskTimeouts field; every other task is book
     ("recvae_retrain", "build_snapshot"): "prepare",
     ("recvae_retrain", "train_challenger"): "train",
     ("recvae_retrain", "train_seed"): "train",
+    ("recvae_retrain", "tune_workers"): "prepare",  # sets up the study: a snapshot-sized read, no training
+    ("recvae_retrain", "tune_worker"): "train",
     ("recvae_retrain", "combine_seeds"): "train",
     ("recvae_retrain", "train_baseline"): "baseline",
     ("recvae_retrain", "promote"): "promote",
