@@ -122,10 +122,14 @@ def tune_trials_step(snapshot_dir: str | Path | None, study: str, *, trials: int
     if before >= trials:
         logger.info("study %r already has %d of %d trials", ref.name, before, trials)
         return {"study": ref.name, "ran": 0, "trials": before}
+    mine: list[int] = []  # this worker's trials (the study's count includes the other workers')
     st.optimize(objective, n_trials=trials - before, timeout=timeout, catch=(NonFiniteLossError,),
-                callbacks=[optuna.study.MaxTrialsCallback(trials, states=COUNTED)])
+                callbacks=[optuna.study.MaxTrialsCallback(trials, states=COUNTED),
+                           lambda study, trial: mine.append(trial.number)])
     after = counted_trials(st)
-    return {"study": ref.name, "ran": after - before, "trials": after}
+    if after < trials:
+        logger.warning("study %r stopped at %d of %d trials: --timeout reached", ref.name, after, trials)
+    return {"study": ref.name, "ran": len(mine), "trials": after}
 
 
 def tune_finish_step(snapshot_dir: str | Path | None, study: str, *, kind: str = "vae", storage: str | None = None,
@@ -135,13 +139,22 @@ def tune_finish_step(snapshot_dir: str | Path | None, study: str, *, kind: str =
     import mlflow
 
     from recvae import tracking
-    from recvae.tuning import ATTR_EXPERIMENT, ATTR_PARENT, end_orphaned_runs, log_to_parent, open_study, study_ref
+    from recvae.tuning import (
+        ATTR_EXPERIMENT,
+        ATTR_PARENT,
+        end_orphaned_runs,
+        log_to_parent,
+        open_study,
+        study_ref,
+        wait_for_running,
+    )
 
     snap = load_snapshot(snapshot_dir)
     ref = study_ref(study, storage)
     st = open_study(ref, resume=True, snapshot_id=snap.snapshot_id, kind=kind, space=None, seed=0)
     parent, experiment = st.user_attrs.get(ATTR_PARENT), st.user_attrs.get(ATTR_EXPERIMENT, "recvae")
     work = paths.runs_dir() / safe_name(f"tune-{ref.name}")
+    wait_for_running(st)  # another worker's trial may still become the best
     end_orphaned_runs(st)
     with tracking.start_run(experiment, run_id=parent):
         info = log_to_parent(st, work, wall_s)

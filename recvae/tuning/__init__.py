@@ -20,10 +20,12 @@ from recvae.tuning.study import (
     open_study,
     study_lock,
     study_ref,
+    wait_for_running,
 )
 
 __all__ = [
     "ATTR_EXPERIMENT", "ATTR_KIND", "ATTR_PARENT", "ATTR_SNAPSHOT", "ATTR_SPACE", "COUNTED", "Dimension", "Objective",
     "SearchSpace", "StudyError", "StudyRef", "counted_trials", "default_space", "end_orphaned_runs", "importances",
     "load_space", "log_to_parent", "open_study", "space_from_dict", "study_lock", "study_ref", "summary",
+    "wait_for_running",
 ]

@@ -125,6 +125,7 @@ class SearchSpace:
     kind: str
     dimensions: dict[str, Dimension]
     fixed: dict[str, Any] = field(default_factory=dict)
+    source: str = "the default search space"  # named in errors: the space file, when there is one
 
     def suggest(self, trial: Suggests) -> dict[str, Any]:
         """One trial's overrides (config keys), conditional dimensions only where their condition holds."""
@@ -161,13 +162,18 @@ class SearchSpace:
         return apply_overrides(preset(self.kind), {**(extra or {}), **self.overrides(values)}).validate()
 
     def check(self, extra: Mapping[str, Any] | None = None) -> None:
-        """ConfigError naming the dimension when one of its ends or choices is not a valid setting."""
+        """ConfigError naming the space's source and the entry when a fixed value, or one of a dimension's ends or
+        choices, is not a valid setting."""
+        try:
+            self.config({}, extra)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source}: fixed values: {exc}") from exc
         for key, dim in self.dimensions.items():
             for value in dim.corners():
                 try:
                     self.config({key: value}, extra)
                 except ConfigError as exc:
-                    raise ConfigError(f"search space {key}={value!r}: {exc}") from exc
+                    raise ConfigError(f"{self.source}: {key}={value!r}: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         """The space as a space file would write it (what the parent run logs)."""
@@ -210,7 +216,8 @@ def load_space(kind: str, path: str | Path | Mapping[str, Any] | None) -> Search
     space = default_space(kind)
     if path is None:
         return space
-    source = "the space" if isinstance(path, Mapping) else str(path)
+    source = "the search space" if isinstance(path, Mapping) else str(path)
+    space.source = source
     entries = dict(path) if isinstance(path, Mapping) else _read_file(Path(path))
     known = set(Config().to_dict()["model"]) | set(Config().to_dict()["train"])
     for key, spec in entries.items():

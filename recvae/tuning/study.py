@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,6 +66,9 @@ def _storage(ref: StudyRef) -> optuna.storages.RDBStorage:
     engine: dict[str, Any] = {}
     if ref.storage.startswith("sqlite"):
         engine = {"connect_args": {"timeout": 60}}  # several workers write one SQLite file: wait for its lock
+        folder = _sqlite_path(ref).parent
+        if not folder.is_dir():
+            raise StudyError(f"study storage {ref.shown}: folder {folder} does not exist")
     _route_optuna_logs()
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5, and what a shared study needs
@@ -76,16 +80,32 @@ def _storage(ref: StudyRef) -> optuna.storages.RDBStorage:
         raise StudyError(f"study storage {ref.shown}: {mask_secrets(str(exc))}") from exc
 
 
+def _sqlite_path(ref: StudyRef) -> Path:
+    return Path(ref.storage.split("///", 1)[1]) if "///" in ref.storage else Path(".")
+
+
+class _NoTraceback(logging.Filter):
+    """Optuna logs a failed trial's traceback (a Ctrl-C's too): the one line is enough, and a bug is raised again
+    (and reported with its traceback) by the command itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
 def _route_optuna_logs() -> None:
     """Optuna's lines through the logging setup of the process (masked, leveled), not its own stderr handler."""
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "study created/reused": our own lines say it once
+    log = logging.getLogger("optuna")
+    if not any(isinstance(f, _NoTraceback) for f in log.filters):
+        log.addFilter(_NoTraceback())
 
 
-def sampler(seed: int, worker: int = 0) -> optuna.samplers.TPESampler:
-    """TPE (multivariate, constant liar: Optuna 5's defaults) seeded per worker, so workers do not propose alike."""
-    return optuna.samplers.TPESampler(seed=seed + worker, n_startup_trials=8)
+def sampler(seed: int) -> optuna.samplers.TPESampler:
+    """TPE (multivariate, constant liar: Optuna 5's defaults) after 8 random trials."""
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
 
 
 def pruner() -> optuna.pruners.BasePruner:
@@ -105,8 +125,12 @@ def open_study(ref: StudyRef, *, resume: bool, snapshot_id: str, kind: str, spac
         n = len(optuna.load_study(study_name=ref.name, storage=storage).trials)
         raise StudyError(f"study {ref.name!r} already exists in {ref.shown} with {n} trial(s): pass --resume to "
                          f"continue it, or --study NAME for a new one")
+    if resume and not exists:
+        logger.warning("no study %r in %s yet: starting it", ref.name, ref.shown)
     study = optuna.create_study(study_name=ref.name, storage=storage, direction="maximize",
-                                sampler=sampler(seed, worker), pruner=pruner(), load_if_exists=True)
+                                sampler=sampler(seed), pruner=pruner(), load_if_exists=True)
+    # seeded apart per worker and per start: a resumed study or a second worker does not replay the same proposals
+    study.sampler = sampler(seed + 1000 * worker + len(study.trials))
     attrs = study.user_attrs
     if ATTR_SNAPSHOT not in attrs:
         study.set_user_attr(ATTR_SNAPSHOT, snapshot_id)
@@ -119,9 +143,11 @@ def open_study(ref: StudyRef, *, resume: bool, snapshot_id: str, kind: str, spac
                 raise StudyError(f"study {ref.name!r} in {ref.shown} tunes {key.replace('_', ' ')} {attrs[key]!r}, "
                                  f"not {want!r}: pass --study NAME for a new study")
         if space is not None and attrs.get(ATTR_SPACE) != space:
-            logger.warning("study %r was started with another search space; its trials so far stay in it", ref.name)
-    logger.info("study %r %s in %s (%d trial(s) so far)", ref.name, "resumed" if exists else "created", ref.shown,
-                len(study.trials))
+            logger.warning("study %r: a new search space; its trials so far stay as they were, new trials use it",
+                           ref.name)
+            study.set_user_attr(ATTR_SPACE, space)
+    logger.debug("study %r %s in %s (%d trial(s) so far)", ref.name, "resumed" if exists else "created", ref.shown,
+                 len(study.trials))
     return study
 
 
@@ -135,8 +161,8 @@ def study_lock(ref: StudyRef) -> Iterator[None]:
     """An inter-process lock for the study's one-time setup (its parent MLflow run): a file lock beside a SQLite
     storage, a PostgreSQL advisory lock on a server; other storages go unlocked (a warning says so)."""
     if ref.storage.startswith("sqlite:///"):
-        db = Path(ref.storage[len("sqlite:///"):])
-        with open(db.with_name(db.name + f".{_digest(ref.name)}.lock"), "a") as handle:
+        db = _sqlite_path(ref)
+        with open(db.with_name(db.name + ".lock"), "a") as handle:  # one lock file for the storage's studies
             import fcntl
 
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -166,3 +192,22 @@ def study_lock(ref: StudyRef) -> Iterator[None]:
 
 def _digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:15]
+
+
+def wait_for_running(study: optuna.Study, poll_s: float = HEARTBEAT_S) -> int:
+    """Wait until no trial of the study is RUNNING (other workers' trials end, or are failed once their heartbeat
+    is stale); returns how many were running at first."""
+    first = None
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if first is None:
+            first = len(running)
+            if running:
+                logger.info("waiting for %d running trial(s) of other workers to end (or to miss %d s of "
+                            "heartbeats)", len(running), GRACE_S)
+        if not running:
+            return first
+        time.sleep(poll_s)

@@ -68,6 +68,9 @@ def test_a_study_resumes_and_is_not_started_twice(snap: str) -> None:
         pipeline.tune_step(snap, trials=3, space=SPACE, study="s2")
     out = pipeline.tune_step(snap, trials=3, study="s2", resume=True)  # the study's own space, recorded
     assert out.trials == 3 and out.complete + out.pruned == 3
+    # the resumed sampler is seeded apart: it does not replay the first start's proposals
+    dropouts = [float(r.data.params["model.dropout"]) for r in _runs(f"tags.`{TAG_ROLE}` = 'trial'")]
+    assert len(set(dropouts)) == 3
     assert len(_runs(f"tags.`{TAG_ROLE}` = 'tune'")) == 1  # one parent run for the whole study
     assert len({r.data.tags[TAG_PARENT] for r in _runs(f"tags.`{TAG_ROLE}` = 'trial'")}) == 1
     # a study of another model kind under the same name is refused

@@ -79,8 +79,10 @@ def test_bad_space_files_name_the_file_and_the_entry(tmp_path: Path, text: str, 
 
 def test_a_space_value_the_config_refuses_is_found_before_any_trial(tmp_path: Path) -> None:
     space = load_space("vae", {"model.dropout": [0.5, 1.5]})
-    with pytest.raises(ConfigError, match=r"search space model.dropout=1.5: model.dropout must be in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"the search space: model.dropout=1.5: model.dropout must be in \[0, 1\)"):
         space.check()
+    with pytest.raises(ConfigError, match="the search space: fixed values: train.epochs: cannot read 'five'"):
+        load_space("vae", {"train.epochs": "five"}).check()
     with pytest.raises(ConfigError, match="model.prior=vamp is for kind 'vae'"):
         load_space("dae", {"model.prior": ["vamp"]}).check()
 
