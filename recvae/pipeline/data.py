@@ -59,5 +59,6 @@ def load_snapshot(snapshot_dir: str | Path | None):
     path = Path(snapshot_dir) if snapshot_dir else latest_snapshot()
     if path is None:
         raise SnapshotError(
-            f"no snapshot given and none built yet under {paths.snapshots_dir()}; run `recvae prepare` first")
+            f"no snapshot given and none built yet under {paths.snapshots_dir()}: pass --snapshot DIR (the folder "
+            "`recvae prepare --out DIR` wrote), or run `recvae prepare` without --out")
     return Snapshot.load(path)

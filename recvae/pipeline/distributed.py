@@ -67,8 +67,9 @@ def _failure(report: Path, nproc: int, rc: int) -> Exception:
 def _rank_main(report: Path) -> int:
     """One rank of a launched train step: its result (rank 0) or its error, written to `report`; the exit status."""
     from recvae.log import setup_logging
-    from recvae.training.distributed import env_rank
+    from recvae.training.distributed import die_with_parent, env_rank
 
+    die_with_parent()
     setup_logging(os.environ.get("RECVAE_LOG_LEVEL", "INFO"))
     return _run_rank(report, env_rank())
 
@@ -115,6 +116,9 @@ def _fail_run(report: Path) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from recvae import tracking
+
+    tracking.configure_if_needed()  # the ranks' store ($MLFLOW_TRACKING_URI, else the home's), not MLflow's default
     run_id = json.loads(path.read_text())["run_id"]
     client = MlflowClient()
     try:

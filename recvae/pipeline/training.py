@@ -64,9 +64,12 @@ def _select_on(snap: Any) -> str | None:
 def _run_summary(run: Any, kind: str) -> ModelRun:
     """The run's result: its kept model's validation score (a trained run's best epoch), test score and version."""
     m = run.data.metrics
+    version = run.data.tags.get("recvae.model_version")
+    name = run.data.tags.get("recvae.model_name")
+    uri = f"models:/{name}/{version}" if name and version else None
     return ModelRun(run_id=run.info.run_id, kind=kind,
                     val_ndcg_at_100=m.get("best_val_ndcg_at_100", m.get("val_ndcg_at_100")),
-                    test_ndcg_at_100=m.get("test_ndcg_at_100"), model_version=run.data.tags.get("recvae.model_version"))
+                    test_ndcg_at_100=m.get("test_ndcg_at_100"), model_version=version, model_uri=uri)
 
 
 def train_step(
@@ -210,7 +213,7 @@ def _log_challenger(rec: Any, snap: Any, model_name: str | None) -> str | None:
     info = tracking.log_recommender(rec, registered_model_name=model_name, snapshot=snap)
     version = str(info.registered_model_version) if model_name and info.registered_model_version else None
     if model_name and version:  # a version is only registered under a name
-        mlflow.set_tag("recvae.model_version", version)
+        mlflow.set_tags({"recvae.model_version": version, "recvae.model_name": model_name})
         tracking.set_alias(model_name, CHALLENGER, version)
     return version
 

@@ -25,10 +25,12 @@ from recvae.evaluation.paired import paired_difference, paired_values
 from recvae.tracking.datasets import TAG_SNAPSHOT_ID
 from recvae.tracking.models import TAG_MODEL_KIND, _resolve_registry
 from recvae.tracking.registry import ModelNotFoundError
-from recvae.tracking.runs import metric_key, per_user_artifact
+from recvae.tracking.runs import TAG_ROLE, metric_key, per_user_artifact
 from recvae.tracking.store import configure_if_needed
 
 logger = logging.getLogger(__name__)
+
+NO_MODEL_ROLES = ("tune", "trial")  # runs of `recvae tune` that log no model (its best is retrained as a run)
 
 
 def compare_runs(
@@ -52,6 +54,9 @@ def compare_runs(
         df[col] = df["run_id"].map(trained_on).fillna(tags)
         if snapshot is not None:
             df = df[df[f"tags.{TAG_SNAPSHOT_ID}"] == snapshot].dropna(axis=1, how="all")
+        role = f"tags.{TAG_ROLE}"
+        if role in df.columns:  # a tune's study run and its trials kept no model: `recvae tune` shows them
+            df = df[~df[role].isin(NO_MODEL_ROLES)]
     if df.empty:
         return pd.DataFrame(columns=["run_id", "run_name", "model_kind", "snapshot_id", "status", "start_time"])
 
@@ -132,7 +137,20 @@ def resolve_run(ref: str) -> Run:
     try:
         return MlflowClient().get_run(run_id or ref)
     except MlflowException as exc:
-        raise ModelNotFoundError(f"{ref}: no such run or model in {mlflow.get_tracking_uri()}") from exc
+        found = _by_prefix(ref) if ":/" not in ref else []
+        if len(found) == 1:
+            return found[0]
+        many = f" ({len(found)} runs start with it: give more of the id)" if found else ""
+        raise ModelNotFoundError(f"{ref}: no such run or model in {mlflow.get_tracking_uri()}{many}") from exc
+
+
+def _by_prefix(prefix: str) -> list[Run]:
+    """The runs whose id starts with `prefix` (the 8 characters `recvae compare` prints), in any experiment."""
+    if len(prefix) < 6 or not all(c in "0123456789abcdef" for c in prefix):
+        return []
+    experiments = [e.experiment_id for e in MlflowClient().search_experiments()]
+    runs = mlflow.search_runs(experiments, output_format="list", max_results=50000) if experiments else []
+    return [r for r in runs if r.info.run_id.startswith(prefix)]
 
 
 def run_snapshot(run: Run) -> str | None:
@@ -185,7 +203,13 @@ def _candidates(reference: Run, snapshot_id: str, runs: Sequence[str] | None) ->
         return [r for r in chosen if r.info.run_id != reference.info.run_id]
     found = mlflow.search_runs([reference.info.experiment_id], output_format="list", max_results=5000,
                                order_by=["attributes.start_time DESC"])
-    return [r for r in found if r.info.run_id != reference.info.run_id and run_snapshot(r) == snapshot_id]
+    return [r for r in found if r.info.run_id != reference.info.run_id and run_snapshot(r) == snapshot_id
+            and _has_model(r)]
+
+
+def _has_model(run: Run) -> bool:
+    """A run that kept a model to compare: not a tune's study run or trial, not a failed training."""
+    return run.data.tags.get(TAG_ROLE) not in NO_MODEL_ROLES and run.info.status != "FAILED"
 
 
 def compare_against(

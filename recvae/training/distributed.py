@@ -242,10 +242,26 @@ def launch_failures(report_dir: Path) -> str | None:
 _LAUNCHER = "import sys; from recvae.training.distributed import launcher_main; sys.exit(launcher_main(sys.argv[1:]))"
 
 
+def die_with_parent() -> None:
+    """On Linux, this process is sent SIGTERM when the process that started it dies: a killed `recvae train` (or
+    launcher) leaves no training behind to write into the same checkpoints and MLflow run as a later --resume."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before the call: nothing would ever signal
+        os._exit(143)
+
+
 def launcher_main(argv: list[str]) -> int:
     """`N REPORT_DIR ARGS...`: torchrun --standalone's launch of `python ARGS` in N processes, quiet on failure
     (the caller reports it in one line)."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    die_with_parent()
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     nproc, report_dir, args = int(argv[0]), Path(argv[1]), argv[2:]

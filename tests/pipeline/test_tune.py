@@ -59,6 +59,11 @@ def test_tune_logs_trials_under_one_parent_and_retrains_the_best(snap: str) -> N
     assert challenger.data.params["model.latent_dim"] == str(out.best_overrides["model.latent_dim"])
     version = MlflowClient().get_model_version_by_alias("recvae", "challenger").version
     assert str(version) == out.challenger["model_version"]
+    # the runs table lists models: the study's run and its trials logged none (recvae tune shows them)
+    from recvae import tracking
+
+    assert list(tracking.compare_runs("recvae")["run_id"]) == [out.challenger["run_id"]]
+    assert tracking.resolve_run(out.challenger["run_id"][:8]).info.run_id == out.challenger["run_id"]
 
 
 def test_a_study_resumes_and_is_not_started_twice(snap: str) -> None:

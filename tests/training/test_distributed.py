@@ -273,3 +273,31 @@ def test_a_killed_rank_ends_the_run_with_one_error_and_resume_continues_it(home,
     assert len(runs) == 2
     fresh = runs[0]  # newest first
     assert fresh.data.metrics["val_ndcg_at_100"] == pytest.approx(resumed, abs=1e-6)
+
+
+def test_a_launched_process_dies_with_the_process_that_started_it(tmp_path) -> None:
+    """kill -9 of `recvae train` left its launcher and ranks training on, beside a later --resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = ("import os, sys, time; from recvae.training.distributed import die_with_parent; die_with_parent(); "
+             f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.call([sys.executable, '-c', "
+                               f"{child!r}])"])
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(100):  # SIGTERM reaches the child at once; give it up to 10 s to go
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError("the child outlived its killed parent")
