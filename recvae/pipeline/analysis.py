@@ -43,10 +43,11 @@ def anomalies_step(*, model_uri: str, snapshot_dir: str | Path | None, db_url: s
     if log_mlflow and not summary.reused:
         from recvae.tracking.artifacts import log_analysis
 
-        png = histogram_png(frame, Path(tempfile.mkdtemp(prefix="recvae-anomalies-")) / "anomaly_scores.png")
         metrics = {f"anomaly_{s}_p99": float(frame[s].quantile(0.99)) for s in SCORES}
-        result["mlflow_run_id"] = log_analysis([png], "anomalies", run_id=info.run_id, run_name="anomalies",
-                                               metrics=metrics)
+        with tempfile.TemporaryDirectory(prefix="recvae-anomalies-") as tmp:  # logged, then gone
+            png = histogram_png(frame, Path(tmp) / "anomaly_scores.png")
+            result["mlflow_run_id"] = log_analysis([png], "anomalies", run_id=info.run_id, run_name="anomalies",
+                                                   metrics=metrics)
     return result
 
 
