@@ -51,7 +51,7 @@ TIMEOUT_S = 300
 def scripts() -> set[str]:
     """Every bench file run as a script (the rest are modules)."""
     return {str(p.relative_to(BENCH)) for p in BENCH.rglob("*.py")
-            if ".venv" not in p.parts and 'if __name__ == "__main__":' in p.read_text()}
+            if ".venv" not in p.parts and "out" not in p.parts and 'if __name__ == "__main__":' in p.read_text()}
 
 
 def _run_script(script: str, out: Path, env: dict[str, str]) -> list[subprocess.CompletedProcess[str]]:

@@ -574,7 +574,8 @@ def test_titles_of_an_unpublished_batch_never_reach_readers(db_url, tmp_path, mo
     monkeypatch.setattr(tracking, "load_recommender_from_uri", lambda uri: (model, info))
 
     def begin(key: str, source: Path) -> dict:
-        snap = SimpleNamespace(items=items, snapshot_id="s", path=tmp_path, manifest={"source": {"path": str(source)}})
+        snap = SimpleNamespace(items=items, users=IdMap(["1"]), snapshot_id="s", path=tmp_path,
+                               manifest={"source": {"path": str(source)}})
         monkeypatch.setattr(pipeline.scoring, "load_snapshot", lambda _dir: snap)
         return pipeline.begin_score_step(model_uri="models:/m/1", snapshot_dir=None, top_n=2, n_shards=1,
                                          db_url=db_url, batch_key=key)
