@@ -64,7 +64,7 @@ def run(args: Any) -> dict[str, Any]:
         study_ref("x").storage)
     tuned = pipeline.tune_step(snap_res.snapshot_dir, kind=args.model, trials=args.trials,
                                timeout=args.timeout_min * 60 if args.timeout_min else None,
-                               space=None if resume else args.space, overrides=args.set, model_name="bench",
+                               space=args.space, overrides=args.set, model_name="bench",
                                resume=resume)
     assert isinstance(tuned, pipeline.TuneResult)
     models["tuned " + args.model] = {"uri": tuned.challenger["model_uri"], "wall_s": time.perf_counter() - t,

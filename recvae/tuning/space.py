@@ -17,7 +17,9 @@ from typing import Any, Protocol
 
 from recvae.config import Config, ConfigError, apply_overrides, preset
 
-DEPTH = "model.n_hidden_layers"  # not config fields: with WIDTH they make model.hidden_dims
+# not config fields: with WIDTH they make model.hidden_dims (0 layers: the input layer goes straight to the latent
+# code, the one-layer model of bench/results/vae_tuning.md)
+DEPTH = "model.n_hidden_layers"
 WIDTH = "model.hidden_width"
 
 
@@ -93,7 +95,7 @@ _SHARED: dict[str, Dimension] = {
 }
 DEFAULT_DIMENSIONS: dict[str, dict[str, Dimension]] = {
     "vae": {
-        DEPTH: ints(1, 2), WIDTH: choice(200, 400, 600), **_SHARED,
+        DEPTH: ints(0, 2), WIDTH: choice(200, 400, 600), **_SHARED,
         "model.latent_activation": choice(False, True),
         "model.prior": choice("normal", "vamp"),
         "model.n_pseudo_inputs": choice(100, 300, 1000),
@@ -101,7 +103,7 @@ DEFAULT_DIMENSIONS: dict[str, dict[str, Dimension]] = {
         "train.beta": floats(0.005, 0.5, log=True),
         "train.anneal_cap": floats(0.05, 1.0, log=True),
     },
-    "dae": {DEPTH: ints(1, 2), WIDTH: choice(200, 400, 600), **_SHARED},
+    "dae": {DEPTH: ints(0, 2), WIDTH: choice(200, 400, 600), **_SHARED},
     "recvae": {
         DEPTH: ints(1, 5), WIDTH: choice(300, 600), **_SHARED,
         "train.lr": floats(1e-4, 2e-3, log=True),
