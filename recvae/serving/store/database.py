@@ -130,6 +130,16 @@ class Database:
             params = {**(params or {}), **{k: list(v) for k, v in expanding.items()}}
         return conn.execute(stmt, params or {})
 
+    def all_exist(self, conn: Connection, names: Sequence[str]) -> bool:
+        """Whether every named table, index or view exists (SQLite's catalogue, PostgreSQL's to_regclass)."""
+        if self.dialect == "sqlite":
+            found = self.execute(conn, "SELECT COUNT(*) FROM sqlite_master WHERE name IN :names", names=names).scalar()
+        else:
+            regs = [self.tables.qualified(n) for n in names]
+            found = conn.execute(text("SELECT COUNT(to_regclass(n)) FROM unnest(CAST(:names AS text[])) AS n"),
+                                 {"names": regs}).scalar()
+        return int(found) == len(names)
+
     def now(self) -> Any:
         """The current time as the dialect stores it (SQLite: ISO text)."""
         return self.timestamp(datetime.now(UTC))

@@ -110,15 +110,7 @@ class OutputStore:
     def _present(self, conn: Connection) -> bool:
         """Whether every output table and the published index exist."""
         t = self.db.tables
-        names = [getattr(t, f) for f in OUTPUT_TABLES] + [t.output_batches_published_idx]
-        if self.db.dialect == "sqlite":
-            found = self.db.execute(conn, "SELECT COUNT(*) FROM sqlite_master WHERE name IN :names",
-                                    names=names).scalar()
-        else:
-            regs = [t.qualified(n) for n in names]
-            found = conn.execute(text("SELECT COUNT(to_regclass(n)) FROM unnest(CAST(:names AS text[])) AS n"),
-                                 {"names": regs}).scalar()
-        return int(found) == len(names)
+        return self.db.all_exist(conn, [getattr(t, f) for f in OUTPUT_TABLES] + [t.output_batches_published_idx])
 
     # -- writing ------------------------------------------------------------------------------------------
 

@@ -57,14 +57,7 @@ class Schema:
         blocks readers)."""
         t = self.db.tables
         names = [t.batches, t.shards, t.recommendations, t.items, t.current_view, t.batches_published_idx]
-        if self.db.dialect == "sqlite":
-            found = self.db.execute(conn, "SELECT COUNT(*) FROM sqlite_master WHERE name IN :names",
-                                    names=names).scalar()
-        else:
-            regs = [t.qualified(n) for n in names]
-            found = conn.execute(text("SELECT COUNT(to_regclass(n)) FROM unnest(CAST(:names AS text[])) AS n"),
-                                 {"names": regs}).scalar()
-        return int(found) == len(names) and not self._legacy_items(conn)
+        return self.db.all_exist(conn, names) and not self._legacy_items(conn)
 
     def _legacy_items(self, conn: Connection) -> bool:
         """Whether the items table is the one shared by all batches (no batch_id column), from before titles
