@@ -66,7 +66,8 @@ def _run_summary(run: Any, kind: str) -> ModelRun:
     m = run.data.metrics
     version = run.data.tags.get("recvae.model_version")
     name = run.data.tags.get("recvae.model_name")
-    uri = f"models:/{name}/{version}" if name and version else None
+    # a run registered before its name was tagged is still loaded by its own artifact
+    uri = f"models:/{name}/{version}" if name and version else f"runs:/{run.info.run_id}/model"
     return ModelRun(run_id=run.info.run_id, kind=kind,
                     val_ndcg_at_100=m.get("best_val_ndcg_at_100", m.get("val_ndcg_at_100")),
                     test_ndcg_at_100=m.get("test_ndcg_at_100"), model_version=version, model_uri=uri)
