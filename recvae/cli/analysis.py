@@ -4,9 +4,9 @@ the recommendations database."""
 from __future__ import annotations
 
 import argparse
-import uuid
 from typing import Any
 
+from recvae.cli.args import add_batch_key_option, add_db_option, batch_key, db_url
 from recvae.cli.output import format_table
 from recvae.config import ConfigError
 
@@ -15,8 +15,8 @@ def _common(p: argparse.ArgumentParser, *, snapshot: bool = True) -> None:
     p.add_argument("--model", default="models:/recvae@champion", metavar="URI")
     if snapshot:
         p.add_argument("--snapshot", metavar="DIR", help="snapshot whose users are scored (default: the latest)")
-    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
-    p.add_argument("--batch-key", help="idempotency key: the same key never writes twice (default: a new one)")
+    add_db_option(p)
+    add_batch_key_option(p)
     p.add_argument("--keep", type=int, default=3, help="published batches of this kind kept")
 
 
@@ -41,15 +41,14 @@ def add_anomalies(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_anomalies(args: argparse.Namespace) -> int:
     from recvae import pipeline
-    from recvae.paths import default_db_url
     from recvae.serving.store import OutputStore
 
     _check_keep(args)
     if args.top < 0:
         raise ConfigError(f"--top must be >= 0; got {args.top}")
-    db = args.db or default_db_url()
+    db = db_url(args)
     result = pipeline.anomalies_step(model_uri=args.model, snapshot_dir=args.snapshot, db_url=db,
-                                     batch_key=args.batch_key or f"cli-{uuid.uuid4().hex[:12]}", keep=args.keep,
+                                     batch_key=batch_key(args), keep=args.keep,
                                      log_mlflow=not args.no_mlflow)
     print(format_table([result]))
     if args.top:
@@ -73,12 +72,11 @@ def add_embeddings(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_embeddings(args: argparse.Namespace) -> int:
-    from recvae.paths import default_db_url
 
     _check_keep(args)
     if args.top_n < 1:
         raise ConfigError(f"--top-n must be >= 1; got {args.top_n}")
-    db = args.db or default_db_url()
+    db = db_url(args)
     if args.similar_to is not None:
         from recvae.serving.embeddings import similar_users
         from recvae.serving.store import OutputStore
@@ -90,7 +88,7 @@ def cmd_embeddings(args: argparse.Namespace) -> int:
     from recvae import pipeline
 
     result = pipeline.embeddings_step(model_uri=args.model, snapshot_dir=args.snapshot, db_url=db,
-                                      batch_key=args.batch_key or f"cli-{uuid.uuid4().hex[:12]}",
+                                      batch_key=batch_key(args),
                                       parquet=args.parquet, keep=args.keep)
     print(format_table([result]))
     return 0
@@ -110,13 +108,12 @@ def add_similar_items(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_similar_items(args: argparse.Namespace) -> int:
     from recvae import pipeline
-    from recvae.paths import default_db_url
 
     _check_keep(args)
     if args.top_n < 1:
         raise ConfigError(f"--top-n must be >= 1; got {args.top_n}")
-    result = pipeline.similar_items_step(model_uri=args.model, top_n=args.top_n, db_url=args.db or default_db_url(),
-                                         batch_key=args.batch_key or f"cli-{uuid.uuid4().hex[:12]}",
+    result = pipeline.similar_items_step(model_uri=args.model, top_n=args.top_n, db_url=db_url(args),
+                                         batch_key=batch_key(args),
                                          method=args.method, keep=args.keep)
     print(format_table([result]))
     return 0

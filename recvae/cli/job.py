@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from recvae.cli.args import add_db_option
 from recvae.cli.output import format_table
 from recvae.data.readers.source import FORMATS
 from recvae.models.kinds import BASELINE_KINDS, MODEL_KINDS
@@ -29,7 +30,7 @@ def add_pipeline(subparsers: Any) -> argparse.ArgumentParser:
                    help="a champion trained on other items (another data set) is replaced by a challenger that beats "
                         "the baselines, instead of an error")
     p.add_argument("--top-n", type=int, default=100)
-    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
+    add_db_option(p)
     p.add_argument("--experiment", default="recvae")
     p.add_argument("--name", default="recvae", help="registered model name")
     return p

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from recvae.cli.args import add_batch_key_option, add_db_option, batch_key, db_url
 from recvae.cli.output import format_table
 from recvae.config import ConfigError
 
@@ -23,8 +24,8 @@ def add_recommend(subparsers: Any) -> argparse.ArgumentParser:
                    help="score only these users of the snapshot (to --out/stdout)")
     p.add_argument("--out", metavar="CSV", help="where --users/--user-ids lists are written (default: stdout)")
     p.add_argument("--top-n", type=int, default=100)
-    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
-    p.add_argument("--batch-key", help="idempotency key: the same key never writes twice (default: a new one)")
+    add_db_option(p)
+    add_batch_key_option(p)
     p.add_argument("--chunk-size", type=int, help="users scored at a time (bounds memory; default: about 50M scores "
                    "a chunk, e.g. 1,000 users at 50,000 items)")
     p.add_argument("--keep", type=int, default=5, help="published batches kept")
@@ -48,10 +49,7 @@ def filter_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    import uuid
-
     from recvae import pipeline, tracking
-    from recvae.paths import default_db_url
 
     if args.top_n < 1:
         raise ConfigError("--top-n must be >= 1")
@@ -65,8 +63,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out}: is a folder; give a CSV file name")
     if not (args.users or args.user_ids):  # every user: a batch in the tables, by the pipeline's scoring steps
         summary = pipeline.score_step(
-            model_uri=args.model, snapshot_dir=args.snapshot, top_n=args.top_n, db_url=args.db or default_db_url(),
-            batch_key=args.batch_key or f"cli-{uuid.uuid4().hex[:12]}", retention=args.keep,
+            model_uri=args.model, snapshot_dir=args.snapshot, top_n=args.top_n, db_url=db_url(args),
+            batch_key=batch_key(args), retention=args.keep,
             chunk_size=args.chunk_size, item_filter=filter_spec(args),
         )
         print(format_table([summary]))
@@ -75,7 +73,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from recvae.serving.recommend import build_input, default_chunk_size, topn_frame
 
     rec, _ = tracking.load_recommender_from_uri(args.model)
-    item_filter = pipeline.resolve_item_filter(filter_spec(args), args.db or default_db_url())
+    item_filter = pipeline.resolve_item_filter(filter_spec(args), db_url(args))
     chunk_size = args.chunk_size or default_chunk_size(rec.n_items)
     source: Any = args.users or pipeline.load_snapshot(args.snapshot)
     if not args.users:
@@ -99,7 +97,7 @@ def add_db(subparsers: Any) -> argparse.ArgumentParser:
                               "and expired batches; query NAME: run sql/queries/NAME.sql; schema: print the DDL.")
     p.add_argument("action", choices=["init", "status", "gc", "query", "schema"])
     p.add_argument("query", nargs="?", help="query name for 'query' (a file in sql/queries without .sql)")
-    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: $RECVAE_DB_URL, else SQLite under .recvae)")
+    add_db_option(p)
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="query parameter (repeatable)")
     p.add_argument("--stale-after", type=float, metavar="SECONDS",
                    help="gc: a staging batch with no activity for this long and no shard being written is abandoned "
@@ -108,7 +106,6 @@ def add_db(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from recvae.paths import default_db_url
     from recvae.serving.store import OutputStore, RecommendationStore, parse_query_params, query_names, schema_sql
     from recvae.serving.store.outputs import OUTPUT_QUERIES
     from recvae.serving.store.sqlfiles import outputs_sql
@@ -117,13 +114,14 @@ def cmd_db(args: argparse.Namespace) -> int:
         raise ConfigError(f"db query needs a query name; known: {', '.join(query_names())}")
     if args.stale_after is not None and not 0 <= args.stale_after < float("inf"):
         raise ConfigError(f"--stale-after must be a finite number of seconds >= 0; got {args.stale_after}")
-    with RecommendationStore(args.db or default_db_url()) as store:
+    url = db_url(args)
+    with RecommendationStore(url) as store:
         if args.action == "schema":
             print(schema_sql(store.dialect, store.tables))
             print(outputs_sql(store.dialect, store.tables))
         elif args.action == "init":
             store.ensure_schema()
-            with OutputStore(args.db or default_db_url()) as outputs:
+            with OutputStore(url) as outputs:
                 outputs.ensure_schema()
             print(f"schema ready in {store.url_masked}")
         elif args.action == "status":
@@ -135,7 +133,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         else:
             params = parse_query_params(args.query, args.param, store.tables)  # checked before connecting
             if args.query in OUTPUT_QUERIES:  # anomalies, similar items: the output tables
-                with OutputStore(args.db or default_db_url()) as outputs:
+                with OutputStore(url) as outputs:
                     rows = outputs.query(args.query, **params)
             else:
                 rows = store.query(args.query, **params)
