@@ -1,8 +1,10 @@
-"""Database URLs made safe to show: the one place that masks passwords (store, readers and the CLI use it)."""
+"""Database URLs made safe to show: the one place that masks passwords (store, readers and the CLI use it), and the
+file behind a SQLite URL."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import unquote
 
 from sqlalchemy.engine import URL
@@ -73,3 +75,11 @@ def mask_url(url: str | URL | None) -> str:
         user, password = parts
         rest = f"{user}:{MASK}{rest[len(user) + 1 + len(password):]}"
     return _QUERY_PW_RE.sub(lambda q: f"{q.group(1)}{q.group(2)}={MASK}", prefix + rest)
+
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a `sqlite:///PATH` URL (`sqlite:////abs/path` is absolute); None for any other URL."""
+    return Path(url[len(SQLITE_PREFIX):]) if url.startswith(SQLITE_PREFIX) else None

@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.logging_utils import MlflowLoggingStream
 
 from recvae import paths
+from recvae.urls import sqlite_file
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +27,8 @@ warnings.filterwarnings("ignore", message=".*noload.*loader strategy")
 
 def default_artifact_root(tracking_uri: str | None = None) -> Path:
     """Artifact directory next to a SQLite store (or under the local home for other stores)."""
-    uri = tracking_uri or mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts"
-    return paths.artifacts_dir()
+    db = sqlite_file(tracking_uri or mlflow.get_tracking_uri())
+    return db.resolve().parent / "mlartifacts" if db is not None else paths.artifacts_dir()
 
 
 def configure(tracking_uri: str | None = None) -> str:
@@ -40,8 +39,9 @@ def configure(tracking_uri: str | None = None) -> str:
             f"tracking URI {uri!r}: the file store is not supported by MLflow 3; "
             "use sqlite:///PATH/mlflow.db or a server URL"
         )
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_file(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in logs and CLI output
     mlflow.set_tracking_uri(uri)  # the model registry follows the tracking URI unless MLFLOW_REGISTRY_URI is set
     if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
@@ -106,7 +106,8 @@ def init_sqlite_store(uri: str) -> None:
     others then find them and only check the schema."""
     if uri in _READY_STORES:
         return
-    db = Path(uri[len("sqlite:///") :])
+    db = sqlite_file(uri)
+    assert db is not None, uri  # called for SQLite stores only
     with open(db.with_name(db.name + ".lock"), "a") as lock:
         _flock(lock, exclusive=True)
         try:

@@ -15,7 +15,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -24,7 +23,7 @@ from sqlalchemy.exc import ArgumentError
 
 from recvae import paths
 from recvae.config import ConfigError
-from recvae.urls import mask_secrets, mask_url
+from recvae.urls import mask_secrets, mask_url, sqlite_file
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +65,9 @@ def _storage(ref: StudyRef) -> optuna.storages.RDBStorage:
     engine: dict[str, Any] = {}
     if ref.storage.startswith("sqlite"):
         engine = {"connect_args": {"timeout": 60}}  # several workers write one SQLite file: wait for its lock
-        folder = _sqlite_path(ref).parent
-        if not folder.is_dir():
-            raise StudyError(f"study storage {ref.shown}: folder {folder} does not exist")
+    db = sqlite_file(ref.storage)
+    if db is not None and not db.parent.is_dir():
+        raise StudyError(f"study storage {ref.shown}: folder {db.parent} does not exist")
     _route_optuna_logs()
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5, and what a shared study needs
@@ -78,10 +77,6 @@ def _storage(ref: StudyRef) -> optuna.storages.RDBStorage:
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
     except (ValueError, ImportError, ArgumentError) as exc:
         raise StudyError(f"study storage {ref.shown}: {mask_secrets(str(exc))}") from exc
-
-
-def _sqlite_path(ref: StudyRef) -> Path:
-    return Path(ref.storage.split("///", 1)[1]) if "///" in ref.storage else Path(".")
 
 
 class _NoTraceback(logging.Filter):
@@ -160,8 +155,8 @@ def counted_trials(study: optuna.Study) -> int:
 def study_lock(ref: StudyRef) -> Iterator[None]:
     """An inter-process lock for the study's one-time setup (its parent MLflow run): a file lock beside a SQLite
     storage, a PostgreSQL advisory lock on a server; other storages go unlocked (a warning says so)."""
-    if ref.storage.startswith("sqlite:///"):
-        db = _sqlite_path(ref)
+    db = sqlite_file(ref.storage)
+    if db is not None:
         with open(db.with_name(db.name + ".lock"), "a") as handle:  # one lock file for the storage's studies
             import fcntl
 
