@@ -310,7 +310,8 @@ def reindex_snapshot(snap: Snapshot, users: IdMap | None, items: IdMap | None) -
 def carve_validation(train: sp.csr_matrix, n_users: int, prop: float, seed: int
                      ) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
     """Validation users carved out of a training matrix whose protocol has none (LightGCN's: every user trains):
-    `n_users` users with at least MIN_ITEMS_TO_SPLIT items, and `prop` of each one's items held out.
+    `n_users` users with at least MIN_ITEMS_TO_SPLIT items, and `prop` of each one's items held out as the strong
+    split holds out its users' items (`fold_in_mask`).
 
     Returns (the training matrix without the held-out entries, the chosen users' remaining rows (fold-in), their
     held-out entries), the last two `n_users` x items. Nothing dense is built."""
@@ -319,13 +320,11 @@ def carve_validation(train: sp.csr_matrix, n_users: int, prop: float, seed: int
     eligible = np.flatnonzero(counts >= MIN_ITEMS_TO_SPLIT)
     if len(eligible) == 0:
         raise ConfigError(f"no training user has {MIN_ITEMS_TO_SPLIT} items or more to hold some out for validation")
-    rs = np.random.RandomState(seed)
-    users = np.sort(rs.choice(eligible, size=min(n_users, len(eligible)), replace=False))
-    held = np.zeros(train.nnz, dtype=bool)
-    for u in users.tolist():
-        start, n = int(train.indptr[u]), int(counts[u])
-        held[start + rs.choice(n, size=max(1, int(prop * n)), replace=False)] = True
+    users = np.sort(np.random.RandomState(seed).choice(eligible, size=min(n_users, len(eligible)), replace=False))
     rows = np.repeat(np.arange(train.shape[0]), counts)
+    chosen = np.isin(rows, users)
+    held = np.zeros(train.nnz, dtype=bool)
+    held[chosen] = fold_in_mask(rows[chosen], prop, seed)
     keep = sp.csr_matrix((train.data[~held], (rows[~held], train.indices[~held])), shape=train.shape)
     out = sp.csr_matrix((train.data[held], (rows[held], train.indices[held])), shape=train.shape)
     return keep, keep[users], out[users]

@@ -31,14 +31,11 @@ RUN_ATTR = "mlflow_run_id"
 OVERRIDES_ATTR = "overrides"  # a trial's whole configuration as overrides: what retraining the best one needs
 
 
-VALIDATION_SEED = 98765
-
-
 def trial_data(snapshot: Snapshot) -> tuple[Any, tuple[Any, Any]]:
     """(training matrix, (fold-in, held-out)) the trials train and choose on: the snapshot's validation users, or,
     for the LightGCN protocol (every user trains, none is held out), validation users carved out of the training
     matrix (20 % of the items of as many users as a strong split would hold out), so the test users stay unseen."""
-    from recvae.config import ConfigError
+    from recvae.config import ConfigError, SplitConfig
     from recvae.data.split import carve_validation, default_n_heldout
 
     if snapshot.has("validation"):
@@ -47,7 +44,8 @@ def trial_data(snapshot: Snapshot) -> tuple[Any, tuple[Any, Any]]:
         raise ConfigError(f"snapshot {snapshot.snapshot_id} has no validation users: a tune chooses on them (prepare "
                           "a strong-generalization or temporal split)")
     n_users = snapshot.train.shape[0]
-    train, foldin, heldout = carve_validation(snapshot.train, default_n_heldout(n_users), 0.2, VALIDATION_SEED)
+    train, foldin, heldout = carve_validation(snapshot.train, default_n_heldout(n_users), SplitConfig().test_prop,
+                                             SplitConfig().seed)
     logger.info("LightGCN protocol: %d validation users carved out of the training users (%d held-out items)",
                 foldin.shape[0], heldout.nnz)
     return train, (foldin, heldout)
