@@ -98,12 +98,11 @@ def log_to_parent(study: optuna.Study, work: Path, wall_s: float | None = None) 
     mlflow.log_dict(out, "study/summary.json")
     mlflow.log_artifact(str(plot_history(study, work / "optimization_history.png")), "study")
     mlflow.log_artifact(str(plot_importances(imp, work / "param_importances.png")), "study")
-    metrics: dict[str, float] = {k: float(out[k]) for k in ("trials", "complete", "pruned", "fail") if k in out}
+    metrics = {f"study_{k}": float(out[k]) for k in ("trials", "complete", "pruned", "fail")}
     if "best_val_ndcg@100" in out:
         metrics[metric_key("best_val_ndcg@100")] = float(out["best_val_ndcg@100"])
         metrics["best_trial"] = float(out["best_trial"])
-    mlflow.log_metrics({f"study_{k}" if k in ("trials", "complete", "pruned", "fail") else k: v
-                        for k, v in metrics.items()})
+    mlflow.log_metrics(metrics)
     return out
 
 
