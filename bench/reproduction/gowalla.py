@@ -198,7 +198,7 @@ def _gowalla_ease(snap: Snapshot, foldin: Any, heldout: Any, lam: float) -> tupl
     """EASE's row: measured when its dense item x item matrices fit in memory, else the refusal."""
     label = f"EASE (λ = {lam:g})"
     try:
-        EASE(lam=lam).check_memory(snap.n_items)
+        EASE(lam=lam).work_dtype(snap.n_items)
     except MemoryError as exc:
         return row(label, {}, {}, {}, "not run: refused by recvae.models.baselines (memory)"), f"EASE not run: {exc}."
     with harness.Timer() as t:

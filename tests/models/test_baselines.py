@@ -11,7 +11,7 @@ from recommender_contract import Planted, RecommenderContract, planted_data
 from recvae.data.idmap import IdMap
 from recvae.data.snapshot import Snapshot
 from recvae.evaluation.metrics import evaluate
-from recvae.models.baselines import ALS, EASE, Popularity, fit_baseline, make_baseline, param_grid, tune
+from recvae.models.baselines import ALS, EASE, Popularity, fit_baseline, make_baseline, param_grid, spd_inverse, tune
 
 
 class TestPopularityContract(RecommenderContract):
@@ -67,9 +67,31 @@ def test_ease_refuses_an_item_count_that_does_not_fit():
     with pytest.raises(MemoryError, match="3,000,000 x 3,000,000"):
         EASE().fit(huge)
     small = sp.csr_matrix(np.eye(20, dtype=np.float32))
-    with pytest.raises(MemoryError, match="GiB"):
-        EASE(max_memory_bytes=EASE.memory_needed(20) - 1).fit(small)
-    assert EASE(max_memory_bytes=EASE.memory_needed(20)).fit(small).B.shape == (20, 20)
+    with pytest.raises(MemoryError, match="GiB in float32"):
+        EASE(max_memory_bytes=EASE.memory_needed(20, np.float32) - 1).fit(small)
+    assert EASE(max_memory_bytes=EASE.memory_needed(20, np.float32)).fit(small).B.shape == (20, 20)
+
+
+def test_ease_falls_back_to_a_float32_work_matrix_when_float64_does_not_fit(rng, caplog):
+    # Gowalla's 40,981 items need 20 GiB in float64 but 6.7 GiB in float32: EASE must still fit, to the same weights.
+    X = _random_binary(rng, (300, 60))
+    exact = EASE(lam=20.0).fit(X)
+    tight = EASE(lam=20.0, max_memory_bytes=EASE.memory_needed(60) - 1)
+    assert tight.work_dtype(60) == np.float32 and exact.work_dtype(60) == np.float64
+    with caplog.at_level("INFO", logger="recvae.models.baselines.ease"):
+        tight.fit(X)
+    assert "float32 work matrix" in caplog.text
+    assert tight.B.dtype == np.float32 and np.all(np.diag(tight.B) == 0.0)
+    np.testing.assert_allclose(tight.B, exact.B, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(tight.scores(X).numpy(), exact.scores(X).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_spd_inverse_float32_inverts_in_float32(rng):
+    A = rng.standard_normal((30, 30))
+    G = (A @ A.T + 30 * np.eye(30)).astype(np.float32)
+    P = spd_inverse(G.copy())
+    assert P.dtype == np.float32
+    np.testing.assert_allclose(P, np.linalg.inv(G.astype(np.float64)), rtol=1e-4, atol=1e-6)
 
 
 def test_ease_rejects_non_positive_lambda():

@@ -63,21 +63,28 @@ class EASE(Baseline):
         self.n_items = 0
 
     @staticmethod
-    def memory_needed(n_items: int) -> int:
-        """Bytes of the dense float64 work matrix plus the float32 weights for `n_items` items."""
-        return n_items * n_items * (8 + 4)
+    def memory_needed(n_items: int, dtype: Any = np.float64) -> int:
+        """Bytes EASE holds for `n_items` items: a float64 work matrix plus the float32 weights, or one float32
+        matrix that becomes the weights in place."""
+        return n_items * n_items * (8 + 4 if np.dtype(dtype) == np.float64 else 4)
 
-    def check_memory(self, n_items: int) -> None:
-        """Raise MemoryError when the dense item x item matrices for `n_items` would not fit."""
-        needed = self.memory_needed(n_items)
+    def work_dtype(self, n_items: int) -> type:
+        """float64 when its work matrix fits, else float32 (the Gram matrix's counts are exact in it below 2^24, and
+        lam > 0 bounds its condition number), else MemoryError naming both sizes."""
         limit = self.max_memory_bytes
         if limit is None:
             limit = int(available_memory_bytes() * MEMORY_HEADROOM)
+        if self.memory_needed(n_items) <= limit:
+            return np.float64
+        needed = self.memory_needed(n_items, np.float32)
         if needed > limit:
             raise MemoryError(
-                f"EASE needs dense {n_items:,} x {n_items:,} item matrices ({needed / 2**30:.1f} GiB) but only "
-                f"{limit / 2**30:.1f} GiB may be used; keep fewer items (data.min_item_count) or use ALS"
+                f"EASE needs dense {n_items:,} x {n_items:,} item matrices ({needed / 2**30:.1f} GiB in float32) but "
+                f"only {limit / 2**30:.1f} GiB may be used; keep fewer items (data.min_item_count) or use ALS"
             )
+        logger.info("EASE: a float32 work matrix for %d items (%.1f GiB; float64 would need %.1f GiB of %.1f)",
+                    n_items, needed / 2**30, self.memory_needed(n_items) / 2**30, limit / 2**30)
+        return np.float32
 
     def fit(self, train: sp.csr_matrix, **kwargs: Any) -> EASE:
         """Solve the closed form on `train`.
@@ -90,21 +97,21 @@ class EASE(Baseline):
         Raises
         ------
         MemoryError
-            When the dense item x item matrices would not fit in memory.
+            When even a float32 item x item matrix would not fit in memory.
         """
         train = as_csr(train)
         n = int(train.shape[1])
-        self.check_memory(n)
+        dtype = self.work_dtype(n)
         start = time.perf_counter()
-        G = gram_matrix(train)
+        G = gram_matrix(train, dtype=dtype)
         G[np.diag_indices(n)] += self.lam
         P = spd_inverse(G)  # overwrites G
         P /= -np.diag(P)[None, :]
         np.fill_diagonal(P, 0.0)
-        self.B = P.astype(np.float32)
+        self.B = P if P.dtype == np.float32 else P.astype(np.float32)
         self.n_items = n
-        logger.info("EASE lam=%g fitted on %d users x %d items in %.1fs", self.lam, train.shape[0], n,
-                    time.perf_counter() - start)
+        logger.info("EASE lam=%g fitted on %d users x %d items in %.1fs (%s)", self.lam, train.shape[0], n,
+                    time.perf_counter() - start, np.dtype(dtype).name)
         return self
 
     def scores(self, X: sp.csr_matrix) -> torch.Tensor:
@@ -132,12 +139,12 @@ class EASE(Baseline):
         return model
 
 
-def gram_matrix(X: sp.csr_matrix, block: int = 2048) -> np.ndarray:
-    """Dense float64 X^T X, built a column block at a time so the sparse product stays small."""
+def gram_matrix(X: sp.csr_matrix, block: int = 2048, dtype: Any = np.float64) -> np.ndarray:
+    """Dense X^T X (float64 unless `dtype`), built a column block at a time so the sparse product stays small."""
     n = X.shape[1]
-    Xt = X.T.tocsr().astype(np.float64)
-    Xc = X.tocsc().astype(np.float64)
-    G = np.empty((n, n), dtype=np.float64)
+    Xt = X.T.tocsr().astype(dtype)
+    Xc = X.tocsc().astype(dtype)
+    G = np.empty((n, n), dtype=dtype)
     for j0 in range(0, n, block):
         j1 = min(n, j0 + block)
         G[:, j0:j1] = (Xt @ Xc[:, j0:j1]).toarray()
@@ -145,12 +152,13 @@ def gram_matrix(X: sp.csr_matrix, block: int = 2048) -> np.ndarray:
 
 
 def spd_inverse(G: np.ndarray, block: int = 2048) -> np.ndarray:
-    """Inverse of a symmetric positive definite float64 matrix, in place (Cholesky: LAPACK potrf/potri)."""
+    """Inverse of a symmetric positive definite float64 or float32 matrix, in place (Cholesky: LAPACK potrf/potri)."""
     G = np.asfortranarray(G)
-    c, info = lapack.dpotrf(G, lower=False, overwrite_a=True, clean=False)
+    potrf, potri = (lapack.spotrf, lapack.spotri) if G.dtype == np.float32 else (lapack.dpotrf, lapack.dpotri)
+    c, info = potrf(G, lower=False, overwrite_a=True, clean=False)
     if info != 0:
         raise np.linalg.LinAlgError(f"Cholesky factorisation failed (LAPACK info={info}): matrix not positive definite")
-    P, info = lapack.dpotri(c, lower=False, overwrite_c=True)
+    P, info = potri(c, lower=False, overwrite_c=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"inverse from the Cholesky factor failed (LAPACK info={info})")
     # potri fills the upper triangle only; mirror it block by block to avoid an n x n temporary.
