@@ -328,3 +328,26 @@ def carve_validation(train: sp.csr_matrix, n_users: int, prop: float, seed: int
     keep = sp.csr_matrix((train.data[~held], (rows[~held], train.indices[~held])), shape=train.shape)
     out = sp.csr_matrix((train.data[held], (rows[held], train.indices[held])), shape=train.shape)
     return keep, keep[users], out[users]
+
+
+def has_choice_users(snapshot: Snapshot) -> bool:
+    """Whether models can be chosen on validation users of `snapshot`: its own, or users carved out of its training
+    matrix (the LightGCN protocol, where every user trains and none is held out)."""
+    return snapshot.has("validation") or snapshot.manifest.get("protocol") == "lightgcn"
+
+
+def choice_data(snapshot: Snapshot) -> tuple[sp.csr_matrix, tuple[sp.csr_matrix, sp.csr_matrix]]:
+    """(training matrix, (fold-in, held-out)) that models are chosen on, test users never among them: the snapshot's
+    validation users, or for the LightGCN protocol validation users carved out of the training matrix (`test_prop`
+    of the items of as many users as a strong split would hold out), the rest of the matrix training."""
+    if snapshot.has("validation"):
+        return snapshot.train, snapshot.heldout("validation")
+    if not has_choice_users(snapshot):
+        raise ConfigError(f"snapshot {snapshot.snapshot_id} has no validation users to choose a model on (prepare a "
+                          "strong-generalization or temporal split)")
+    config = SplitConfig()
+    train, foldin, heldout = carve_validation(snapshot.train, default_n_heldout(snapshot.train.shape[0]),
+                                              config.test_prop, config.seed)
+    logger.info("LightGCN protocol: %d validation users carved out of the training users (%d held-out items)",
+                foldin.shape[0], heldout.nnz)
+    return train, (foldin, heldout)

@@ -13,6 +13,7 @@ from typing import Any
 
 from recvae import paths
 from recvae.config import Config, ConfigError, apply_overrides, preset
+from recvae.data.split import has_choice_users
 from recvae.models.kinds import RECOMMENDER_KINDS, RUN_NAMES
 from recvae.pipeline.common import DEFAULT_BASELINE_GRIDS, RUN_FILE, TAG_ROLE, TAG_RUN_KEY, safe_name
 from recvae.pipeline.data import load_snapshot
@@ -249,9 +250,12 @@ def baseline_step(
     with tracking.start_run(experiment, run_name=kind, tags={TAG_RUN_KEY: run_key or "", TAG_ROLE: "baseline"}) as run:
         tracking.log_snapshot(snap)
         grid = {k: [v] for k, v in (params or {}).items()} or DEFAULT_BASELINE_GRIDS.get(kind, {})
-        if snap.has("validation") and grid:
+        if has_choice_users(snap) and grid:
             best, table = baselines.tune(kind, snap, grid)
             mlflow.log_dict({"grid": table}, "tuning.json")
+            if not snap.has("validation"):  # carved users: their score is the chosen point's, fitted without them
+                chosen = next(row for row in table if all(row[k] == v for k, v in best.items()))
+                mlflow.log_metric(tracking.metric_key("val_ndcg@100"), chosen["ndcg@100"])
         else:
             best = {k: v[0] for k, v in grid.items()}
         rec = baselines.fit_baseline(kind, snap.train, items=snap.items, **best)

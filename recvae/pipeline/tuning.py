@@ -16,6 +16,7 @@ from typing import Any
 
 from recvae import paths
 from recvae.config import ConfigError, apply_overrides, preset
+from recvae.data.split import has_choice_users
 from recvae.pipeline.common import safe_name
 from recvae.pipeline.data import load_snapshot
 from recvae.pipeline.results import ModelRun, TuneResult
@@ -63,7 +64,7 @@ def tune_setup_step(snapshot_dir: str | Path | None, *, kind: str = "vae", study
     from recvae.tuning import ATTR_EXPERIMENT, ATTR_PARENT, open_study, study_lock, study_ref
 
     snap = load_snapshot(snapshot_dir)
-    if not snap.has("validation") and snap.manifest.get("protocol") != "lightgcn":
+    if not has_choice_users(snap):
         raise ConfigError(f"snapshot {snap.snapshot_id} has no validation users: a tune chooses on them (prepare a "
                           "strong-generalization or temporal split)")
     base = _base(kind, overrides)

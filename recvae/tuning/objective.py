@@ -17,6 +17,7 @@ import optuna
 
 from recvae import tracking
 from recvae.data.snapshot import Snapshot
+from recvae.data.split import choice_data
 from recvae.tracking.runs import TAG_PARENT, TAG_ROLE, TAG_STUDY
 from recvae.training import fit_model
 from recvae.training.checks import NonFiniteLossError
@@ -31,26 +32,6 @@ RUN_ATTR = "mlflow_run_id"
 OVERRIDES_ATTR = "overrides"  # a trial's whole configuration as overrides: what retraining the best one needs
 
 
-def trial_data(snapshot: Snapshot) -> tuple[Any, tuple[Any, Any]]:
-    """(training matrix, (fold-in, held-out)) the trials train and choose on: the snapshot's validation users, or,
-    for the LightGCN protocol (every user trains, none is held out), validation users carved out of the training
-    matrix (20 % of the items of as many users as a strong split would hold out), so the test users stay unseen."""
-    from recvae.config import ConfigError, SplitConfig
-    from recvae.data.split import carve_validation, default_n_heldout
-
-    if snapshot.has("validation"):
-        return snapshot.train, snapshot.heldout("validation")
-    if snapshot.manifest.get("protocol") != "lightgcn":
-        raise ConfigError(f"snapshot {snapshot.snapshot_id} has no validation users: a tune chooses on them (prepare "
-                          "a strong-generalization or temporal split)")
-    n_users = snapshot.train.shape[0]
-    train, foldin, heldout = carve_validation(snapshot.train, default_n_heldout(n_users), SplitConfig().test_prop,
-                                             SplitConfig().seed)
-    logger.info("LightGCN protocol: %d validation users carved out of the training users (%d held-out items)",
-                foldin.shape[0], heldout.nnz)
-    return train, (foldin, heldout)
-
-
 @dataclass
 class Objective:
     """The study's objective: validation NDCG@100 of the best epoch of a configuration drawn from `space`."""
@@ -61,7 +42,7 @@ class Objective:
     parent_run_id: str
     study_name: str
     base_overrides: Mapping[str, Any] | None = None
-    data: tuple[Any, tuple[Any, Any]] | None = None  # trial_data(snapshot), computed once
+    data: tuple[Any, tuple[Any, Any]] | None = None  # choice_data(snapshot), computed once
 
     def __call__(self, trial: optuna.Trial) -> float:
         overrides = {**(self.base_overrides or {}), **self.space.suggest(trial)}
@@ -85,7 +66,7 @@ class Objective:
                                                  "median of earlier trials")
 
             if self.data is None:
-                self.data = trial_data(self.snapshot)
+                self.data = choice_data(self.snapshot)
             train, validation = self.data
             try:
                 result = fit_model(train, validation, config,

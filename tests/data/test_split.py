@@ -262,3 +262,37 @@ def _rows_back(train, foldin, heldout, keep):
     assert len(users) == heldout.shape[0] and (removed[users] != heldout).nnz == 0
     assert (keep[users] != foldin).nnz == 0
     return sp.csr_matrix(removed)
+
+
+class _Snap:
+    """What choice_data reads of a snapshot: its parts, its protocol, its id and its training matrix."""
+
+    def __init__(self, train, protocol: str, parts: dict | None = None) -> None:
+        self.train, self.manifest, self.parts, self.snapshot_id = train, {"protocol": protocol}, parts or {}, "snap-x"
+
+    def has(self, part: str) -> bool:
+        return part in self.parts
+
+    def heldout(self, part: str):
+        return self.parts[part]
+
+
+def test_models_are_chosen_on_the_snapshots_validation_users_else_carved_ones_else_none() -> None:
+    import scipy.sparse as sp
+
+    from recvae.data.split import carve_validation, choice_data, default_n_heldout, has_choice_users
+
+    rng = np.random.default_rng(0)
+    train = sp.csr_matrix((rng.random((200, 30)) < 0.3).astype(np.float32))
+    own = (train[:5], train[5:10])
+    got_train, got_val = choice_data(_Snap(train, "strong", {"validation": own}))
+    assert got_train is train and got_val is own  # a split's own validation users, untouched
+    lightgcn = _Snap(train, "lightgcn")
+    keep, (foldin, heldout) = choice_data(lightgcn)
+    expect = carve_validation(train, default_n_heldout(200), SplitConfig().test_prop, SplitConfig().seed)
+    assert has_choice_users(lightgcn) and foldin.shape[0] == default_n_heldout(200)
+    assert (keep != expect[0]).nnz == 0 and (heldout != expect[2]).nnz == 0  # the split config's own carve
+    none = _Snap(train, "strong")
+    assert not has_choice_users(none)
+    with pytest.raises(ConfigError, match="snap-x has no validation users"):
+        choice_data(none)

@@ -168,20 +168,8 @@ def test_a_killed_tune_resumes_and_ends_its_orphaned_trial_run(snap: str, tmp_pa
 
 
 def test_a_lightgcn_snapshot_is_tuned_on_carved_validation_users_and_its_test_users_scored_once(
-        mlflow_store, tmp_path: Path) -> None:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "lightgcn"
-    folder.mkdir()
-    train, test = [], []
-    for u in range(300):
-        items = rng.choice(60, size=12, replace=False) + (0 if u % 2 else 60)  # two tastes: a learnable structure
-        train.append(f"{u} " + " ".join(map(str, items[:9])))
-        test.append(f"{u} " + " ".join(map(str, items[9:])))
-    (folder / "train.txt").write_text("\n".join(train) + "\n")
-    (folder / "test.txt").write_text("\n".join(test) + "\n")
-    snap = pipeline.prepare_step(input_path=str(folder), input_format="lightgcn").snapshot_dir
+        lightgcn_snapshot: str) -> None:
+    snap = lightgcn_snapshot
     out = pipeline.tune_step(snap, trials=2, space={**SPACE, "train.beta_schedule": ["anneal_to_1"]}, study="s6")
     challenger = MlflowClient().get_run(out.challenger["run_id"])
     # retrained for the best trial's epochs, the last one kept: no epoch chosen on the test users

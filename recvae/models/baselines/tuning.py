@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from recvae.data.snapshot import Snapshot
+from recvae.data.split import choice_data
 from recvae.evaluation.metrics import evaluate
 from recvae.models.baselines.registry import fit_baseline, make_baseline
 
@@ -32,14 +33,15 @@ def tune(
     metric: str = "ndcg@100",
     batch_size: int = 2_000,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Choose the grid point with the best validation `metric` (fit on train, score validation users only).
+    """Choose the grid point with the best validation `metric` (fit on train, score validation users only; for the
+    LightGCN protocol, users carved out of the training matrix, see `recvae.data.split.choice_data`).
 
     Parameters
     ----------
     kind : str
         'popularity', 'ease' or 'als'.
     snapshot : Snapshot
-        Must hold `train` and validation users; test users are never touched.
+        Must hold validation users, or follow the LightGCN protocol; test users are never touched.
     grid : dict of str to list
         Candidate values per hyperparameter; every combination is tried.
     metric : str, optional
@@ -52,7 +54,7 @@ def tune(
     table : list of dict
         One row per grid point: the params, the metric's mean and standard error, users and fit seconds.
     """
-    foldin, heldout = snapshot.heldout("validation")
+    train, (foldin, heldout) = choice_data(snapshot)
     points = param_grid(grid)
     for p in points:
         make_baseline(kind, **p)  # fail on a bad name or value before any fitting
@@ -60,7 +62,7 @@ def tune(
     best: tuple[float, dict[str, Any]] | None = None
     for point in points:
         start = time.perf_counter()
-        model = fit_baseline(kind, snapshot.train, **point)
+        model = fit_baseline(kind, train, **point)
         fit_s = time.perf_counter() - start
         res = evaluate(model.scores, foldin, heldout, metrics=(metric,), batch_size=batch_size)
         value = res.means[metric]
