@@ -82,6 +82,7 @@ def choice(*options: Any) -> Dimension:
 CONDITIONS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "train.beta": ("train.beta_schedule", ("constant",)),
     "train.anneal_cap": ("train.beta_schedule", ("anneal",)),
+    "train.total_anneal_steps": ("train.beta_schedule", ("anneal", "anneal_to_1")),
     "model.n_pseudo_inputs": ("model.prior", ("vamp",)),
 }
 
@@ -102,6 +103,9 @@ DEFAULT_DIMENSIONS: dict[str, dict[str, Dimension]] = {
         "train.beta_schedule": choice("constant", "anneal", "anneal_to_1"),
         "train.beta": floats(0.005, 0.5, log=True),
         "train.anneal_cap": floats(0.05, 1.0, log=True),
+        # in ML-20M's updates (rescaled to the data's, train.scale_anneal_to_data): beta reaches 1 after 43 to 855
+        # of the paper's epochs, the cap at cap x that; the paper's 200,000 alone leaves beta near 0 in short trials
+        "train.total_anneal_steps": ints(10_000, 200_000, log=True),
     },
     "dae": {DEPTH: ints(0, 2), WIDTH: choice(200, 400, 600), **_SHARED},
     "recvae": {

@@ -37,6 +37,8 @@ def test_conditional_dimensions_follow_their_parent() -> None:
         seen.append(o)
         assert ("train.beta" in o) == (o["train.beta_schedule"] == "constant")
         assert ("train.anneal_cap" in o) == (o["train.beta_schedule"] == "anneal")
+        # the anneal's length too: with a trial's epochs below the length, beta never reaches the cap it searched
+        assert ("train.total_anneal_steps" in o) == (o["train.beta_schedule"] in ("anneal", "anneal_to_1"))
         assert ("model.n_pseudo_inputs" in o) == (o["model.prior"] == "vamp")
     assert {o["model.prior"] for o in seen} == {"normal", "vamp"}
     # RecVAE searches its gamma (train.beta) and its update ratio, never the VampPrior
