@@ -131,3 +131,24 @@ def test_recommend_page_renders_when_a_timing_rounds_to_zero(smoke_out: tuple[Pa
     _zero_walls(report)
     page = markdown(report)
     assert f"{report['parts']['throughput']['scoring_alone']['rows_per_s']:,}" in page
+
+
+def test_tune_page_of_a_lightgcn_split_shows_its_metrics_and_the_reproduced_mult_vae(smoke_out: tuple[Path, dict]
+                                                                                     ) -> None:
+    # Gowalla's page: the LightGCN protocol's Recall@20 and NDCG@20 beside NDCG@100, and the paper's Mult-VAE read
+    # from a reproduce.py result (unpaired) where retraining it would take hours.
+    sys.path.insert(0, str(BENCH))
+    from tune_splits import markdown
+
+    out, _ = smoke_out
+    report = json.loads((out / "tune_synthetic.json").read_text())
+    assert report["study"]["trial_min"] >= 0 and "paper Mult-VAE" in report["models"]
+    del report["models"]["paper Mult-VAE"]
+    for i, m in enumerate(report["models"].values()):
+        m["test"].update({"recall_all@20": 0.1111 + i, "ndcg@20": 0.2222 + i})
+    report["reproduced"] = {"label": "settings X", "source": "bench/results/reproduce_x.json", "note": "best epoch 4",
+                            "test": {"recall_all@20": 0.1745, "ndcg@20": 0.1450}}
+    page = markdown(report)
+    assert "test Recall@20 (hits / all held-out) | test NDCG@20 |" in page
+    assert "| 0.1111 | 0.2222 |" in page and "| 0.1745 | 0.1450 | not paired" in page
+    assert "carved out of the training users" in page and "best epoch 4" in page
