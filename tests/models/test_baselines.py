@@ -89,8 +89,10 @@ def test_ease_falls_back_to_a_float32_work_matrix_when_float64_does_not_fit(rng,
 def test_spd_inverse_float32_inverts_in_float32(rng):
     A = rng.standard_normal((30, 30))
     G = (A @ A.T + 30 * np.eye(30)).astype(np.float32)
-    P = spd_inverse(G.copy())
+    work = G.copy()
+    P = spd_inverse(work)
     assert P.dtype == np.float32
+    assert np.shares_memory(P, work)  # in place: a second n x n matrix would double EASE's memory
     np.testing.assert_allclose(P, np.linalg.inv(G.astype(np.float64)), rtol=1e-4, atol=1e-6)
 
 

@@ -153,7 +153,8 @@ def gram_matrix(X: sp.csr_matrix, block: int = 2048, dtype: Any = np.float64) ->
 
 def spd_inverse(G: np.ndarray, block: int = 2048) -> np.ndarray:
     """Inverse of a symmetric positive definite float64 or float32 matrix, in place (Cholesky: LAPACK potrf/potri)."""
-    G = np.asfortranarray(G)
+    # LAPACK wants Fortran order: a symmetric matrix's transpose is itself in that order, with no n x n copy
+    G = G.T if G.flags.c_contiguous else np.asfortranarray(G)
     potrf, potri = (lapack.spotrf, lapack.spotri) if G.dtype == np.float32 else (lapack.dpotrf, lapack.dpotri)
     c, info = potrf(G, lower=False, overwrite_a=True, clean=False)
     if info != 0:
