@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from recvae.data.snapshot import Snapshot
-from recvae.data.split import choice_data
 from recvae.evaluation.metrics import evaluate
 from recvae.models.baselines.registry import fit_baseline, make_baseline
 
@@ -54,6 +53,8 @@ def tune(
     table : list of dict
         One row per grid point: the params, the metric's mean and standard error, users and fit seconds.
     """
+    from recvae.data.split import choice_data  # here: loading a logged baseline must not need the data layer's imports
+
     train, (foldin, heldout) = choice_data(snapshot)
     points = param_grid(grid)
     for p in points:
