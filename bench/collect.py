@@ -9,8 +9,8 @@ import argparse
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["reproduce_ml-1m-pro-sg", "vae_tuning", "tune_ml-1m-pro-sg", "tune_ml-latest-small", "parity_ml1m",
-         "baselines_ml1m", "reproduce_gowalla",
+ORDER = ["reproduce_ml-1m-pro-sg", "vae_tuning", "tune_ml-1m-pro-sg", "tune_ml-latest-small", "tune_gowalla",
+         "parity_ml1m", "baselines_ml1m", "reproduce_gowalla",
          "reproduce_gowalla_constant_lr", "reproduce_ml-20m",
          "peers", "peers_with_checkpoints", "peers_ml20m", "peers_ml20m_2threads", "peers_ml20m_onelayer",
          "train_speed", "train_speed_synthetic-ml20m", "prepare", "prepare_stream", "recommend", "scale"]

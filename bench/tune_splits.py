@@ -142,7 +142,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"NDCG@100 {s['best_val_ndcg@100']:.4f}) retrained and scored once on test users. EASE and ALS tuned on the "
         "same validation users (their default grids)"
         + ("" if r.get("reproduced") else "; the paper's Mult-VAE with its settings")
-        + f". This run of the bench {r['wall_s'] / 60:.1f} min (a resumed study's earlier trials not included).",
+        + f". This run of the bench {r['wall_s'] / 60:.1f} min: the wall column is this run's, so a resumed study's "
+        "trials, and a best retrained in an earlier run, are not in it.",
         "",
         "A configuration tuned on this split is a claim about this split only; run `recvae tune` on your own data.",
         "",
@@ -158,13 +159,13 @@ def markdown(r: dict[str, Any]) -> str:
                      *[f"{m['test'][k]:.4f}" for k in extra], diff, f"{m['wall_s']:.0f}"])
     rep = r.get("reproduced")
     if rep:
-        rows.append([f"Mult-VAE, {rep['label']} (bench/reproduce.py)", "", "", "", "",
+        rows.append([f"{rep['label']} (bench/reproduce.py)", "", "", "", "",
                      *[f"{rep['test'][k]:.4f}" if k in rep["test"] else "" for k in extra],
                      "not paired: another run, its epoch chosen on test users", ""])
     lines += harness.markdown_table(
         ["model", "val NDCG@100", "test NDCG@100", "test Recall@20", "test Recall@50",
          *[EXTRA_LABELS[k] for k in extra],
-         "paired test NDCG@100 − EASE (± s.e.)", "wall (s)"], rows, "lrrrr" + "r" * len(extra) + "rr")
+         "paired test NDCG@100 − EASE (± s.e.)", "wall (s), this run"], rows, "lrrrr" + "r" * len(extra) + "rr")
     if rep:
         lines += ["", f"The Mult-VAE row is read from `{rep['source']}` ({rep['note']}); the paper's Mult-VAE was not "
                       "retrained in this run."]
