@@ -44,7 +44,7 @@ def configure(tracking_uri: str | None = None) -> str:
         db.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in logs and CLI output
     mlflow.set_tracking_uri(uri)  # the model registry follows the tracking URI unless MLFLOW_REGISTRY_URI is set
-    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+    if db is not None and uri != "sqlite:///:memory:":
         init_sqlite_store(uri)
     return uri
 
